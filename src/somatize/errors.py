@@ -1,0 +1,42 @@
+"""User-facing errors: one family, rendered to a one-line message in cli.py only."""
+
+from __future__ import annotations
+
+
+class SomatizeError(Exception):
+    """An error caused by the user's input; carries the process exit code."""
+
+    exit_code = 2
+
+
+class StudyFileError(SomatizeError):
+    """One or more problems in a study file, each already formatted as FILE:LINE:COL: message."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ResultsFileError(SomatizeError):
+    """A results or journal file that cannot be read."""
+
+
+class UsageError(SomatizeError):
+    """Bad command-line arguments."""
+
+
+class SpaceError(ValueError):
+    """An invalid dimension or search space; `field` names the offending key, if any."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
+
+class TrialPruned(Exception):
+    """Raised from an objective to stop its trial early; the trial is recorded as pruned."""
+
+    def __init__(self, reason: str = "pruned by the objective", step: int | None = None):
+        self.reason = reason
+        self.step = step
+        super().__init__(reason)

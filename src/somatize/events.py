@@ -1,0 +1,192 @@
+"""Study events and the EventBus that carries them to subscribers.
+
+Two kinds of subscriber:
+- a *handler* (`subscribe`) runs inline in the publishing thread. It is for
+  work that must finish before the runner goes on (the journal's flush) and
+  must be quick.
+- a *queue* (`subscribe_queue`) is a bounded buffer the publisher never waits
+  on: when it is full the oldest event is dropped and `missed` counts it, so a
+  slow consumer (the live table) can tell that it lost events.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from .study import Trial, iso
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, init=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.kind, "time": iso(self.time)}
+        for f in fields(self):
+            if f.name != "time":
+                out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Trial):
+        return value.to_dict()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class StudyStarted(Event):
+    kind: ClassVar[str] = "study_started"
+    study_id: str = ""
+    study_name: str = ""
+    strategy: str = ""
+    total_trials: int | None = None
+    objectives: tuple[str, ...] = ()
+    resumed_trials: int = 0
+
+
+@dataclass(frozen=True)
+class TrialStarted(Event):
+    kind: ClassVar[str] = "trial_started"
+    trial_id: str = ""
+    number: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialMetric(Event):
+    kind: ClassVar[str] = "trial_metric"
+    trial_id: str = ""
+    name: str = ""
+    value: float = math.nan
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialCompleted(Event):
+    kind: ClassVar[str] = "trial_completed"
+    trial_id: str = ""
+    values: dict[str, float] = field(default_factory=dict)
+    trial: Trial | None = None
+
+
+@dataclass(frozen=True)
+class TrialPrunedEvent(Event):
+    kind: ClassVar[str] = "trial_pruned"
+    trial_id: str = ""
+    step: int | None = None
+    reason: str = ""
+    trial: Trial | None = None
+
+
+@dataclass(frozen=True)
+class TrialFailed(Event):
+    kind: ClassVar[str] = "trial_failed"
+    trial_id: str = ""
+    error: str = ""
+    trial: Trial | None = None
+
+
+@dataclass(frozen=True)
+class BestUpdated(Event):
+    kind: ClassVar[str] = "best_updated"
+    trial_id: str = ""
+    value: float = math.nan
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyProgress(Event):
+    kind: ClassVar[str] = "study_progress"
+    completed: int = 0
+    total: int | None = None
+    best_value: float = math.nan
+    pruned: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class StudyCompleted(Event):
+    kind: ClassVar[str] = "study_completed"
+    status: str = "completed"
+    reason: str = ""
+    best_trial_id: str | None = None
+    best_value: float = math.nan
+
+
+FINISHED_TRIAL_EVENTS = (TrialCompleted, TrialPrunedEvent, TrialFailed)
+
+Handler = Callable[[Event], None]
+
+
+class Subscription:
+    """A bounded, non-blocking buffer of events for one consumer."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self.missed = 0
+        self._events: deque[Event] = deque()
+        self._ready = threading.Condition()
+
+    def offer(self, event: Event) -> None:
+        with self._ready:
+            if len(self._events) >= self.maxsize:
+                self._events.popleft()
+                self.missed += 1
+            self._events.append(event)
+            self._ready.notify()
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None when none arrives within timeout."""
+        with self._ready:
+            if not self._events and not self._ready.wait_for(lambda: bool(self._events), timeout):
+                return None
+            return self._events.popleft()
+
+    def drain(self) -> list[Event]:
+        with self._ready:
+            events = list(self._events)
+            self._events.clear()
+            return events
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+        self._queues: list[Subscription] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, handler: Handler) -> None:
+        """Call handler inline for every event; it must be fast and must not raise."""
+        self._handlers.append(handler)
+
+    def subscribe_queue(self, maxsize: int = 1024) -> Subscription:
+        subscription = Subscription(maxsize)
+        self._queues.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscriber: Handler | Subscription) -> None:
+        if isinstance(subscriber, Subscription):
+            self._queues.remove(subscriber)
+        else:
+            self._handlers.remove(subscriber)
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._handlers or self._queues)
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            for handler in self._handlers:
+                handler(event)
+            for queue in self._queues:
+                queue.offer(event)

@@ -1,0 +1,287 @@
+"""StudyRunner: the study loop (sampler -> executor -> trial record -> events).
+
+It depends only on the Sampler and Executor interfaces and the EventBus; it
+knows nothing of YAML, terminals or files. Subscribers (journal, live table,
+event log) learn everything from events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+from .errors import TrialPruned
+from .events import (
+    BestUpdated,
+    EventBus,
+    StudyCompleted,
+    StudyProgress,
+    StudyStarted,
+    TrialCompleted,
+    TrialFailed,
+    TrialMetric,
+    TrialPrunedEvent,
+    TrialStarted,
+)
+from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest
+from .samplers.base import Sampler
+from .study import MetricRecord, Study, Trial, TrialState
+
+
+@dataclass(frozen=True)
+class StopConditions:
+    """When a study ends besides running out of planned trials."""
+
+    target_metric: str | None = None
+    target_value: float | None = None
+    max_failures: int | None = None
+    max_consecutive_failures: int | None = 5
+    timeout: float | None = None  # seconds of wall time for the whole study
+    retries: int = 0  # re-runs of a failed trial with the same params
+
+
+def derive_trial_seed(study_seed: int | None, number: int) -> int:
+    """A stable 31-bit seed per trial, independent of how many trials ran before."""
+    digest = hashlib.blake2b(f"{study_seed}:{number}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def traceback_tail(exc: BaseException, lines: int = 6) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+class TrialReporter:
+    """Collects a running trial's intermediate metrics and publishes them."""
+
+    def __init__(self, trial: Trial, bus: EventBus):
+        self.trial = trial
+        self.bus = bus
+
+    def report(self, name: str, value: float, step: int | None = None) -> None:
+        record = MetricRecord(name, float(value), step)
+        self.trial.metrics.append(record)
+        self.bus.publish(TrialMetric(trial_id=self.trial.id, name=name, value=record.value, step=step))
+
+    def should_prune(self) -> bool:
+        return False
+
+
+class StudyRunner:
+    def __init__(
+        self,
+        study: Study,
+        sampler: Sampler,
+        executor: Executor,
+        bus: EventBus | None = None,
+        stop: StopConditions | None = None,
+        seed: int | None = None,
+    ):
+        self.study = study
+        self.sampler = sampler
+        self.executor = executor
+        self.bus = bus or EventBus()
+        self.stop = stop or StopConditions()
+        self.seed = seed
+        self._stop_requested = threading.Event()
+        self._failures = 0
+        self._pruned = 0
+        self._consecutive_failures = 0
+        self._best: Trial | None = None
+
+    def request_stop(self) -> None:
+        """Start no new trial; the running one finishes (used by signal handlers)."""
+        self._stop_requested.set()
+
+    # The loop -----------------------------------------------------------------
+
+    def run(self) -> Study:
+        study = self.study
+        study.started_at = study.started_at or time.time()
+        study.status = "running"
+        study.trials = [t for t in study.trials if t.state.is_finished()]
+        for trial in study.trials:  # resumed history
+            self.sampler.tell(trial)
+        self._best = study.best_trial()
+        self._failures = sum(t.state is TrialState.FAILED for t in study.trials)
+        self._pruned = sum(t.state is TrialState.PRUNED for t in study.trials)
+        total = self.sampler.total
+        number = max((t.number for t in study.trials), default=-1) + 1
+        deadline = None if self.stop.timeout is None else time.monotonic() + self.stop.timeout
+        self.bus.publish(
+            StudyStarted(
+                study_id=study.id,
+                study_name=study.name,
+                strategy=str(study.strategy.get("type", "")),
+                total_trials=total,
+                objectives=tuple(o.metric for o in study.objectives),
+                resumed_trials=len(study.trials),
+            )
+        )
+        reason = "n_trials"
+        try:
+            while True:
+                reason = self._reason_to_stop(total, deadline)
+                if reason:
+                    break
+                params = self.sampler.propose(number)
+                if params is None:
+                    reason = "exhausted"
+                    break
+                trial = self._run_trial(number, params)
+                number += 1
+                self._record(trial, total)
+                self.sampler.tell(trial)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            self.executor.close()
+        self._finish(reason)
+        return study
+
+    def _reason_to_stop(self, total: int | None, deadline: float | None) -> str | None:
+        if self._stop_requested.is_set():
+            return "interrupted"
+        if total is not None and len(self.study.trials) >= total:
+            return "n_trials"
+        if self.stop.max_failures is not None and self._failures >= self.stop.max_failures:
+            return "max_failures"
+        limit = self.stop.max_consecutive_failures
+        if limit is not None and self._consecutive_failures >= limit:
+            return "max_consecutive_failures"
+        if self._target_reached():
+            return "target"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
+        return None
+
+    def _target_reached(self) -> bool:
+        metric, value = self.stop.target_metric, self.stop.target_value
+        if metric is None or value is None:
+            return False
+        try:
+            direction = self.study.objective(metric).direction
+        except KeyError:
+            direction = self.study.primary.direction
+        for trial in reversed(self.study.trials):
+            if trial.state is TrialState.COMPLETED:
+                got = trial.values.get(metric)
+                if got is None:
+                    got = trial.best_metric(metric, direction)
+                return got is not None and direction.reached(got, value)
+        return False
+
+    # One trial ----------------------------------------------------------------
+
+    def _run_trial(self, number: int, params: dict) -> Trial:
+        trial = Trial(number, params, trial_seed=derive_trial_seed(self.seed, number))
+        self.bus.publish(TrialStarted(trial_id=trial.id, number=number, params=params))
+        request = TrialRequest(trial.id, number, params, trial.trial_seed or 0, self.study.name)
+        for attempt in range(1, self.stop.retries + 2):
+            trial.attempts = attempt
+            trial.metrics = []
+            trial.started_at = time.time()
+            clock = time.perf_counter()
+            outcome = self._execute(request, trial)
+            trial.duration_ms = round((time.perf_counter() - clock) * 1000)
+            self._apply(trial, outcome)
+            if trial.state is not TrialState.FAILED:
+                break
+        return trial
+
+    def _execute(self, request: TrialRequest, trial: Trial) -> Outcome:
+        try:
+            return self.executor.run(request, TrialReporter(trial, self.bus))
+        except TrialPruned as exc:
+            return Pruned(exc.step, exc.reason)
+        except Exception as exc:  # any error in user code fails the trial, the study goes on
+            return Failed(f"{type(exc).__name__}: {exc}\n{traceback_tail(exc)}")
+
+    def _apply(self, trial: Trial, outcome: Outcome) -> None:
+        if isinstance(outcome, Failed):
+            trial.state, trial.error = TrialState.FAILED, outcome.error
+            return
+        if isinstance(outcome, Completed):
+            for record in outcome.metrics:
+                trial.metrics.append(record)
+                self.bus.publish(TrialMetric(trial_id=trial.id, name=record.name, value=record.value, step=record.step))
+        trial.values = {}
+        for objective in self.study.objectives:
+            value = objective.reduce_records(trial.metrics)
+            if value is not None:
+                trial.values[objective.metric] = value
+        if isinstance(outcome, Pruned):
+            trial.state, trial.pruned_step, trial.reason = TrialState.PRUNED, outcome.step, outcome.reason
+            return
+        primary = self.study.primary.metric
+        if primary not in trial.values:
+            trial.state = TrialState.FAILED
+            trial.error = self._missing_metric_reason(trial, primary)
+            return
+        trial.state = TrialState.COMPLETED
+
+    @staticmethod
+    def _missing_metric_reason(trial: Trial, primary: str) -> str:
+        if any(r.name == primary for r in trial.metrics):
+            return f"primary metric {primary!r} was NaN"
+        seen = sorted({r.name for r in trial.metrics})
+        if seen:
+            return f"no value for primary metric {primary!r} (metrics seen: {', '.join(seen)})"
+        return f"no value for primary metric {primary!r} (no metrics reported)"
+
+    def _record(self, trial: Trial, total: int | None) -> None:
+        study = self.study
+        study.trials.append(trial)
+        if trial.state is TrialState.COMPLETED:
+            self._consecutive_failures = 0
+            self.bus.publish(TrialCompleted(trial_id=trial.id, values=dict(trial.values), trial=trial))
+            primary = study.primary
+            value = trial.values[primary.metric]
+            if self._best is None or primary.direction.better(value, self._best.values[primary.metric]):
+                self._best = trial
+                self.bus.publish(BestUpdated(trial_id=trial.id, value=value, params=trial.params))
+        elif trial.state is TrialState.PRUNED:
+            self._pruned += 1
+            self._consecutive_failures = 0
+            self.bus.publish(
+                TrialPrunedEvent(trial_id=trial.id, step=trial.pruned_step, reason=trial.reason or "", trial=trial)
+            )
+        else:
+            self._failures += 1
+            self._consecutive_failures += 1
+            self.bus.publish(TrialFailed(trial_id=trial.id, error=trial.error or "", trial=trial))
+        self.bus.publish(
+            StudyProgress(
+                completed=len(study.trials),
+                total=total,
+                best_value=self._best_value(),
+                pruned=self._pruned,
+                failed=self._failures,
+            )
+        )
+
+    def _best_value(self) -> float:
+        return math.nan if self._best is None else self._best.values[self.study.primary.metric]
+
+    def _finish(self, reason: str) -> None:
+        study = self.study
+        study.finished_at = time.time()
+        study.stop_reason = reason
+        if reason == "interrupted":
+            study.status = "interrupted"
+        elif reason in ("max_failures", "max_consecutive_failures"):
+            study.status = "failed"
+        else:
+            study.status = "completed"
+        self.bus.publish(
+            StudyCompleted(
+                status=study.status,
+                reason=reason,
+                best_trial_id=None if self._best is None else self._best.id,
+                best_value=self._best_value(),
+            )
+        )

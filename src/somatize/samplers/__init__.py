@@ -1,0 +1,35 @@
+"""Samplers behind one interface; the Bayesian one (scikit-optimize) is imported only when asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..space import SearchSpace
+from ..study import Objective
+from .base import Sampler
+
+STRATEGIES = ("grid", "random", "bayesian")
+
+
+def make_sampler(strategy: Mapping[str, Any], space: SearchSpace, objective: Objective, seed: int | None) -> Sampler:
+    """Build the sampler a validated `strategy:` mapping names."""
+    options = {k: v for k, v in strategy.items() if k not in ("type", "n_trials")}
+    kind = strategy.get("type")
+    n_trials = strategy.get("n_trials")
+    if kind == "grid":
+        from .grid import GridSampler
+
+        return GridSampler(space, objective, n_trials, seed, **options)
+    if kind == "random":
+        from .random import RandomSampler
+
+        return RandomSampler(space, objective, n_trials, seed)
+    if kind == "bayesian":
+        from .bayesian import BayesianSampler
+
+        return BayesianSampler(space, objective, n_trials, seed, **options)
+    raise ValueError(f"unknown strategy {kind!r}")
+
+
+__all__ = ["STRATEGIES", "Sampler", "make_sampler"]

@@ -1,0 +1,38 @@
+"""Random search: uniform in linear or log space, seeded, never repeating a point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..space import SearchSpace
+from ..study import Objective
+from .base import Sampler
+
+# Draws before falling back to picking among the points not yet seen.
+REDRAWS = 64
+
+
+class RandomSampler(Sampler):
+    def __init__(self, space: SearchSpace, objective: Objective, n_trials: int | None, seed: int | None = None):
+        super().__init__(space, objective, n_trials, seed)
+        import numpy as np
+
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self, number: int) -> dict[str, Any] | None:
+        if self.exhausted():
+            return None
+        width = len(self.space)
+        for _ in range(REDRAWS):
+            params = self.space.from_unit(self.rng.random(width).tolist())
+            key = self.space.key(params)
+            if key not in self.seen:
+                self.seen.add(key)
+                return params
+        # A nearly exhausted finite space: choose uniformly among what is left.
+        left = [p for p in self.space.enumerate() if self.space.key(p) not in self.seen]
+        if not left:
+            return None
+        params = left[int(self.rng.integers(len(left)))]
+        self.seen.add(self.space.key(params))
+        return params

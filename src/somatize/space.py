@@ -1,0 +1,348 @@
+"""Search-space dimensions and the ordered SearchSpace.
+
+Pure Python on purpose: `validate` and `best` load this module and must stay
+fast, so numpy is left to the samplers. Every dimension maps a unit number
+u in [0, 1) to a value (`from_unit`), which is all a sampler needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .errors import SpaceError
+
+Scalar = Union[str, int, float, bool]
+
+LINEAR = "linear"
+LOG = "log"
+SCALES = (LINEAR, LOG)
+
+
+def tidy(value: float) -> float:
+    """Drop binary noise (0.30000000000000004 -> 0.3) that lattice arithmetic leaves."""
+    return float(f"{value:.15g}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_number(value: Any, name: str) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise SpaceError(f"{name} must be a finite number, got {value!r}", name)
+    return value
+
+
+def _evenly(low: float, high: float, points: int, scale: str) -> list[float]:
+    if points <= 1:
+        return [low]
+    if scale == LOG:
+        a, b = math.log10(low), math.log10(high)
+        values = [10 ** (a + i * (b - a) / (points - 1)) for i in range(points)]
+    else:
+        values = [low + i * (high - low) / (points - 1) for i in range(points)]
+    values[0], values[-1] = low, high
+    return values
+
+
+def _unique(values: Sequence[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    out = []
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+    return out
+
+
+@dataclass(frozen=True)
+class FloatDimension:
+    name: str
+    low: float
+    high: float
+    scale: str = LINEAR
+    step: float | None = None
+    default: float | None = None
+
+    def __post_init__(self) -> None:
+        low = _check_number(self.low, "low")
+        high = _check_number(self.high, "high")
+        if self.scale not in SCALES:
+            raise SpaceError(f"scale must be linear or log, got {self.scale!r}", "scale")
+        if not low < high:
+            raise SpaceError(f"low ({low}) must be less than high ({high})", "low")
+        if self.scale == LOG and low <= 0:
+            raise SpaceError(f"a log-scale dimension needs low > 0, got {low}", "low")
+        if self.step is not None:
+            step = _check_number(self.step, "step")
+            if self.scale == LOG:
+                raise SpaceError("step is only allowed with scale: linear", "step")
+            if step <= 0 or step > high - low:
+                raise SpaceError(f"step must be in (0, high - low], got {step}", "step")
+        if self.default is not None:
+            _check_number(self.default, "default")
+            if not self.contains(self.default):
+                raise SpaceError(f"default {self.default!r} is not in the dimension", "default")
+
+    @property
+    def kind(self) -> str:
+        return "float"
+
+    @property
+    def _last_k(self) -> int:
+        assert self.step is not None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9))
+
+    def _on_lattice(self, k: int) -> float:
+        assert self.step is not None
+        return tidy(self.low + k * self.step)
+
+    def cardinality(self) -> int | None:
+        return None if self.step is None else self._last_k + 1
+
+    def values(self) -> list[float] | None:
+        """Every value of a finite dimension, None when continuous."""
+        return None if self.step is None else [self._on_lattice(k) for k in range(self._last_k + 1)]
+
+    def contains(self, value: Any) -> bool:
+        if not _is_number(value) or not self.low <= value <= self.high:
+            return False
+        if self.step is None:
+            return True
+        k = (value - self.low) / self.step
+        return abs(k - round(k)) < 1e-6
+
+    def from_unit(self, u: float) -> float:
+        if self.step is not None:
+            return self._on_lattice(min(int(u * (self._last_k + 1)), self._last_k))
+        if self.scale == LOG:
+            a, b = math.log(self.low), math.log(self.high)
+            return min(max(math.exp(a + u * (b - a)), self.low), self.high)
+        return self.low + u * (self.high - self.low)
+
+    def grid(self, points: int) -> list[float]:
+        values = _evenly(self.low, self.high, points, self.scale)
+        if self.step is None:
+            return [tidy(v) for v in values]
+        last = self._last_k
+        return _unique([self._on_lattice(min(round((v - self.low) / self.step), last)) for v in values])
+
+    def to_spec(self) -> dict[str, Any]:
+        return _spec(self, low=self.low, high=self.high, scale=self.scale, step=self.step)
+
+
+@dataclass(frozen=True)
+class IntDimension:
+    name: str
+    low: int
+    high: int
+    scale: str = LINEAR
+    step: int = 1
+    default: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("low", "high", "step"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SpaceError(f"{key} must be an integer, got {value!r}", key)
+        if self.scale not in SCALES:
+            raise SpaceError(f"scale must be linear or log, got {self.scale!r}", "scale")
+        if not self.low <= self.high:
+            raise SpaceError(f"low ({self.low}) must not exceed high ({self.high})", "low")
+        if self.scale == LOG and self.low < 1:
+            raise SpaceError(f"a log-scale int dimension needs low >= 1, got {self.low}", "low")
+        if self.step < 1:
+            raise SpaceError(f"step must be a positive integer, got {self.step}", "step")
+        if self.step != 1 and self.scale == LOG:
+            raise SpaceError("step is only allowed with scale: linear", "step")
+        if self.default is not None and not self.contains(self.default):
+            raise SpaceError(f"default {self.default!r} is not in the dimension", "default")
+
+    @property
+    def kind(self) -> str:
+        return "int"
+
+    def cardinality(self) -> int:
+        return (self.high - self.low) // self.step + 1
+
+    def values(self) -> list[int]:
+        return list(range(self.low, self.high + 1, self.step))
+
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
+
+    def _snap(self, value: float) -> int:
+        k = min(max(round((value - self.low) / self.step), 0), self.cardinality() - 1)
+        return self.low + k * self.step
+
+    def from_unit(self, u: float) -> int:
+        if self.scale == LOG:
+            # Log-uniform over [low-0.5, high+0.5] so both ends get their share after rounding.
+            a, b = math.log(self.low - 0.5), math.log(self.high + 0.5)
+            return self._snap(math.exp(a + u * (b - a)))
+        n = self.cardinality()
+        return self.low + min(int(u * n), n - 1) * self.step
+
+    def grid(self, points: int) -> list[int]:
+        return _unique([self._snap(v) for v in _evenly(self.low, self.high, points, self.scale)])
+
+    def to_spec(self) -> dict[str, Any]:
+        return _spec(self, low=self.low, high=self.high, scale=self.scale, step=None if self.step == 1 else self.step)
+
+
+@dataclass(frozen=True)
+class CategoricalDimension:
+    name: str
+    choices: tuple[Scalar, ...]
+    default: Scalar | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.choices, tuple) or not self.choices:
+            raise SpaceError("choices must be a non-empty list", "choices")
+        keys = []
+        for choice in self.choices:
+            if not isinstance(choice, (str, int, float, bool)):
+                raise SpaceError(f"choices must be scalars (str, int, float, bool), got {choice!r}", "choices")
+            keys.append((type(choice), choice))
+        if len(set(keys)) != len(keys):
+            raise SpaceError("choices must be unique", "choices")
+        if self.default is not None and not self.contains(self.default):
+            raise SpaceError(f"default {self.default!r} is not one of the choices", "default")
+
+    @property
+    def kind(self) -> str:
+        return "categorical"
+
+    def cardinality(self) -> int:
+        return len(self.choices)
+
+    def values(self) -> list[Scalar]:
+        return list(self.choices)
+
+    def contains(self, value: Any) -> bool:
+        return any(type(c) is type(value) and c == value for c in self.choices)
+
+    def from_unit(self, u: float) -> Scalar:
+        n = len(self.choices)
+        return self.choices[min(int(u * n), n - 1)]
+
+    def grid(self, points: int) -> list[Scalar]:
+        return list(self.choices)
+
+    def to_spec(self) -> dict[str, Any]:
+        return _spec(self, choices=list(self.choices))
+
+
+Dimension = Union[FloatDimension, IntDimension, CategoricalDimension]
+
+
+def _spec(dim: Dimension, **fields: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": dim.kind}
+    spec.update({k: v for k, v in fields.items() if v is not None and not (k == "scale" and v == LINEAR)})
+    if dim.default is not None:
+        spec["default"] = dim.default
+    return spec
+
+
+def dimension_from_spec(name: str, spec: Mapping[str, Any]) -> Dimension:
+    """Build a dimension from its canonical mapping (`{type: float, low: .., high: ..}`)."""
+    fields = {k: v for k, v in spec.items() if k != "type"}
+    kind = spec.get("type")
+    try:
+        if kind == "float":
+            return FloatDimension(name, **fields)
+        if kind == "int":
+            return IntDimension(name, **fields)
+        if kind == "categorical":
+            choices = fields.pop("choices", None)
+            if not isinstance(choices, list):
+                raise SpaceError("choices must be a non-empty list", "choices")
+            return CategoricalDimension(name, tuple(choices), **fields)
+    except TypeError as exc:  # unexpected keyword
+        raise SpaceError(str(exc).replace("__init__() ", "")) from None
+    raise SpaceError(f"type must be float, int or categorical, got {kind!r}", "type")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Searched dimensions in declared order, plus constants passed to every trial."""
+
+    dimensions: tuple[Dimension, ...]
+    constants: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.dimensions:
+            raise SpaceError("the search space needs at least one searched dimension")
+        names = [d.name for d in self.dimensions] + list(self.constants)
+        if len(set(names)) != len(names):
+            raise SpaceError("parameter names must be unique")
+
+    def __iter__(self) -> Iterator[Dimension]:
+        return iter(self.dimensions)
+
+    def __len__(self) -> int:
+        return len(self.dimensions)
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def cardinality(self) -> int | None:
+        """Number of distinct parameter sets, or None when a dimension is continuous."""
+        total = 1
+        for dim in self.dimensions:
+            size = dim.cardinality()
+            if size is None:
+                return None
+            total *= size
+        return total
+
+    def enumerate(self, values_per_dimension: list[list[Any]] | None = None) -> Iterator[dict[str, Any]]:
+        """Cartesian product in declared order, first dimension slowest (all values by default)."""
+        columns = values_per_dimension or [d.values() for d in self.dimensions]
+        if any(column is None for column in columns):
+            raise SpaceError("cannot enumerate a continuous dimension")
+        names = self.names
+        for combo in itertools.product(*columns):  # type: ignore[arg-type]
+            yield self.with_constants(dict(zip(names, combo)))
+
+    def key(self, params: Mapping[str, Any]) -> tuple:
+        """A hashable identity of the searched values, for duplicate detection."""
+        return tuple((type(params.get(d.name)).__name__, params.get(d.name)) for d in self.dimensions)
+
+    def with_constants(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.constants:
+            params.update(self.constants)
+        return params
+
+    def from_unit(self, units: Sequence[float]) -> dict[str, Any]:
+        return self.with_constants({d.name: d.from_unit(u) for d, u in zip(self.dimensions, units)})
+
+    def contains(self, params: Mapping[str, Any]) -> bool:
+        return all(d.contains(params.get(d.name)) for d in self.dimensions)
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {d.name: d.to_spec() for d in self.dimensions}
+        spec.update(self.constants)
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> SearchSpace:
+        """Inverse of `to_spec`: mappings are dimensions, other values constants."""
+        dims = []
+        constants = {}
+        for name, value in spec.items():
+            if isinstance(value, Mapping):
+                dims.append(dimension_from_spec(name, value))
+            else:
+                constants[name] = value
+        return cls(tuple(dims), constants)

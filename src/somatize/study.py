@@ -1,0 +1,319 @@
+"""Domain records: objectives, metric records, trials and the study, with their JSON form (SPEC §4)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from .space import SearchSpace
+
+RESULTS_FORMAT = "somatize.results"
+RESULTS_VERSION = 1
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
+
+
+def from_iso(text: str | None) -> float | None:
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def trial_id(number: int) -> str:
+    return f"trial_{number:04d}"
+
+
+class TrialState(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+    def is_finished(self) -> bool:
+        return self is not TrialState.RUNNING
+
+
+class Direction(str, Enum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+    def better(self, a: float, b: float) -> bool:
+        """True when a is strictly better than b."""
+        return a < b if self is Direction.MINIMIZE else a > b
+
+    def best(self, values: Iterable[float]) -> float:
+        return min(values) if self is Direction.MINIMIZE else max(values)
+
+    def reached(self, value: float, target: float) -> bool:
+        return value <= target if self is Direction.MINIMIZE else value >= target
+
+
+REDUCES = ("best", "last")
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: Direction = Direction.MINIMIZE
+    reduce: str = "best"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "direction", Direction(self.direction))
+        if self.reduce not in REDUCES:
+            raise ValueError(f"reduce must be best or last, got {self.reduce!r}")
+
+    def reduce_records(self, records: Iterable[MetricRecord]) -> float | None:
+        values = [r.value for r in records if r.name == self.metric and not math.isnan(r.value)]
+        if not values:
+            return None
+        return values[-1] if self.reduce == "last" else self.direction.best(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"metric": self.metric, "direction": self.direction.value}
+        if self.reduce != "best":
+            out["reduce"] = self.reduce
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Objective:
+        return cls(data["metric"], Direction(data.get("direction", "minimize")), data.get("reduce", "best"))
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    name: str
+    value: float
+    step: int | None = None
+    timestamp: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": _json_number(self.value), "step": self.step, "timestamp": iso(self.timestamp)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricRecord:
+        return cls(str(data["name"]), _number(data["value"]), data.get("step"), from_iso(data["timestamp"]) or 0.0)
+
+
+def _json_number(value: float) -> float | str:
+    # JSON has no NaN/Infinity; keep them readable and reversible as strings.
+    return value if math.isfinite(value) else str(value)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+@dataclass
+class Trial:
+    number: int
+    params: dict[str, Any]
+    state: TrialState = TrialState.RUNNING
+    metrics: list[MetricRecord] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    started_at: float | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    pruned_step: int | None = None
+    reason: str | None = None
+    trial_seed: int | None = None
+    attempts: int = 1
+
+    @property
+    def id(self) -> str:
+        return trial_id(self.number)
+
+    def best_metric(self, metric: str, direction: Direction | str = Direction.MINIMIZE) -> float | None:
+        return Objective(metric, Direction(direction)).reduce_records(self.metrics)
+
+    def value(self, metric: str) -> float | None:
+        return self.values.get(metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "number": self.number,
+            "state": self.state.value,
+            "params": self.params,
+            "values": {k: _json_number(v) for k, v in self.values.items()},
+            "metrics": [m.to_dict() for m in self.metrics],
+            "started_at": iso(self.started_at),
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "pruned_step": self.pruned_step,
+            "reason": self.reason,
+            "trial_seed": self.trial_seed,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        number = data["number"]
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"trial number must be a non-negative integer, got {number!r}")
+        params = data["params"]
+        if not isinstance(params, dict):
+            raise ValueError("trial params must be a mapping")
+        return cls(
+            number=number,
+            params=dict(params),
+            state=TrialState(data["state"]),
+            metrics=[MetricRecord.from_dict(m) for m in data.get("metrics") or []],
+            values={str(k): _number(v) for k, v in (data.get("values") or {}).items()},
+            started_at=from_iso(data.get("started_at")),
+            duration_ms=data.get("duration_ms"),
+            error=data.get("error"),
+            pruned_step=data.get("pruned_step"),
+            reason=data.get("reason"),
+            trial_seed=data.get("trial_seed"),
+            attempts=data.get("attempts", 1),
+        )
+
+
+def new_study_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Study:
+    """A study's definition and its trials. `spec` is the whole normalised study file."""
+
+    name: str
+    space: SearchSpace
+    objectives: list[Objective]
+    strategy: dict[str, Any] = field(default_factory=lambda: {"type": "random"})
+    spec: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    trials: list[Trial] = field(default_factory=list)
+    status: str = "running"
+    started_at: float | None = None
+    finished_at: float | None = None
+    stop_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise ValueError("a study needs at least one objective")
+        if not self.id:
+            self.id = new_study_id(self.name)
+        if not self.spec:
+            self.spec = {
+                "name": self.name,
+                "search_space": self.space.to_spec(),
+                "strategy": dict(self.strategy),
+                "objectives": [o.to_dict() for o in self.objectives],
+            }
+
+    @property
+    def primary(self) -> Objective:
+        return self.objectives[0]
+
+    def objective(self, metric: str | None) -> Objective:
+        if metric is None:
+            return self.primary
+        for objective in self.objectives:
+            if objective.metric == metric:
+                return objective
+        raise KeyError(metric)
+
+    def completed(self) -> list[Trial]:
+        return [t for t in self.trials if t.state is TrialState.COMPLETED]
+
+    def best_trial(self, metric: str | None = None) -> Trial | None:
+        """Best completed trial for an objective (primary by default); ties go to the earliest."""
+        objective = self.objective(metric)
+        best: Trial | None = None
+        best_value = math.nan
+        for trial in sorted(self.completed(), key=lambda t: t.number):
+            value = trial.values.get(objective.metric)
+            if value is None or math.isnan(value):
+                continue
+            if best is None or objective.direction.better(value, best_value):
+                best, best_value = trial, value
+        return best
+
+    def pareto_front(self) -> list[Trial]:
+        """Non-dominated completed trials over all objectives (empty with one objective)."""
+        if len(self.objectives) < 2:
+            return []
+        signs = [1.0 if o.direction is Direction.MINIMIZE else -1.0 for o in self.objectives]
+        points = []
+        for trial in self.completed():
+            vector = [trial.values.get(o.metric) for o in self.objectives]
+            if all(v is not None and not math.isnan(v) for v in vector):
+                points.append((tuple(s * v for s, v in zip(signs, vector)), trial))  # type: ignore[operator]
+        points.sort(key=lambda p: (p[0], p[1].number))
+        front: list[tuple[tuple[float, ...], Trial]] = []
+        for vector, trial in points:
+            dominated = any(
+                all(a <= b for a, b in zip(f, vector)) and f != vector for f, _ in front
+            ) or any(f == vector for f, _ in front)
+            if not dominated:
+                front.append((vector, trial))
+        return sorted((t for _, t in front), key=lambda t: t.number)
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best_trial()
+        return {
+            "format": RESULTS_FORMAT,
+            "version": RESULTS_VERSION,
+            "study": {
+                "name": self.name,
+                "id": self.id,
+                "spec": self.spec,
+                "objectives": [o.to_dict() for o in self.objectives],
+            },
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "best_trial": None
+            if best is None
+            else {
+                "id": best.id,
+                "number": best.number,
+                "value": _json_number(best.values[self.primary.metric]),
+                "params": best.params,
+            },
+            "pareto_front": [t.id for t in self.pareto_front()],
+            "trials": [t.to_dict() for t in self.trials],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Study:
+        """Rebuild a study from its results JSON; raises ValueError/KeyError/TypeError on bad input."""
+        if data.get("format") != RESULTS_FORMAT:
+            raise ValueError(f"not a somatize results file (format is {data.get('format')!r})")
+        if data.get("version") != RESULTS_VERSION:
+            raise ValueError(f"unsupported results version {data.get('version')!r}")
+        header = data["study"]
+        spec = header["spec"]
+        study = cls(
+            name=str(header["name"]),
+            space=SearchSpace.from_spec(spec["search_space"]),
+            objectives=[Objective.from_dict(o) for o in header["objectives"]],
+            strategy=dict(spec.get("strategy") or {}),
+            spec=dict(spec),
+            id=str(header["id"]),
+            trials=[Trial.from_dict(t) for t in data["trials"]],
+            status=str(data["status"]),
+            started_at=from_iso(data.get("started_at")),
+            finished_at=from_iso(data.get("finished_at")),
+            stop_reason=data.get("stop_reason"),
+        )
+        return study
