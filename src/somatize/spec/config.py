@@ -1,0 +1,47 @@
+"""The validated form of a study file: what the loader produces and the CLI consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..space import SearchSpace
+from ..study import Objective
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Exactly one of `command` (str: shell string, list: argv) and `function` is set."""
+
+    command: str | list[str] | None = None
+    function: str | None = None
+    timeout: float | None = None  # seconds per trial
+    workdir: Path = Path(".")  # absolute, resolved against the study file's directory
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    path: str  # as shown in messages: the file path given, or "<stdin>"
+    base_dir: Path  # the study file's directory (cwd for stdin); importable for functions
+    name: str
+    space: SearchSpace
+    strategy: dict[str, Any]  # canonical: {"type": ..., "n_trials": ..., other options}
+    objectives: list[Objective]
+    executor: ExecutorConfig
+    seed: int | None = None
+    target: tuple[str, float] | None = None
+    parallel: int = 1
+    retries: int = 0
+    max_failures: int | None = None
+    max_consecutive_failures: int | None = 5
+    timeout: float | None = None  # whole-study seconds ("2h" etc. already converted)
+    output: Path | None = None  # from `output:`, resolved against base_dir; None = CLI default
+    pruning: dict[str, Any] | None = None
+    cluster: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
+
+    @property
+    def primary(self) -> Objective:
+        return self.objectives[0]
