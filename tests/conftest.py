@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from somatize.executors.base import Completed, Executor, Outcome, Reporter, TrialRequest
+from somatize.study import MetricRecord
+
+
+class FunctionOf(Executor):
+    """An in-process executor for engine tests: metric = fn(params)."""
+
+    def __init__(self, metric: str, fn: Callable[[dict[str, Any]], Any]):
+        self.metric = metric
+        self.fn = fn
+
+    def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
+        result = self.fn(dict(request.params))
+        if isinstance(result, (Completed,)) or not isinstance(result, (int, float)):
+            return result
+        return Completed([MetricRecord(self.metric, float(result))])
+
+
+@pytest.fixture
+def function_of() -> type[FunctionOf]:
+    return FunctionOf
