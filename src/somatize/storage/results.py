@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import ResultsFileError
+from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study
 
 
@@ -72,3 +74,25 @@ def read_results(path: str | Path) -> Study:
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_results(text, str(path))
+
+
+class PeriodicResults:
+    """A bus subscriber that rewrites the results file every few seconds while trials finish.
+
+    It keeps its own copy of the study (definition plus the trials it was told
+    of), so a reader of the results file sees progress without waiting for the end.
+    """
+
+    def __init__(self, study: Study, path: Path, every_seconds: float = 2.0):
+        self.study = Study(study.name, study.space, study.objectives, study.strategy, study.spec, study.id,
+                           list(study.trials), "running", study.started_at)
+        self.path = path
+        self.every_seconds = every_seconds
+        self._last_write = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, FINISHED_TRIAL_EVENTS):
+            self.study.trials.append(event.trial)  # type: ignore[attr-defined]
+            if time.monotonic() - self._last_write >= self.every_seconds:
+                write_results(self.study, self.path)
+                self._last_write = time.monotonic()

@@ -1,0 +1,399 @@
+"""The command line: one thin function per command; user errors become exit codes here only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .errors import ResultsFileError, SomatizeError, StudyFileError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Hyperparameter optimization from the command line: YAML study in, JSON results out.",
+)
+
+EXIT_NO_RESULT = 1
+EXIT_INTERRUPTED = 130
+BEST_FORMATS = ("table", "json", "params", "env", "args", "yaml")
+SHOW_FORMATS = ("table", "csv", "json")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The one place where user errors turn into a message and an exit code."""
+    try:
+        yield
+    except StudyFileError as exc:
+        for problem in exc.problems:
+            _say(problem)
+        raise typer.Exit(exc.exit_code) from None
+    except SomatizeError as exc:
+        _say(f"somatize: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except BrokenPipeError:
+        # The reader went away (`| head`); nothing left to say to it.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
+        raise typer.Exit(0) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"somatize {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """somatize: tune hyperparameters of any program or Python function."""
+
+
+def _read_stdin() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("'-' reads from standard input, but nothing is piped in")
+    return sys.stdin.read()
+
+
+def _load(study: str, overrides: list[str]):
+    from .spec import load_study
+
+    text = _read_stdin() if study == "-" else None
+    return load_study(study, overrides, text=text)
+
+
+def _load_results(results: str):
+    from .storage.results import parse_results, read_results
+
+    if results == "-":
+        return parse_results(_read_stdin(), "<stdin>")
+    return read_results(results)
+
+
+# validate --------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    studies: Annotated[list[str], typer.Argument(help="Study files to check ('-' reads standard input).")],
+    output_sample: Annotated[
+        Optional[Path],
+        typer.Option("--output-sample", help="A captured trial output: show which metrics would be read from it."),
+    ] = None,
+) -> None:
+    """Check study files and summarise each valid one."""
+    invalid = 0
+    for study in studies:
+        try:
+            with user_errors():
+                config = _load(study, [])
+                print("\n".join(_summary(config, output_sample)))
+        except typer.Exit:
+            invalid += 1
+    if invalid:
+        raise typer.Exit(2)
+
+
+def _summary(config, output_sample: Path | None) -> list[str]:
+    from .assemble import sample_params
+    from .executors.command import render
+    from .spec import describe
+
+    lines = [f"{config.path}: valid"] + [f"  {line}" for line in describe(config)]
+    if config.executor.command is not None:
+        params = sample_params(config.space)
+        trial = {"trial_id": "trial_0000", "trial_number": 0, "trial_seed": 0, "study": config.name}
+        rendered = render(config.executor.command, params, trial)
+        shown = rendered if isinstance(rendered, str) else " ".join(rendered)
+        lines.append(f"  sample command: {shown}")
+    if output_sample is not None:
+        from .executors.output import explain_output
+
+        try:
+            text = output_sample.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"{output_sample}: cannot read: {exc.strerror}") from None
+        lines.append(f"  metrics read from {output_sample}:")
+        lines += [f"    {line}" for line in explain_output(text, [o.metric for o in config.objectives])]
+    return lines
+
+
+# run -------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    study: Annotated[str, typer.Argument(help="The study file ('-' reads standard input).")],
+    output: Annotated[
+        Optional[str], typer.Option("-o", "--output", help="Results file ('-' writes to standard output).")
+    ] = None,
+    jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="Trials at once.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a study from its journal.")] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the study seed.")] = None,
+    n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Override strategy.n_trials.")] = None,
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a study-file key: KEY=VALUE (dotted path).")
+    ] = None,
+    events: Annotated[
+        Optional[str], typer.Option("--events", help="Write every event as a JSON line to FILE ('-': stdout).")
+    ] = None,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help="Dask scheduler address.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")] = False,
+) -> None:
+    """Run a study: sample parameters, run trials, write results as JSON."""
+    with user_errors():
+        settings = list(overrides or [])
+        if seed is not None:
+            settings.append(f"seed={seed}")
+        if n_trials is not None:
+            settings.append(f"strategy.n_trials={n_trials}")
+        if jobs is not None:
+            settings.append(f"parallel={jobs}")
+        if cluster is not None:
+            settings.append(f"cluster={cluster}")
+        if output == "-" and events == "-":
+            raise UsageError("-o - and --events - cannot both write to standard output")
+        config = _load(study, settings)
+        code = _run_study(config, output, events, quiet, resume)
+    raise typer.Exit(code)
+
+
+def _results_path(config, output: str | None) -> Path | None:
+    if output == "-":
+        return None
+    if output is not None:
+        return Path(output)
+    if config.output is not None:
+        return config.output
+    stem = config.name if config.path == "<stdin>" else Path(config.path).stem
+    return Path(f"{stem}.results.json")
+
+
+def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool) -> int:
+    from .assemble import build_executor, build_study, stop_conditions
+    from .events import EventBus
+    from .runner import StudyRunner
+    from .samplers import make_sampler
+    from .storage.journal import Journal, journal_path
+    from .storage.results import PeriodicResults, check_writable, results_json, write_results
+
+    if config.parallel > 1 or config.cluster:
+        _say("somatize: warning: parallel and cluster execution are not implemented yet; running one trial at a time")
+    path = _results_path(config, output)
+    study = build_study(config)
+    journal = None
+    if path is not None:
+        check_writable(path)
+        journal = Journal(journal_path(path))
+        _restore(study, path, journal.path, resume)
+    elif resume:
+        raise UsageError("--resume needs a results file; it cannot resume with -o -")
+    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
+    bus = EventBus()
+    with contextlib.ExitStack() as stack:
+        if journal is not None and path is not None:
+            journal.begin(study)
+            stack.callback(journal.close)
+            bus.subscribe(journal)
+            bus.subscribe(PeriodicResults(study, path))
+        _attach_event_log(bus, events, stack)
+        _attach_progress(bus, quiet, stack)
+        runner = StudyRunner(study, sampler, build_executor(config), bus, stop_conditions(config), config.seed)
+        stack.enter_context(_interrupts_as_keyboard_interrupt())
+        runner.run()
+    if path is None:
+        sys.stdout.write(results_json(study))
+        sys.stdout.flush()
+    else:
+        write_results(study, path)
+        if journal is not None and study.status != "interrupted":
+            journal.remove()
+        if not quiet:
+            _say(f"results: {path}")
+    return _exit_code(study)
+
+
+def _restore(study, path: Path, journal: Path, resume: bool) -> None:
+    """Load earlier trials for --resume, or refuse to start over an unfinished run."""
+    from .storage.journal import journal_exists, read_journal, spec_changes
+    from .storage.results import read_results
+
+    if not resume:
+        if journal_exists(journal):
+            raise UsageError(
+                f"{journal} holds an unfinished run of this study: continue it with --resume, "
+                "or write to another file with -o"
+            )
+        return
+    if journal_exists(journal):
+        header, trials, source = *read_journal(journal), journal
+    elif path.exists():
+        earlier = read_results(path)
+        header, trials, source = {"id": earlier.id, "spec": earlier.spec}, earlier.trials, path
+    else:
+        raise UsageError(f"nothing to resume: neither {journal} nor {path} exists")
+    changes = spec_changes(header.get("spec") or {}, study.spec)
+    if changes:
+        raise UsageError(
+            f"cannot resume from {source}: the study's {' and '.join(changes)} changed; "
+            "start afresh with another -o"
+        )
+    study.id = header.get("id") or study.id
+    study.trials = [t for t in trials if t.state.is_finished()]
+
+
+def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> None:
+    if events is None:
+        return
+    from .storage.eventlog import EventLog
+
+    if events == "-":
+        log = EventLog(sys.stdout)
+    else:
+        try:
+            log = EventLog(open(events, "w", encoding="utf-8"), close=True)  # noqa: SIM115 - closed by the stack
+        except OSError as exc:
+            raise UsageError(f"{events}: cannot write events: {exc.strerror}") from None
+    bus.subscribe(log)
+    stack.callback(log.close)
+
+
+def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
+    if quiet:
+        return
+    if sys.stderr.isatty():
+        from .ui.live import LiveTable
+
+        table = LiveTable(bus.subscribe_queue())
+        table.start()
+        stack.callback(table.stop)
+    else:
+        from .ui.lines import PlainProgress
+
+        bus.subscribe(PlainProgress(sys.stderr))
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM ends a study like Ctrl-C: no new trial, results written, exit 130."""
+
+    def on_term(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_code(study) -> int:
+    if study.status == "interrupted":
+        _say(f"somatize: interrupted after {len(study.trials)} trials; results written")
+        return EXIT_INTERRUPTED
+    if study.status == "failed":
+        last_error = next((t.error for t in reversed(study.trials) if t.error), "")
+        first_line = last_error.splitlines()[0] if last_error else ""
+        _say(f"somatize: study stopped ({study.stop_reason}); last error: {first_line}")
+        return EXIT_NO_RESULT
+    if not study.completed():
+        _say("somatize: no trial completed")
+        return EXIT_NO_RESULT
+    return 0
+
+
+# best / show -----------------------------------------------------------------
+
+
+@app.command()
+def best(
+    results: Annotated[str, typer.Argument(help="Results file ('-' reads standard input).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | params | env | args | yaml")] = "table",
+    param: Annotated[Optional[str], typer.Option("--param", help="Print only this parameter's value.")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", help="Pick the best by this metric.")] = None,
+) -> None:
+    """Print the best trial of a results file."""
+    from .ui.formats import format_best, format_param
+
+    with user_errors():
+        if fmt not in BEST_FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(BEST_FORMATS)}, got {fmt!r}")
+        study = _load_results(results)
+        metric = _check_objective(study, objective)
+        trial = study.best_trial(metric)
+        if trial is None:
+            _say(f"somatize: no completed trial in {results}")
+            raise typer.Exit(EXIT_NO_RESULT)
+        if param is not None:
+            try:
+                print(format_param(trial, param))
+            except KeyError:
+                known = ", ".join(trial.params) or "none"
+                raise UsageError(f"no parameter {param!r} in the best trial (parameters: {known})") from None
+            return
+        print(format_best(study, trial, fmt, metric))
+
+
+def _check_objective(study, objective: str | None) -> str | None:
+    if objective is not None and objective not in [o.metric for o in study.objectives]:
+        known = ", ".join(o.metric for o in study.objectives)
+        raise UsageError(f"--objective {objective!r} is not an objective of this study ({known})")
+    return objective
+
+
+@app.command()
+def show(
+    results: Annotated[str, typer.Argument(help="Results file ('-' reads standard input).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    state: Annotated[
+        Optional[str], typer.Option("--state", help="Only trials in this state (completed, pruned, failed).")
+    ] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by this metric, best first.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Show at most N trials.")] = None,
+) -> None:
+    """List the trials of a results file."""
+    from .study import TrialState
+    from .ui.formats import filter_state, format_trials, sort_trials
+
+    with user_errors():
+        if fmt not in SHOW_FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(SHOW_FORMATS)}, got {fmt!r}")
+        states = [s.value for s in TrialState]
+        if state is not None and state not in states:
+            raise UsageError(f"--state must be one of {', '.join(states)}, got {state!r}")
+        study = _load_results(results)
+        trials = list(study.trials)
+        if state is not None:
+            trials = filter_state(trials, state)
+        if sort is not None:
+            trials = sort_trials(study, trials, _check_objective(study, sort))
+        if limit is not None:
+            trials = trials[:limit]
+        print(format_trials(study, fmt, trials), end="")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main", "ResultsFileError"]

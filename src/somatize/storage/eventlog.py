@@ -1,0 +1,31 @@
+"""`--events FILE`: every bus event as one JSON line (a bus subscriber)."""
+
+from __future__ import annotations
+
+import json
+from typing import IO
+
+from ..events import Event
+
+
+class EventLog:
+    """Inline handler writing JSON lines; flushed per event so `tail -f` and pipes see them at once."""
+
+    def __init__(self, stream: IO[str], close: bool = False):
+        self.stream = stream
+        self._close = close
+        self.broken = False
+
+    def __call__(self, event: Event) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(json.dumps(event.to_json(), allow_nan=False, default=str) + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, OSError):
+            # A reader that went away (`| head`) must not fail the study.
+            self.broken = True
+
+    def close(self) -> None:
+        if self._close:
+            self.stream.close()
