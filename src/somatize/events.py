@@ -51,6 +51,7 @@ class StudyStarted(Event):
     strategy: str = ""
     total_trials: int | None = None
     objectives: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()
     resumed_trials: int = 0
 
 

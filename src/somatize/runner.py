@@ -119,6 +119,7 @@ class StudyRunner:
                 strategy=str(study.strategy.get("type", "")),
                 total_trials=total,
                 objectives=tuple(o.metric for o in study.objectives),
+                directions=tuple(o.direction.value for o in study.objectives),
                 resumed_trials=len(study.trials),
             )
         )

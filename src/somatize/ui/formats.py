@@ -1,0 +1,250 @@
+"""Output formats for `somatize best` and `somatize show` (SPEC §5).
+
+Pure functions from a Study to text. Everything here is data for stdout, so
+nothing is coloured. rich is imported only inside `_rich_table_text`, which
+keeps `somatize best --format params` quick to start.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import shlex
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..executors.command import args_list, value_text
+from ..study import Study, Trial, TrialState
+
+BEST_FORMATS = ("table", "json", "params", "env", "args", "yaml")
+TRIAL_FORMATS = ("table", "csv", "json")
+REASON_WIDTH = 60
+
+
+# Small value helpers (shared with lines.py and live.py) ------------------------------
+
+
+def short_number(value: float | None) -> str:
+    """A metric value for people: 6 significant digits, blank when absent or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def short_value(value: Any) -> str:
+    """A parameter value for people: floats shortened, everything else as on a command line."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:.6g}"
+    return value_text(value)
+
+
+def params_text(params: dict[str, Any], short: bool = True) -> str:
+    show = short_value if short else value_text
+    return " ".join(f"{name}={show(value)}" for name, value in params.items())
+
+
+def first_line(text: str | None, width: int = REASON_WIDTH) -> str:
+    """The first non-empty line of an error, cut to width (tracebacks do not fit a row)."""
+    if not text:
+        return ""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def trial_reason(trial: Trial, width: int = REASON_WIDTH) -> str:
+    """Why a trial did not complete: the error's first line, or the pruning step and reason."""
+    if trial.state is TrialState.FAILED:
+        return first_line(trial.error, width)
+    if trial.state is TrialState.PRUNED:
+        step = "" if trial.pruned_step is None else f"at step {trial.pruned_step}"
+        return first_line(": ".join(p for p in (step, trial.reason or "") if p), width)
+    return ""
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration for people: 1.2s, 3m05s, 2h10m."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _json_number(value: float | None) -> float | str | None:
+    # Same convention as the results file: JSON has no NaN/Infinity, keep them as strings.
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+# best ---------------------------------------------------------------------------
+
+
+def format_best(study: Study, trial: Trial, fmt: str, objective: str | None = None) -> str:
+    """The best trial in one of BEST_FORMATS, without a trailing newline (the caller prints it)."""
+    if fmt == "json":
+        return _best_json(study, trial, objective)
+    if fmt == "params":
+        return "\n".join(f"{name}={value_text(value)}" for name, value in trial.params.items())
+    if fmt == "env":
+        return "\n".join(f"{env_name(name)}={shlex.quote(value_text(value))}" for name, value in trial.params.items())
+    if fmt == "args":
+        return " ".join(shlex.quote(arg) for arg in args_list(trial.params))
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(trial.params, sort_keys=False, allow_unicode=True).rstrip("\n")
+    if fmt == "table":
+        return _best_table(study, trial, objective)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(BEST_FORMATS)}")
+
+
+def format_param(trial: Trial, name: str) -> str:
+    """One parameter's bare value; KeyError when the trial has no such parameter."""
+    return value_text(trial.params[name])
+
+
+def env_name(name: str) -> str:
+    """A parameter name as a shell variable name: upper case, other characters become `_`."""
+    text = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    # A shell variable may not start with a digit.
+    return f"_{text}" if not text or text[0].isdigit() else text
+
+
+def _best_json(study: Study, trial: Trial, objective: str | None) -> str:
+    metric = study.objective(objective).metric
+    document = {
+        "id": trial.id,
+        "number": trial.number,
+        "value": _json_number(trial.values.get(metric)),
+        "values": {name: _json_number(value) for name, value in trial.values.items()},
+        "params": trial.params,
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def _best_table(study: Study, trial: Trial, objective: str | None) -> str:
+    # Plain aligned text: full-precision values, nothing to import, easy to copy from.
+    chosen = study.objective(objective)
+    rows: list[tuple[str, str]] = [("study", study.name), ("trial", trial.id)]
+    for obj in study.objectives:
+        value = trial.values.get(obj.metric)
+        note = obj.direction.value + (", best by" if obj.metric == chosen.metric else "")
+        rows.append((obj.metric, f"{'' if value is None else value_text(value)}  ({note})"))
+    if trial.params:
+        rows.append(("params:", ""))
+        rows += [(f"  {name}", value_text(value)) for name, value in trial.params.items()]
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
+
+
+# show ---------------------------------------------------------------------------
+
+
+def format_trials(study: Study, fmt: str, trials: Sequence[Trial]) -> str:
+    """Trials in one of TRIAL_FORMATS, ending with a newline."""
+    if fmt == "json":
+        return json.dumps([t.to_dict() for t in trials], indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        return _trials_csv(study, trials)
+    if fmt == "table":
+        return _trials_table(study, trials)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(TRIAL_FORMATS)}")
+
+
+def param_names(study: Study, trials: Iterable[Trial]) -> list[str]:
+    """Declared dimensions first, then any other names the trials carry (constants, old runs)."""
+    names = dict.fromkeys(study.space.names)
+    for trial in trials:
+        names.update(dict.fromkeys(trial.params))
+    return list(names)
+
+
+def _columns(study: Study, trials: Sequence[Trial]) -> tuple[list[str], list[str]]:
+    """Header and the param names; a param that shares a column's name gets a `param.` prefix."""
+    metrics = [o.metric for o in study.objectives]
+    fixed = ["id", "number", "state", *metrics, "duration_ms", "reason"]
+    params = param_names(study, trials)
+    param_headers = [f"param.{p}" if p in fixed else p for p in params]
+    return fixed[:-1] + param_headers + fixed[-1:], params
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else repr(value)
+
+
+def _trials_csv(study: Study, trials: Sequence[Trial]) -> str:
+    header, params = _columns(study, trials)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for trial in trials:
+        row = [trial.id, trial.number, trial.state.value]
+        row += [_csv_number(trial.values.get(o.metric)) for o in study.objectives]
+        row.append("" if trial.duration_ms is None else trial.duration_ms)
+        row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
+        row.append(trial_reason(trial, width=200))
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _trials_table(study: Study, trials: Sequence[Trial]) -> str:
+    header, params = _columns(study, trials)
+    rows = []
+    for trial in trials:
+        row = [trial.id, str(trial.number), trial.state.value]
+        row += [short_number(trial.values.get(o.metric)) for o in study.objectives]
+        row.append("" if trial.duration_ms is None else str(trial.duration_ms))
+        row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
+        row.append(trial_reason(trial))
+        rows.append(row)
+    numeric = {"number", "duration_ms", *(o.metric for o in study.objectives)}
+    return _rich_table_text(header, rows, numeric)
+
+
+def _rich_table_text(header: list[str], rows: list[list[str]], right: set[str]) -> str:
+    """A rich Table as plain text, at its natural width (never squeezed) so nothing is cut when piped."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="", pad_edge=False)
+    for name in header:
+        table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    out = io.StringIO()
+    console = Console(file=out, width=10_000, color_system=None, force_terminal=False, highlight=False)
+    console.print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+
+
+# sort and filter -------------------------------------------------------------------
+
+
+def sort_trials(study: Study, trials: Iterable[Trial], metric: str | None = None) -> list[Trial]:
+    """Best first by metric (the primary objective by default); trials without a value last."""
+    objective = study.objective(metric)
+    sign = -1.0 if objective.direction.value == "maximize" else 1.0
+
+    def key(trial: Trial) -> tuple[int, float, int]:
+        value = trial.values.get(objective.metric)
+        if value is None or math.isnan(value):
+            return (1, 0.0, trial.number)
+        return (0, sign * value, trial.number)
+
+    return sorted(trials, key=key)
+
+
+def filter_state(trials: Iterable[Trial], state: TrialState | str) -> list[Trial]:
+    wanted = TrialState(state)
+    return [t for t in trials if t.state is wanted]

@@ -1,0 +1,367 @@
+"""The command line, as a user drives it: typer's CliRunner and real subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from somatize.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ROOT / "studies"
+cli = CliRunner()
+
+SHELL_STUDY = """\
+name: quad
+seed: 3
+search_space:
+  x: {type: float, low: -2.0, high: 2.0}
+  k: [a, b]
+  epochs: 4
+strategy: {type: random, n_trials: 6}
+objective: {metric: y, direction: minimize}
+executor:
+  command: python -c "import sys; x=float(sys.argv[1]); print('y=' + repr((x - 0.5) ** 2))" {x}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def invoke(*args: str, input: str | None = None):
+    return cli.invoke(app, [str(a) for a in args], input=input)
+
+
+def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, env: dict | None = None):
+    return subprocess.run(
+        ["somatize", *map(str, args)], capture_output=True, text=True, cwd=cwd, input=input, timeout=120,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
+
+
+# validate --------------------------------------------------------------------
+
+
+def test_validate_examples_prints_summary():
+    result = invoke("validate", STUDIES / "shell-train.yaml")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "valid" in out and "lr" in out and "grid" in out
+    assert "sample command: python train.py --lr" in out
+
+
+def test_validate_reports_line_and_exit_2(tmp_path):
+    bad = write(tmp_path, SHELL_STUDY.replace("high: 2.0", "high: -3.0"))
+    good = write(tmp_path, SHELL_STUDY, "good.yaml")
+    result = invoke("validate", good, bad)
+    assert result.exit_code == 2
+    assert f"{bad}:4:" in result.stderr
+    assert "Traceback" not in result.output
+    assert f"{good}: valid" in result.stdout
+
+
+def test_validate_output_sample_shows_what_is_read(tmp_path):
+    log = tmp_path / "trial.log"
+    log.write_text('epoch 1\n{"step": 1, "y": 0.5}\ny: 0.25\n')
+    result = invoke("validate", write(tmp_path, SHELL_STUDY), "--output-sample", log)
+    assert result.exit_code == 0, result.output
+    assert "0.25" in result.stdout and "0.5" in result.stdout
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("somatize ")
+
+
+# run ---------------------------------------------------------------------------
+
+
+def test_run_writes_results_and_best_reads_them(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    out = tmp_path / "r.json"
+    result = invoke("run", study, "-o", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["status"] == "completed" and len(data["trials"]) == 6
+    assert all(t["params"]["epochs"] == 4 for t in data["trials"])
+    best = min(data["trials"], key=lambda t: t["values"]["y"])
+    assert data["best_trial"]["id"] == best["id"]
+    # one plain line per finished trial on stderr when it is not a terminal
+    assert sum("trial_000" in line for line in result.stderr.splitlines()) >= 6
+    value = invoke("best", out, "--param", "x")
+    assert value.exit_code == 0 and float(value.stdout) == best["params"]["x"]
+    assert not (tmp_path / "r.journal.jsonl").exists()
+
+
+def test_run_quiet_prints_nothing_on_stderr(tmp_path):
+    result = invoke("run", write(tmp_path, SHELL_STUDY), "-o", tmp_path / "r.json", "-q")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_run_default_output_next_to_cwd(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    result = run_cli("run", study, "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "study.results.json").exists()
+
+
+def test_pipeline_run_to_best(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    pipeline = f"somatize run {shlex.quote(str(study))} -o - -q | somatize best - --param x"
+    result = subprocess.run(pipeline, shell=True, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert -2.0 <= float(result.stdout) <= 2.0
+
+
+def test_study_from_stdin(tmp_path):
+    result = run_cli("run", "-", "-o", "-", "-q", cwd=tmp_path, input=SHELL_STUDY)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["study"]["name"] == "quad"
+
+
+def test_best_format_args_reproduces_the_best_trial(tmp_path):
+    out = tmp_path / "r.json"
+    assert run_cli("run", STUDIES / "shell-train.yaml", "-o", out, "-q", "--n-trials", "4").returncode == 0
+    args = run_cli("best", out, "--format", "args").stdout.strip()
+    data = json.loads(out.read_text())
+    best = data["best_trial"]
+    seed = next(t["trial_seed"] for t in data["trials"] if t["id"] == best["id"])
+    command = f"{shlex.quote(sys.executable)} train.py {args} --seed {seed}"
+    rerun = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=STUDIES, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    last = rerun.stdout.strip().splitlines()[-1]
+    assert last == f"val_loss={best['value']!r}"
+
+
+def test_set_overrides_and_seed_and_n_trials(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    a, b, c = (tmp_path / f"{n}.json" for n in "abc")
+    assert invoke("run", study, "-o", a, "-q", "--set", "strategy.n_trials=2", "--seed", "9").exit_code == 0
+    assert invoke("run", study, "-o", b, "-q", "--n-trials", "2", "--seed", "9").exit_code == 0
+    assert invoke("run", study, "-o", c, "-q", "--n-trials", "2", "--seed", "10").exit_code == 0
+    params = [[t["params"] for t in json.loads(p.read_text())["trials"]] for p in (a, b, c)]
+    assert len(params[0]) == 2 and params[0] == params[1] and params[0] != params[2]
+
+
+def test_bad_set_is_exit_2_with_message(tmp_path):
+    result = invoke("run", write(tmp_path, SHELL_STUDY), "--set", "strategy.n_trials=-1")
+    assert result.exit_code == 2
+    assert "n_trials" in result.stderr and "Traceback" not in result.output
+    assert invoke("run", write(tmp_path, SHELL_STUDY), "--set", "nonsense").exit_code == 2
+
+
+def test_events_file_has_one_json_object_per_line(tmp_path):
+    events = tmp_path / "events.jsonl"
+    result = invoke("run", write(tmp_path, SHELL_STUDY), "-o", tmp_path / "r.json", "-q", "--events", events)
+    assert result.exit_code == 0
+    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert kinds[0] == "study_started" and kinds[-1] == "study_completed"
+    assert kinds.count("trial_started") == 6 and kinds.count("study_progress") == 6
+
+
+def test_events_to_stdout(tmp_path):
+    result = run_cli("run", write(tmp_path, SHELL_STUDY), "-o", tmp_path / "r.json", "-q", "--events", "-")
+    assert result.returncode == 0
+    assert all(json.loads(line)["event"] for line in result.stdout.splitlines())
+
+
+def test_unwritable_output_is_reported_before_any_trial(tmp_path):
+    result = invoke("run", write(tmp_path, SHELL_STUDY), "-o", tmp_path / "missing" / "r.json")
+    assert result.exit_code == 2 and "missing" in result.stderr
+
+
+FAILING_CASES = {
+    "raises": ("function: objective_mod:boom", "ValueError: bad things"),
+    "no-import": ("function: not_a_module:fn", "not_a_module"),
+    "not-found": ("command: definitely-not-a-command-xyz {x}", "not found"),
+    "no-metric": ("command: echo nothing here {x}", "no value for primary metric 'y'"),
+    "exit-status": ("command: sh -c 'echo oops >&2; exit 3'", "exit status 3"),
+}
+
+
+@pytest.mark.parametrize("case", FAILING_CASES)
+def test_failing_trials_have_readable_reasons_and_the_study_goes_on(tmp_path, case):
+    executor, reason = FAILING_CASES[case]
+    (tmp_path / "objective_mod.py").write_text("def boom(params):\n    raise ValueError('bad things')\n")
+    text = SHELL_STUDY.replace("executor:\n", "max_consecutive_failures: null\nexecutor:\n")
+    text = text.split("  command:")[0] + f"  {executor}\n"
+    out = tmp_path / "r.json"
+    result = invoke("run", write(tmp_path, text), "-o", out)
+    assert result.exit_code == 1  # no trial completed
+    data = json.loads(out.read_text())
+    assert len(data["trials"]) == 6
+    assert all(t["state"] == "failed" and reason in t["error"] for t in data["trials"]), data["trials"][0]["error"]
+    assert "no trial completed" in result.stderr
+
+
+def test_failure_storm_stops_the_study(tmp_path):
+    text = SHELL_STUDY.split("  command:")[0] + "  command: 'false'\n"
+    out = tmp_path / "r.json"
+    result = invoke("run", write(tmp_path, text), "-o", out, "--set", "max_consecutive_failures=2")
+    assert result.exit_code == 1
+    data = json.loads(out.read_text())
+    assert data["status"] == "failed" and len(data["trials"]) == 2
+    assert "max_consecutive_failures" in result.stderr
+
+
+def test_shell_metacharacters_reach_the_command_verbatim(tmp_path):
+    text = (
+        "name: quoting\nsearch_space:\n  v: ['$(touch pwned)', '; touch pwned2', '`touch pwned3`']\n"
+        "strategy: {type: grid}\nobjective: {metric: y}\n"
+        "executor:\n  command: python -c \"import sys; print('y=' + str(len(sys.argv[1])))\" {v}\n"
+    )
+    out = tmp_path / "r.json"
+    result = invoke("run", write(tmp_path, text), "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [t["values"]["y"] for t in data["trials"]] == [len(v) for v in ["$(touch pwned)", "; touch pwned2", "`touch pwned3`"]]
+    assert not list(tmp_path.glob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+
+
+def test_python_function_study_runs(tmp_path):
+    out = tmp_path / "r.json"
+    result = invoke("run", STUDIES / "branin.yaml", "-o", out, "-q", "--n-trials", "15")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert len(data["trials"]) == 15 and data["best_trial"]["value"] < 50
+
+
+# best / show ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    out = tmp_path / "r.json"
+    text = SHELL_STUDY.replace("objective: {metric: y, direction: minimize}",
+                               "objectives: [{metric: y, direction: minimize}, {metric: z, direction: maximize}]")
+    text = text.replace("print('y=' + repr((x - 0.5) ** 2))", "print('y=' + repr((x - 0.5) ** 2)); print('z=' + repr(x))")
+    assert invoke("run", write(tmp_path, text), "-o", out, "-q").exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "params", "env", "args", "yaml"])
+def test_best_formats(results, fmt):
+    data = json.loads(results.read_text())
+    result = invoke("best", results, "--format", fmt)
+    assert result.exit_code == 0, result.output
+    x = data["best_trial"]["params"]["x"]
+    if fmt == "json":
+        assert json.loads(result.stdout)["params"]["x"] == x
+    elif fmt == "env":
+        assert f"X={x!r}" in result.stdout.splitlines()
+    elif fmt == "args":
+        tokens = shlex.split(result.stdout)
+        assert tokens[tokens.index("--x") + 1] == repr(x)
+    elif fmt == "params":
+        assert f"x={x!r}" in result.stdout.splitlines()
+    else:
+        assert repr(x)[:6] in result.stdout
+
+
+def test_best_by_other_objective(results):
+    data = json.loads(results.read_text())
+    top_z = max(data["trials"], key=lambda t: t["values"]["z"])
+    result = invoke("best", results, "--objective", "z", "--param", "x")
+    assert float(result.stdout) == top_z["params"]["x"]
+    assert invoke("best", results, "--objective", "nope").exit_code == 2
+
+
+def test_best_reads_stdin(results):
+    result = invoke("best", "-", "--param", "k", input=results.read_text())
+    assert result.exit_code == 0 and result.stdout.strip() in ("a", "b")
+
+
+def test_best_unknown_param_is_exit_2(results):
+    result = invoke("best", results, "--param", "nope")
+    assert result.exit_code == 2 and "x" in result.stderr
+
+
+@pytest.mark.parametrize("content", ["", "{", '{"format": "other"}', "[1, 2]", '{"format": "somatize.results"}'])
+def test_best_on_corrupt_results_is_exit_2(tmp_path, content):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = invoke("best", bad)
+    assert result.exit_code == 2 and "Traceback" not in result.output and str(bad) in result.stderr
+
+
+def test_best_on_truncated_results_is_exit_2(results):
+    results.write_text(results.read_text()[:200])
+    assert invoke("best", results).exit_code == 2
+    assert invoke("show", results).exit_code == 2
+
+
+def test_best_missing_file_is_exit_2(tmp_path):
+    assert invoke("best", tmp_path / "nope.json").exit_code == 2
+
+
+def test_best_with_no_completed_trial_is_exit_1(tmp_path):
+    text = SHELL_STUDY.split("  command:")[0] + "  command: 'false'\n"
+    out = tmp_path / "r.json"
+    invoke("run", write(tmp_path, text), "-o", out, "-q")
+    result = invoke("best", out)
+    assert result.exit_code == 1 and "no completed trial" in result.stderr
+
+
+def test_show_csv_json_table_and_filters(results):
+    data = json.loads(results.read_text())
+    rows = list(csv.DictReader(io.StringIO(invoke("show", results, "--format", "csv").stdout)))
+    assert len(rows) == 6 and "x" in rows[0]
+    listed = json.loads(invoke("show", results, "--format", "json", "--sort", "y", "--limit", "2").stdout)
+    ordered = sorted(data["trials"], key=lambda t: t["values"]["y"])
+    assert [t["id"] for t in listed] == [t["id"] for t in ordered[:2]]
+    table = invoke("show", results)
+    assert table.exit_code == 0 and "trial_0000" in table.stdout
+    assert json.loads(invoke("show", results, "--format", "json", "--state", "failed").stdout) == []
+    assert invoke("show", results, "--state", "bogus").exit_code == 2
+
+
+# journal and resume -----------------------------------------------------------------
+
+
+def test_resume_finishes_the_planned_trials(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    out = tmp_path / "r.json"
+    assert invoke("run", study, "-o", out, "-q", "--n-trials", "3").exit_code == 0
+    result = invoke("run", study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [t["number"] for t in data["trials"]] == list(range(6))
+
+
+def test_resume_refuses_a_changed_space(tmp_path):
+    out = tmp_path / "r.json"
+    assert invoke("run", write(tmp_path, SHELL_STUDY), "-o", out, "-q", "--n-trials", "2").exit_code == 0
+    changed = write(tmp_path, SHELL_STUDY.replace("high: 2.0", "high: 3.0"))
+    result = invoke("run", changed, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2 and "search_space" in result.stderr
+
+
+def test_unfinished_journal_is_not_overwritten(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    out = tmp_path / "r.json"
+    journal = tmp_path / "r.journal.jsonl"
+    assert invoke("run", study, "-o", out, "-q", "--n-trials", "2").exit_code == 0
+    # Simulate a crash: a journal left behind with two finished trials.
+    header = {"format": "somatize.journal", "version": 1,
+              "study": {"id": "x", "spec": json.loads(out.read_text())["study"]["spec"]}}
+    lines = [json.dumps(header)] + [json.dumps({"trial": t}) for t in json.loads(out.read_text())["trials"]]
+    journal.write_text("\n".join(lines) + "\n{\"trial\": {\"numb")  # torn last line
+    refused = invoke("run", study, "-o", out, "-q")
+    assert refused.exit_code == 2 and "--resume" in refused.stderr
+    resumed = invoke("run", study, "-o", out, "-q", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    data = json.loads(out.read_text())
+    assert [t["number"] for t in data["trials"]] == list(range(6))
+    assert not journal.exists()
