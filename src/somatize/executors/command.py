@@ -7,12 +7,13 @@ own element (`{args}` alone in an element expands to several).
 
 from __future__ import annotations
 
+import re
 import shlex
 import string
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
-Template = Union[str, Sequence[str]]
+Template = str | Sequence[str]
 
 TRIAL_PLACEHOLDERS = ("trial_id", "trial_number", "trial_seed", "study", "args")
 
@@ -53,10 +54,41 @@ def args_list(params: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _shell_state(literal: str, state: str) -> str:
+    """The sh quoting state after `literal`: "" (unquoted), "'" or '"'.
+
+    A value is quoted for the context its placeholder sits in, so `'{x}'` and
+    `"{x}"` in a template cannot let `$(...)` in a value run.
+    """
+    escaped = False
+    for ch in literal:
+        if escaped:
+            escaped = False
+        elif state == "'":
+            state = "" if ch == "'" else state
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            state = "" if state == '"' else '"'
+        elif ch == "'" and not state:
+            state = "'"
+    return state
+
+
+def _shell_quote(text: str, state: str) -> str:
+    if state == "'":  # close, an escaped quote, reopen
+        return text.replace("'", "'\\''")
+    if state == '"':  # the four characters still special inside double quotes
+        return re.sub(r'([\\$`"])', r"\\\1", text)
+    return shlex.quote(text)
+
+
 def _fill(part: str, values: Mapping[str, Any], quote: bool) -> str:
     out = []
+    state = ""
     for literal, name, spec, conversion in _formatter.parse(part):
         out.append(literal)
+        state = _shell_state(literal, state) if quote else state
         if name is None:
             continue
         value = values.get(name)
@@ -64,11 +96,14 @@ def _fill(part: str, values: Mapping[str, Any], quote: bool) -> str:
             text = ""
         elif spec or conversion:
             text = format(_formatter.convert_field(value, conversion), spec)
+        elif name == "args" and quote and not state:
+            out.append(" ".join(shlex.quote(a) for a in value))
+            continue
         elif name == "args":
-            text = " ".join(shlex.quote(a) for a in value) if quote else " ".join(value)
+            text = " ".join(value)
         else:
             text = value_text(value)
-        out.append(shlex.quote(text) if quote and name != "args" else text)
+        out.append(_shell_quote(text, state) if quote else text)
     return "".join(out)
 
 

@@ -18,6 +18,10 @@ class Problems:
         self.document = document
         self._overrides: dict[Path, str] = {}  # path -> the --set KEY that replaced it
         self._found: list[tuple[tuple[int, int, int], str]] = []
+        for problem in document.problems:
+            self._add_line(
+                (1, problem.position.line, problem.position.column), f"{self._at(problem.position)}: {problem.message}"
+            )
 
     def __bool__(self) -> bool:
         return bool(self._found)
@@ -54,6 +58,7 @@ class Problems:
         return f"{self.filename}:{position.line}:{position.column}"
 
     def _add_line(self, order: tuple[int, int, int], line: str) -> None:
+        line = one_line(line)
         if all(line != seen for _, seen in self._found):
             self._found.append((order, line))
 
@@ -81,6 +86,11 @@ class Where:
 
     def key_error(self, message: str) -> None:
         self.problems.add(self.path, message, at_key=True)
+
+
+def one_line(text: str) -> str:
+    """Problems are one line each: a newline in a key or a --set option must not split one."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def show(value: Any) -> str:

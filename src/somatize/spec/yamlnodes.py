@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
-PathKey = Union[str, int]
+PathKey = str | int
 Path = tuple[PathKey, ...]
 
 # Guards against alias bombs ("billion laughs") and runaway nesting.
@@ -49,11 +49,16 @@ class Position:
 
 @dataclass
 class Document:
-    """Plain data (dict/list/scalars) and where each path's key and value start."""
+    """Plain data (dict/list/scalars) and where each path's key and value start.
+
+    `problems` are node-level faults (duplicate keys, unsupported tags) that
+    still leave usable data, so they are reported with the schema problems.
+    """
 
     data: Any
     values: dict[Path, Position] = field(default_factory=dict)
     keys: dict[Path, Position] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class Problem:
 
 
 class YamlProblems(Exception):
-    """The text could not be turned into data at all (syntax, encoding, size)."""
+    """The text could not be turned into data at all (a syntax error, a bad character)."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
@@ -71,32 +76,33 @@ class YamlProblems(Exception):
 
 
 def compose_document(text: str) -> Document:
-    """Parse one YAML document; raises YamlProblems listing every problem found."""
+    """Parse one YAML document; raises YamlProblems when the text is not YAML at all."""
     node = _compose(text)
     converter = _Converter()
-    document = Document(None, converter.values, converter.keys)
+    document = Document(None, converter.values, converter.keys, converter.problems)
     if node is not None:
         document.data = converter.convert(node, ())
-    if converter.problems:
-        raise YamlProblems(converter.problems)
     return document
 
 
 def _compose(text: str) -> yaml.Node | None:
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader rejects unprintable characters right here
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise YamlProblems([_syntax_problem(exc)]) from None
     except yaml.reader.ReaderError as exc:
         where = _offset_position(text, exc.position)
-        raise YamlProblems([Problem(where, f"YAML syntax error: unacceptable character #x{exc.character:04x}")]) from None
+        message = f"YAML syntax error: unacceptable character #x{exc.character:04x}"
+        raise YamlProblems([Problem(where, message)]) from None
     except yaml.YAMLError as exc:
         raise YamlProblems([Problem(Position(1, 1), f"YAML syntax error: {exc}")]) from None
     except RecursionError:
         raise YamlProblems([Problem(Position(1, 1), "YAML is nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError) -> Problem:
@@ -119,6 +125,10 @@ class _Converter:
         self._count = 0
         self._active: set[int] = set()  # node ids on the current branch: a self-referencing alias
         self._constructor = yaml.SafeLoader("")
+
+    def _unsupported(self, node: yaml.Node) -> None:
+        shown = "!!" + node.tag[len(_TAG) :] if node.tag.startswith(_TAG) else node.tag
+        self._fail(node, f"unsupported YAML tag {shown}: only plain mappings, lists, strings, numbers and booleans")
 
     def _fail(self, node: yaml.Node, message: str) -> None:
         self.problems.append(Problem(Position.of(node.start_mark), message))
@@ -144,7 +154,7 @@ class _Converter:
             self._active.discard(id(node))
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
-        kind = node.tag[len(_TAG):] if node.tag.startswith(_TAG) else None
+        kind = node.tag[len(_TAG) :] if node.tag.startswith(_TAG) else None
         if kind in ("str", "timestamp"):  # dates stay text: they must survive JSON unchanged
             return node.value
         builders = {
@@ -154,7 +164,7 @@ class _Converter:
             "float": lambda: self._constructor.construct_yaml_float(node),
         }
         if kind not in builders:
-            self._fail(node, f"unsupported YAML tag {node.tag}")
+            self._unsupported(node)
             return None
         try:
             return builders[kind]()
@@ -164,13 +174,13 @@ class _Converter:
 
     def _sequence(self, node: yaml.SequenceNode, path: Path) -> list[Any] | None:
         if node.tag != _TAG + "seq":
-            self._fail(node, f"unsupported YAML tag {node.tag}")
+            self._unsupported(node)
             return None
         return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any] | None:
         if node.tag != _TAG + "map":
-            self._fail(node, f"unsupported YAML tag {node.tag}")
+            self._unsupported(node)
             return None
         out: dict[str, Any] = {}
         # Merged keys first so that explicit keys (and their positions) win over them.

@@ -1,0 +1,300 @@
+"""Bayesian optimisation through scikit-optimize's ask/tell `Optimizer` (SPEC §2).
+
+The only module that imports skopt (house rule 2). `make_sampler` imports it
+lazily, so grid and random studies never load skopt or scikit-learn. Every
+value skopt hands back is converted here to a plain Python int/float/str/bool
+of the search space (house rule 8); nothing of skopt leaks out.
+
+Each searched dimension becomes one skopt axis:
+- float, linear or log: `Real` (log-uniform prior for log scale);
+- float with step, int with step > 1: `Integer` over the lattice index k,
+  mapped back through the dimension's own `values()`;
+- int: `Integer` (log-uniform prior for log scale);
+- categorical: `Categorical` over choice indices, so `True`, `1` and `"1"`
+  stay distinct and come back as the original objects (skopt would otherwise
+  compare them by equality, and its LHS generator turns them into strings).
+Dimensions with a single value are held fixed outside skopt, which rejects
+`Integer(low, low)`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from skopt import Optimizer
+from skopt.learning import GradientBoostingQuantileRegressor
+from skopt.space import Categorical, Integer, Real
+
+from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, SearchSpace
+from ..study import Direction, Objective, Trial, TrialState
+from .base import Sampler
+
+ESTIMATORS = ("GP", "RF", "ET", "GBRT")
+ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
+INITIAL_POINTS = ("random", "sobol", "lhs")
+
+# Random draws tried before enumerating what is left of a finite space.
+REDRAWS = 64
+# Candidates the acquisition function is evaluated at per suggestion. skopt's
+# default (10 000, then L-BFGS restarts for a GP) costs seconds per trial; a
+# few thousand random candidates keep a suggestion well under a second with no
+# measurable loss on the low-dimensional spaces hyperparameter studies have.
+ACQ_POINTS = 2000
+# skopt warnings that are noise here: its model pointing at an evaluated point
+# (we then take a random unseen one), and Sobol' balance when n_initial is not
+# a power of two (users pick n_initial for their budget, not for Sobol').
+_NOISE = ("The objective has been evaluated at point", "The balance properties of Sobol")
+
+
+class _QuantileGBRT(GradientBoostingQuantileRegressor):
+    """skopt's GBRT surrogate, repaired for current scikit-learn and numpy.
+
+    scikit-optimize 0.10 lists `BaseEstimator` before `RegressorMixin`, so
+    scikit-learn >= 1.6 tags it as no regressor and `Optimizer` refuses it
+    ("has to be a regressor"); and its `predict(return_std=True)` calls
+    `np.in1d`, which numpy 2.4 removed. Both are fixed here, not by patching
+    skopt in place.
+    """
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "regressor"
+        return tags
+
+    def predict(self, X: Any, return_std: bool = False, return_quantiles: bool = False) -> Any:
+        if return_quantiles or not return_std:
+            return super().predict(X, return_std=False, return_quantiles=return_quantiles)
+        by_quantile = dict(zip(self.quantiles, self.regressors_))
+        if not {0.16, 0.5, 0.84} <= by_quantile.keys():
+            raise ValueError("return_std needs the 0.16, 0.5 and 0.84 quantiles")
+        low, mid, high = (by_quantile[q].predict(X) for q in (0.16, 0.5, 0.84))
+        # Half the 16–84 % spread approximates one standard deviation.
+        return mid, (high - low) / 2.0
+
+
+def _estimator(name: str, seed: int | None) -> Any:
+    """skopt accepts GP/RF/ET by name; GBRT needs the repaired class above."""
+    if name != "GBRT":
+        return name
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    # Same configuration skopt would build for "GBRT".
+    return _QuantileGBRT(base_estimator=GradientBoostingRegressor(n_estimators=30, loss="quantile"), random_state=seed)
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One searched dimension as a skopt axis, with conversions both ways."""
+
+    name: str
+    skopt_dim: Any
+    decode: Callable[[Any], Any]  # skopt value -> plain Python value of the dimension
+    encode: Callable[[Any], Any]  # value of the dimension -> skopt value
+
+
+def _lattice_axis(dim: Dimension, values: list[Any]) -> _Axis:
+    """An index axis k in 0..K over a finite list of values."""
+
+    def encode(value: Any) -> int:
+        for k, candidate in enumerate(values):
+            if type(candidate) is type(value) and candidate == value:
+                return k
+        # A float dimension may be given an int (1 for 1.0) or lattice noise.
+        return min(range(len(values)), key=lambda k: abs(values[k] - value))
+
+    return _Axis(dim.name, Integer(0, len(values) - 1), lambda k: values[int(k)], encode)
+
+
+def _axis(dim: Dimension) -> _Axis:
+    if isinstance(dim, CategoricalDimension):
+        choices = list(dim.choices)
+
+        def encode_choice(value: Any) -> int:
+            return next(i for i, c in enumerate(choices) if type(c) is type(value) and c == value)
+
+        return _Axis(dim.name, Categorical(list(range(len(choices)))), lambda i: choices[int(i)], encode_choice)
+    values = dim.values()
+    if isinstance(dim, FloatDimension):
+        if values is not None:
+            return _lattice_axis(dim, values)
+        low, high = float(dim.low), float(dim.high)
+        prior = "log-uniform" if dim.scale == LOG else "uniform"
+        return _Axis(dim.name, Real(low, high, prior=prior), lambda x: min(max(float(x), low), high), float)
+    if dim.step != 1:
+        return _lattice_axis(dim, values)
+    prior = "log-uniform" if dim.scale == LOG else "uniform"
+    low, high = dim.low, dim.high
+    return _Axis(dim.name, Integer(low, high, prior=prior), lambda x: min(max(int(np.rint(x)), low), high), int)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in _NOISE:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
+class BayesianSampler(Sampler):
+    """Model-based proposals from a skopt surrogate, after `n_initial` space-filling points.
+
+    Failed trials are told as the worst loss observed so far (updated as worse
+    ones arrive), so the model steers away from them instead of re-proposing
+    them. Proposals not yet told are pending; later proposals are asked from a
+    copy that was told a constant lie (the best loss) at each pending point, so
+    parallel trials never share a point.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objective: Objective,
+        n_trials: int | None,
+        seed: int | None = None,
+        n_initial: int = 10,
+        acquisition: str = "gp_hedge",
+        estimator: str = "GP",
+        initial_points: str = "random",
+    ):
+        super().__init__(space, objective, n_trials, seed)
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {', '.join(ACQUISITIONS)}, got {acquisition!r}")
+        if initial_points not in INITIAL_POINTS:
+            raise ValueError(f"initial_points must be one of {', '.join(INITIAL_POINTS)}, got {initial_points!r}")
+        if n_initial < 1:
+            raise ValueError(f"n_initial must be at least 1, got {n_initial}")
+        self.rng = np.random.default_rng(seed)
+        # Sign that turns the primary objective into a loss to minimise.
+        self._sign = -1.0 if objective.direction is Direction.MAXIMIZE else 1.0
+        self._fixed = {d.name: d.values()[0] for d in space if d.cardinality() == 1}
+        self._axes = [_axis(d) for d in space if d.cardinality() != 1]
+        # Proposed but not yet told: space key -> skopt point.
+        self._pending: dict[tuple, list[Any]] = {}
+        # Indices into the optimizer's `yi` holding failure penalties, and the genuine losses.
+        self._penalised: list[int] = []
+        self._losses: list[float] = []
+        self._opt: Any = None
+        if self._axes:
+            with _quiet():
+                self._opt = self._optimizer(estimator, acquisition, initial_points, n_initial, seed)
+
+    def _optimizer(
+        self, estimator: str, acquisition: str, initial_points: str, n_initial: int, seed: int | None
+    ) -> Any:
+        return Optimizer(
+            [a.skopt_dim for a in self._axes],
+            base_estimator=_estimator(estimator, seed),
+            n_initial_points=n_initial,
+            initial_point_generator=initial_points,
+            acq_func=acquisition,
+            acq_optimizer="sampling",
+            acq_optimizer_kwargs={"n_points": ACQ_POINTS},
+            random_state=seed,
+        )
+
+    # Conversions at the boundary ------------------------------------------------
+
+    def _to_params(self, point: list[Any]) -> dict[str, Any]:
+        decoded = {a.name: a.decode(x) for a, x in zip(self._axes, point)}
+        params = {d.name: self._fixed[d.name] if d.name in self._fixed else decoded[d.name] for d in self.space}
+        return self.space.with_constants(params)
+
+    def _to_point(self, params: dict[str, Any]) -> list[Any] | None:
+        """The skopt point of a parameter set, or None when it lies outside the space."""
+        if not self.space.contains(params):
+            return None
+        return [a.encode(params[a.name]) for a in self._axes]
+
+    # Proposing --------------------------------------------------------------------
+
+    def propose(self, number: int) -> dict[str, Any] | None:
+        if self.exhausted():
+            return None
+        params = self._to_params(self._ask()) if self._opt is not None else None
+        if params is None or self.space.key(params) in self.seen:
+            params = self._random_unseen()
+            if params is None:
+                return None
+        key = self.space.key(params)
+        self.seen.add(key)
+        self._pending[key] = self._to_point(params) or []
+        return params
+
+    def _ask(self) -> list[Any]:
+        with _quiet():
+            if not self._pending:
+                return self._opt.ask()
+            # Constant liar: a throwaway copy believes every pending point scored
+            # the best loss so far, so it looks elsewhere for the next one.
+            liar = self._opt.copy(random_state=int(self.rng.integers(2**31 - 1)))
+            lie = min(self._opt.yi) if self._opt.yi else 0.0
+            liar.tell(list(self._pending.values()), [lie] * len(self._pending))
+            return liar.ask()
+
+    def _random_unseen(self) -> dict[str, Any] | None:
+        """A uniformly random parameter set not proposed or told before."""
+        width = len(self.space)
+        for _ in range(REDRAWS):
+            params = self.space.from_unit(self.rng.random(width).tolist())
+            if self.space.key(params) not in self.seen:
+                return params
+        if self.space.cardinality() is None:
+            return params  # a continuous space where 64 draws all repeat: take the last one
+        left = [p for p in self.space.enumerate() if self.space.key(p) not in self.seen]
+        return left[int(self.rng.integers(len(left)))] if left else None
+
+    # Learning ---------------------------------------------------------------------
+
+    def tell(self, trial: Trial) -> None:
+        super().tell(trial)
+        if not trial.state.is_finished():
+            return
+        key = self.space.key(trial.params)
+        point = self._pending.pop(key, None)
+        if self._opt is None:
+            return
+        if point is None:  # history replayed on resume, or a trial proposed elsewhere
+            point = self._to_point(trial.params)
+            if point is None:
+                return
+        loss = self._loss(trial)
+        if loss is not None:
+            self._losses.append(loss)
+        # skopt refits on `Xi`/`yi` at every tell; raising earlier penalties to the
+        # current worst loss first keeps failures the worst points the model sees.
+        penalty = self._penalty()
+        for index in self._penalised:
+            self._opt.yi[index] = penalty
+        if loss is None:
+            self._penalised.append(len(self._opt.yi))  # where this tell will land
+            loss = penalty
+        with _quiet():
+            self._opt.tell(point, loss)
+
+    def _loss(self, trial: Trial) -> float | None:
+        """The loss to tell for a finished trial, or None when it has no usable value."""
+        metric = self.objective.metric
+        value: float | None = None
+        if trial.state is TrialState.COMPLETED:
+            value = trial.values.get(metric)
+            if value is None:
+                value = self.objective.reduce_records(trial.metrics)
+        elif trial.state is TrialState.PRUNED:
+            reported = [r.value for r in trial.metrics if r.name == metric and math.isfinite(r.value)]
+            value = reported[-1] if reported else None
+        if value is None or not math.isfinite(value):
+            return None
+        return self._sign * float(value)
+
+    def _penalty(self) -> float:
+        # Before any genuine value the constant is arbitrary: every penalty is
+        # raised to the worst real loss as soon as one arrives.
+        return max(self._losses) if self._losses else 0.0

@@ -1,0 +1,86 @@
+"""A plain-text summary of a validated study, for `somatize validate`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..executors.command import value_text
+from ..samplers.grid import DEFAULT_POINTS_PER_DIM
+from ..space import CategoricalDimension, Dimension, SearchSpace
+from .config import StudyConfig
+
+# Above this many points per dimension, estimate the grid size instead of building the grid.
+_EXACT_GRID_LIMIT = 10_000
+
+
+def describe(config: StudyConfig) -> list[str]:
+    """Summary lines: the dimensions, strategy and planned trials, objectives and executor."""
+    lines = [f"study: {config.name}" + (f" (seed {config.seed})" if config.seed is not None else "")]
+    lines += _space_lines(config.space)
+    trials = planned_trials(config.strategy, config.space)
+    lines.append(f"strategy: {_strategy_text(config.strategy)}, {trials} trial{'s' if trials != 1 else ''} planned")
+    lines.append("objectives: " + ", ".join(f"{o.metric} ({o.direction.value})" for o in config.objectives))
+    if config.target is not None:
+        metric, value = config.target
+        primary = next(o for o in config.objectives if o.metric == metric)
+        lines.append(f"target: stop when {metric} {'>=' if primary.direction.value == 'maximize' else '<='} {value:g}")
+    lines.append(_executor_text(config))
+    return lines
+
+
+def planned_trials(strategy: dict[str, Any], space: SearchSpace) -> int:
+    """Grid: the product of grid sizes; others: n_trials, capped by a finite space's size."""
+    n_trials = strategy.get("n_trials")
+    if strategy["type"] == "grid":
+        points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
+        size = math.prod(_grid_size(d, points) for d in space)
+        return size if n_trials is None else min(size, n_trials)
+    size = space.cardinality()
+    return n_trials if size is None else min(size, n_trials)
+
+
+def _grid_size(dim: Dimension, points: int) -> int:
+    if points <= _EXACT_GRID_LIMIT or isinstance(dim, CategoricalDimension):
+        return len(dim.grid(points))
+    return min(points, dim.cardinality() or points)
+
+
+def _space_lines(space: SearchSpace) -> list[str]:
+    width = max(len(name) for name in [*space.names, *space.constants])
+    lines = ["search space:"]
+    for dim in space:
+        lines.append(f"  {dim.name:<{width}}  {dim.kind:<11}  {_range_text(dim)}")
+    for name, value in space.constants.items():
+        lines.append(f"  {name:<{width}}  = {value_text(value)} (constant)")
+    return lines
+
+
+def _range_text(dim: Dimension) -> str:
+    if isinstance(dim, CategoricalDimension):
+        text = "|".join(value_text(c) for c in dim.choices)
+    else:
+        text = f"[{dim.low}, {dim.high}]"
+        if dim.scale == "log":
+            text += " log"
+        if dim.step not in (None, 1):
+            text += f" step {dim.step}"
+    return text + (f"  default {value_text(dim.default)}" if dim.default is not None else "")
+
+
+def _strategy_text(strategy: dict[str, Any]) -> str:
+    options = [f"{k}={v}" for k, v in strategy.items() if k not in ("type", "n_trials")]
+    return strategy["type"] + (f" ({', '.join(options)})" if options else "")
+
+
+def _executor_text(config: StudyConfig) -> str:
+    executor = config.executor
+    if executor.function is not None:
+        text = f"executor: function {executor.function}"
+    elif isinstance(executor.command, list):
+        text = f"executor: command (argv) {executor.command}"
+    else:
+        text = f"executor: command {executor.command}"
+    if executor.timeout is not None:
+        text += f" (timeout {executor.timeout:g}s)"
+    return text

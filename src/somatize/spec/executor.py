@@ -1,0 +1,106 @@
+"""The `executor:` section: a shell command or a Python function, plus timeout, workdir and env."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..executors.command import TRIAL_PLACEHOLDERS, placeholders, unknown_placeholders, value_text
+from .config import ExecutorConfig
+from .fields import duration, mapping, text
+from .problems import Where, did_you_mean, show
+
+EXECUTOR_KEYS = ("command", "function", "timeout", "workdir", "env")
+# `pkg.mod:fn` (attribute after the colon may be dotted, e.g. Class.method) or `pkg.mod.fn`.
+_IDENT = r"[^\W\d]\w*"
+_FUNCTION = re.compile(rf"{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*|{_IDENT}(?:\.{_IDENT})+")
+
+
+def resolve_path(raw: str, base_dir: Path) -> Path:
+    """A path from the study file, relative to the file's directory (absolute stays absolute)."""
+    return Path(os.path.normpath(base_dir / os.path.expanduser(raw)))
+
+
+def check_executor(
+    value: Any, where: Where, parameter_names: Sequence[str] | None, base_dir: Path
+) -> tuple[ExecutorConfig, dict[str, Any]] | None:
+    """The executor config and its plain-data form for the results file's spec.
+
+    Parts that fail their check come back as None; the loader gives up when
+    anything was reported, so the half-built config never escapes.
+    """
+    spec = mapping(value, where, "executor", EXECUTOR_KEYS)
+    if spec is None:
+        return None
+    kinds = [key for key in ("command", "function") if key in spec]
+    if len(kinds) != 1:
+        where.error("executor needs exactly one of command (a shell command) or function (module:function)")
+    out: dict[str, Any] = {}
+    config: dict[str, Any] = {"workdir": base_dir}
+    if "command" in spec:
+        out["command"] = config["command"] = _command(spec["command"], where / "command", parameter_names)
+    if "function" in spec:
+        rule = "a dotted path such as mypkg.train:objective or mypkg.train.objective"
+        out["function"] = config["function"] = text(spec["function"], where / "function", "function", _FUNCTION, rule)
+    if "timeout" in spec:
+        out["timeout"] = config["timeout"] = duration(spec["timeout"], where / "timeout", "executor timeout")
+    if "workdir" in spec:
+        out["workdir"] = text(spec["workdir"], where / "workdir", "workdir")
+        config["workdir"] = resolve_path(out["workdir"], base_dir) if out["workdir"] else base_dir
+    if "env" in spec:
+        out["env"] = config["env"] = _env(spec["env"], where / "env")
+    return ExecutorConfig(**config), out
+
+
+def _command(value: Any, where: Where, names: Sequence[str] | None) -> str | list[str] | None:
+    if isinstance(value, str):
+        if not value.strip() or "\0" in value:
+            where.error(f"command must be a non-empty string without NUL characters, got {show(value)}")
+            return None
+        return value if _placeholders_ok(value, where, names) else None
+    if not isinstance(value, list) or not value:
+        where.error(f"command must be a string or a non-empty list of strings, got {show(value)}")
+        return None
+    ok = True
+    for i, part in enumerate(value):
+        if not isinstance(part, str) or "\0" in part or (i == 0 and not part.strip()):
+            hint = " (quote it)" if isinstance(part, (int, float)) else ""
+            (where / i).error(f"command list items must be non-empty strings, got {show(part)}{hint}")
+            ok = False
+        elif not _placeholders_ok(part, where / i, names):
+            ok = False
+    return value if ok else None
+
+
+def _placeholders_ok(template: str, where: Where, names: Sequence[str] | None) -> bool:
+    try:
+        placeholders(template)
+    except ValueError as exc:
+        where.error(f"command has a malformed placeholder: {exc} (write {{{{ and }}}} for literal braces)")
+        return False
+    if names is None:  # the search space itself is broken; it is reported there
+        return True
+    unknown = unknown_placeholders(template, names)
+    known = list(names) + list(TRIAL_PLACEHOLDERS)
+    for name in unknown:
+        hint = did_you_mean(name, known) or f" (parameters: {', '.join(names)})"
+        where.error(f"unknown placeholder {{{name}}} in command{hint}")
+    return not unknown
+
+
+def _env(value: Any, where: Where) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        where.error(f"env must be a mapping of variable names to values, got {show(value)}")
+        return None
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not key or "=" in key or "\0" in key:
+            (where / key).key_error(f"env variable name {key!r} is not valid")
+        elif not isinstance(item, (str, int, float, bool)) or "\0" in str(item):
+            (where / key).error(f"env value for {key!r} must be a string, number or boolean, got {show(item)}")
+        else:
+            out[key] = value_text(item)
+    return out if len(out) == len(value) else None

@@ -1,0 +1,153 @@
+"""Study file -> validated StudyConfig, or a StudyFileError listing every problem (SPEC §1, §5)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import StudyFileError
+from .config import StudyConfig
+from .dimensions import check_search_space
+from .executor import check_executor, resolve_path
+from .fields import duration, integer, mapping, text
+from .overrides import apply_overrides
+from .problems import Problems, Where, one_line, show
+from .sections import check_objectives, check_pruning, check_strategy, check_target, objective_metrics
+from .yamlnodes import Document, YamlProblems, compose_document
+
+STDIN = "<stdin>"
+TOP_KEYS = (
+    "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
+    "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
+)  # fmt: skip
+REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_CLUSTER = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?")
+_SEED_MAX = 2**32 - 1  # numpy and scikit-optimize accept seeds in [0, 2**32)
+
+
+def load_study(source: str | Path, overrides: Sequence[str] = (), text: str | None = None) -> StudyConfig:
+    """Read, parse and validate a study file; `source` "-" means `text` came from standard input.
+
+    With `text` and a real path, the text is used as that file's content (tests, editors).
+
+    Raises StudyFileError with every problem, each `FILE:LINE:COL: message`
+    (or `--set KEY: message` for a value that came from an override).
+    """
+    filename = STDIN if str(source) == "-" else str(source)
+    if text is None:
+        text = _read(source, filename)
+    base_dir = Path.cwd() if filename == STDIN else Path(os.path.abspath(source)).parent
+    problems = Problems(filename, _parse(text, filename))
+    data = problems.document.data
+    if data is None and problems:  # the root node itself was refused (a tag): nothing else to say
+        raise StudyFileError(problems.lines())
+    if not isinstance(data, dict):
+        found = "empty" if data is None else f"{show(data)}, not a mapping"
+        problems.add((), f"the study file must be a mapping with name, search_space, strategy, ... (it is {found})")
+        raise StudyFileError(problems.lines())
+    apply_overrides(data, overrides, problems)
+    config = _validate(data, Where(problems), filename, base_dir)
+    if problems or config is None:
+        raise StudyFileError(problems.lines())
+    return config
+
+
+def _read(source: str | Path, filename: str) -> str:
+    if filename == STDIN:
+        raise StudyFileError([f"{STDIN}: cannot read: no input was given"])
+    try:
+        raw = Path(source).read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StudyFileError([f"{filename}: cannot read: {reason}"]) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start]
+        raise StudyFileError([f"{filename}:{line}:{column}: the file is not UTF-8 text (byte 0x{byte:02x})"]) from None
+
+
+def _parse(text: str, filename: str) -> Document:
+    try:
+        return compose_document(text)
+    except YamlProblems as exc:
+        problems = sorted(exc.problems, key=lambda p: (p.position.line, p.position.column))
+        lines = [one_line(f"{filename}:{p.position.line}:{p.position.column}: {p.message}") for p in problems]
+        raise StudyFileError(list(dict.fromkeys(lines))) from None
+
+
+def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) -> StudyConfig | None:
+    mapping(data, root, "the study file", TOP_KEYS, REQUIRED_KEYS)
+    name = (
+        text(data["name"], root / "name", "name", _NAME, "letters, digits, '_', '.' and '-' only")
+        if "name" in data
+        else None
+    )
+    space = check_search_space(data["search_space"], root / "search_space") if "search_space" in data else None
+    strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
+    objectives = check_objectives(data, root)
+    target = check_target(data.get("target"), root / "target", objective_metrics(data))
+    names = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else None
+    executor = check_executor(data["executor"], root / "executor", names, base_dir) if "executor" in data else None
+    settings = _settings(data, root, base_dir)
+    if root.problems or None in (name, space, strategy, objectives, executor):
+        return None
+    assert space is not None and strategy is not None and objectives is not None and executor is not None
+    spec = {
+        "name": name,
+        "seed": settings["seed"],
+        "search_space": space.to_spec(),
+        "strategy": strategy,
+        "objectives": [o.to_dict() for o in objectives],
+        "target": {"metric": target[0], "value": target[1]} if target else None,
+        "executor": executor[1],
+        **{key: settings[key] for key in ("parallel", "retries", "max_failures", "max_consecutive_failures")},
+        "timeout": settings["timeout"],
+        "output": data.get("output"),
+        "pruning": settings["pruning"],
+        "cluster": settings["cluster"],
+    }
+    return StudyConfig(
+        filename, base_dir, name, space, strategy, objectives, executor[0],  # type: ignore[arg-type]
+        target=target, spec=spec, **settings,
+    )  # fmt: skip
+
+
+def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, Any]:
+    """The run-control keys, each checked, with the defaults of SPEC §1."""
+
+    def get(key: str, default: Any = None) -> Any:
+        return data.get(key, default)
+
+    seed = integer(get("seed"), root / "seed", "seed", 0, nullable=True)
+    if seed is not None and seed > _SEED_MAX:
+        (root / "seed").error(f"seed must be at most {_SEED_MAX}, got {seed}")
+    output = get("output")
+    if output is not None:
+        output = text(output, root / "output", "output")
+    cluster = get("cluster")
+    if cluster is not None:
+        cluster = text(cluster, root / "cluster", "cluster", _CLUSTER, "a scheduler address such as tcp://host:8786")
+    return {
+        "seed": seed,
+        "parallel": integer(get("parallel", 1), root / "parallel", "parallel", 1),
+        "retries": integer(get("retries", 0), root / "retries", "retries", 0),
+        "max_failures": integer(get("max_failures"), root / "max_failures", "max_failures", 1, nullable=True),
+        "max_consecutive_failures": integer(
+            get("max_consecutive_failures", 5),
+            root / "max_consecutive_failures",
+            "max_consecutive_failures",
+            1,
+            nullable=True,
+        ),
+        "timeout": duration(get("timeout"), root / "timeout", "timeout"),
+        "output": resolve_path(output, base_dir) if output else None,
+        "pruning": check_pruning(get("pruning"), root / "pruning"),
+        "cluster": cluster,
+    }

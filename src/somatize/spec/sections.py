@@ -1,0 +1,161 @@
+"""The `strategy:`, `objectives:`, `target:` and `pruning:` sections (SPEC §1, §2, §6)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..samplers import STRATEGIES
+from ..study import REDUCES, Direction, Objective
+from .fields import choice, integer, mapping, number, text
+from .problems import Where, did_you_mean, show
+
+# Each strategy's own options, with a checker for the value.
+_STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
+    "grid": {"points_per_dim": lambda v, w: integer(v, w, "points_per_dim", 1)},
+    "random": {},
+    "bayesian": {
+        "n_initial": lambda v, w: integer(v, w, "n_initial", 1),
+        "acquisition": lambda v, w: choice(v, w, "acquisition", ("gp_hedge", "EI", "PI", "LCB")),
+        "estimator": lambda v, w: choice(v, w, "estimator", ("GP", "RF", "ET", "GBRT")),
+        "initial_points": lambda v, w: choice(v, w, "initial_points", ("random", "sobol", "lhs")),
+    },
+}
+STRATEGY_KEYS = ("type", "n_trials", *(k for options in _STRATEGY_OPTIONS.values() for k in options))
+
+# Each pruner's options and their minimum value.
+_PRUNER_OPTIONS = {
+    "median": {"warmup_steps": 0, "min_trials": 1, "interval": 1},
+    "successive_halving": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
+}
+PRUNING_KEYS = ("type", *(k for options in _PRUNER_OPTIONS.values() for k in options))
+
+OBJECTIVE_KEYS = ("metric", "direction", "reduce")
+DIRECTIONS = tuple(d.value for d in Direction)
+# Metric lines are `name=value` or `name: value`, and `step` marks a report in JSON lines.
+_METRIC = re.compile(r"[^\s=:]+")
+
+
+def _owner(key: str, table: dict[str, dict[str, Any]]) -> str:
+    return next(kind for kind, options in table.items() if key in options)
+
+
+def check_strategy(value: Any, where: Where) -> dict[str, Any] | None:
+    spec = mapping(value, where, "strategy", STRATEGY_KEYS, required=("type",))
+    if spec is None or "type" not in spec:
+        return None
+    kind = choice(spec["type"], where / "type", "strategy type", STRATEGIES)
+    if kind is None:
+        return None
+    out: dict[str, Any] = {"type": kind, "n_trials": None}
+    if "n_trials" not in spec and kind != "grid":
+        where.error(f"a {kind} strategy needs n_trials")
+    elif spec.get("n_trials") is not None or kind != "grid":  # grid: null means no cap
+        out["n_trials"] = integer(spec["n_trials"], where / "n_trials", "n_trials", 1)
+    options = _STRATEGY_OPTIONS[kind]
+    for key, raw in spec.items():
+        if key in options:
+            out[key] = options[key](raw, where / key)
+        elif key in STRATEGY_KEYS and key not in ("type", "n_trials"):
+            owner = _owner(key, _STRATEGY_OPTIONS)
+            (where / key).key_error(f"{key} is a {owner} option; it does not apply to a {kind} strategy")
+    return out
+
+
+def check_objectives(document: dict[str, Any], where: Where) -> list[Objective] | None:
+    """`objectives:` (a list) or `objective:` (one mapping); the first is primary."""
+    if "objectives" in document and "objective" in document:
+        (where / "objective").key_error("give either objectives (a list) or objective (one mapping), not both")
+        return None
+    if "objective" in document:
+        items = [(document["objective"], where / "objective")]
+    elif "objectives" in document:
+        listed = document["objectives"]
+        if not isinstance(listed, list) or not listed:
+            (where / "objectives").error(
+                f"objectives must be a non-empty list of {{metric, direction}}, got {show(listed)}"
+            )
+            return None
+        items = [(item, where / "objectives" / i) for i, item in enumerate(listed)]
+    else:
+        where.error("the study needs objectives (a list of {metric, direction}) or objective (one mapping)")
+        return None
+    found = [_objective(item, place) for item, place in items]
+    _check_unique_metrics(items)
+    return None if None in found else found  # type: ignore[return-value]
+
+
+def objective_metrics(document: dict[str, Any]) -> list[str]:
+    """The metric names as written, even when an objective is otherwise invalid."""
+    listed = [document["objective"]] if "objective" in document else document.get("objectives")
+    if not isinstance(listed, list):
+        return []
+    names = [item["metric"] for item in listed if isinstance(item, dict) and isinstance(item.get("metric"), str)]
+    return list(dict.fromkeys(names))
+
+
+def _objective(value: Any, where: Where) -> Objective | None:
+    spec = mapping(value, where, "objective", OBJECTIVE_KEYS, required=("metric",))
+    if spec is None:
+        return None
+    rule = "a metric name without spaces, '=' or ':'"
+    metric = text(spec["metric"], where / "metric", "metric", _METRIC, rule) if "metric" in spec else None
+    if metric == "step":
+        (where / "metric").error("metric 'step' is reserved: a JSON output line's step marks an intermediate report")
+        metric = None
+    # minimize when unsaid, as in Optuna and Objective itself
+    direction = choice(spec.get("direction", "minimize"), where / "direction", "direction", DIRECTIONS)
+    reduce = choice(spec.get("reduce", "best"), where / "reduce", "reduce", REDUCES)
+    if metric is None or direction is None or reduce is None:
+        return None
+    return Objective(metric, Direction(direction), reduce)
+
+
+def _check_unique_metrics(items: list[tuple[Any, Where]]) -> None:
+    seen: set[str] = set()
+    for item, place in items:
+        metric = item.get("metric") if isinstance(item, dict) else None
+        if not isinstance(metric, str):
+            continue
+        if metric in seen:
+            (place / "metric").error(f"metric {metric!r} is already an objective")
+        seen.add(metric)
+
+
+def check_target(value: Any, where: Where, metrics: list[str]) -> tuple[str, float] | None:
+    """Optional `{metric, value}`; the metric defaults to the primary objective's."""
+    if value is None:
+        return None
+    spec = mapping(value, where, "target", ("metric", "value"), required=("value",))
+    if spec is None or "value" not in spec:
+        return None
+    target = number(spec["value"], where / "value", "target value")
+    metric = spec.get("metric", metrics[0] if metrics else None)
+    if metrics and metric not in metrics:
+        hint = did_you_mean(metric, metrics) if isinstance(metric, str) else ""
+        (where / "metric").error(
+            f"target metric must be one of the objectives ({', '.join(metrics)}), got {show(metric)}{hint}"
+        )
+        return None
+    if target is None or not isinstance(metric, str):
+        return None
+    return metric, target
+
+
+def check_pruning(value: Any, where: Where) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    spec = mapping(value, where, "pruning", PRUNING_KEYS, required=("type",))
+    if spec is None or "type" not in spec:
+        return None
+    kind = choice(spec["type"], where / "type", "pruning type", tuple(_PRUNER_OPTIONS))
+    if kind is None:
+        return None
+    out: dict[str, Any] = {"type": kind}
+    for key, raw in spec.items():
+        if key in _PRUNER_OPTIONS[kind]:
+            out[key] = integer(raw, where / key, key, _PRUNER_OPTIONS[kind][key])
+        elif key in PRUNING_KEYS and key != "type":
+            owner = _owner(key, _PRUNER_OPTIONS)
+            (where / key).key_error(f"{key} is a {owner} option; it does not apply to {kind} pruning")
+    return out
