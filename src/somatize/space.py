@@ -285,6 +285,7 @@ class SearchSpace:
         names = [d.name for d in self.dimensions] + list(self.constants)
         if len(set(names)) != len(names):
             raise SpaceError("parameter names must be unique")
+        object.__setattr__(self, "_names", tuple(d.name for d in self.dimensions))
 
     def __iter__(self) -> Iterator[Dimension]:
         return iter(self.dimensions)
@@ -316,8 +317,13 @@ class SearchSpace:
             yield self.with_constants(dict(zip(names, combo)))
 
     def key(self, params: Mapping[str, Any]) -> tuple:
-        """A hashable identity of the searched values, for duplicate detection."""
-        return tuple((type(params.get(d.name)).__name__, params.get(d.name)) for d in self.dimensions)
+        """A hashable identity of the searched values, for duplicate detection.
+
+        Types are part of it so that True and 1 stay distinct; built with map()
+        because it runs twice per trial on the hot path.
+        """
+        values = tuple(map(params.get, self._names))
+        return values + tuple(map(type, values))
 
     def with_constants(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.constants:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import time
@@ -135,7 +136,7 @@ class Trial:
     trial_seed: int | None = None
     attempts: int = 1
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return trial_id(self.number)
 
