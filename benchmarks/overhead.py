@@ -2,8 +2,8 @@
 
     python benchmarks/overhead.py [--trials 10000]
 
-Runs the same study through somatize's package API (in memory, and with the
-journal + event log subscribers that `somatize run` uses) and, when optuna is
+Runs the same study through somatize's package API (in memory, with the
+journal that `somatize run` keeps, and with an `--events` log) and, when optuna is
 installed, through Optuna's in-memory RandomSampler in the same process, and
 prints µs per trial and the ratio.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def objective(params: dict) -> float:
     return params["lr"] * params["layers"] + (params["act"] == "relu")
 
 
-def somatize_us_per_trial(trials: int, subscribers: bool) -> float:
+def somatize_us_per_trial(trials: int, subscriber: str | None) -> float:
     from somatize import (
         CategoricalDimension,
         EventBus,
@@ -37,6 +38,7 @@ def somatize_us_per_trial(trials: int, subscribers: bool) -> float:
     )
     from somatize.executors.python import FunctionExecutor
     from somatize.storage.eventlog import EventLog
+    from somatize.storage.journal import Journal
 
     space = SearchSpace(
         (
@@ -49,8 +51,13 @@ def somatize_us_per_trial(trials: int, subscribers: bool) -> float:
     strategy = {"type": "random", "n_trials": trials}
     study = Study("overhead", space, [Objective("value")], strategy)
     bus = EventBus()
-    if subscribers:
+    scratch = tempfile.TemporaryDirectory()
+    if subscriber == "events":
         bus.subscribe(EventLog(io.StringIO()))
+    elif subscriber == "journal":
+        journal = Journal(Path(scratch.name) / "overhead.journal.jsonl")
+        journal.begin(study)
+        bus.subscribe(journal)
     runner = StudyRunner(
         study,
         make_sampler(strategy, space, study.primary, 0),
@@ -63,6 +70,7 @@ def somatize_us_per_trial(trials: int, subscribers: bool) -> float:
     runner.run()
     elapsed = time.perf_counter() - started
     assert len(study.completed()) == trials, "every trial should complete"
+    scratch.cleanup()
     return elapsed / trials * 1e6
 
 
@@ -92,10 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10_000)
     args = parser.parse_args()
-    plain = somatize_us_per_trial(args.trials, subscribers=False)
-    with_log = somatize_us_per_trial(args.trials, subscribers=True)
+    plain = somatize_us_per_trial(args.trials, None)
+    durable = somatize_us_per_trial(args.trials, "journal")
+    with_log = somatize_us_per_trial(args.trials, "events")
     print(f"trials: {args.trials}")
     print(f"somatize, in memory:        {plain:8.1f} µs/trial")
+    print(f"somatize, with journal:     {durable:8.1f} µs/trial")
     print(f"somatize, with event log:   {with_log:8.1f} µs/trial")
     reference = optuna_us_per_trial(args.trials)
     if reference is None:

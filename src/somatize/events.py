@@ -22,7 +22,9 @@ from typing import Any, ClassVar
 from .study import Trial, iso
 
 
-@dataclass(frozen=True)
+# Events are plain (not frozen) dataclasses: frozen ones cost twice as much to build,
+# and five are built per trial on the runner's hot path. Treat them as read-only.
+@dataclass
 class Event:
     kind: ClassVar[str] = "event"
     time: float = field(default_factory=time.time, init=False, compare=False)
@@ -43,7 +45,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass
 class StudyStarted(Event):
     kind: ClassVar[str] = "study_started"
     study_id: str = ""
@@ -55,7 +57,7 @@ class StudyStarted(Event):
     resumed_trials: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrialStarted(Event):
     kind: ClassVar[str] = "trial_started"
     trial_id: str = ""
@@ -63,7 +65,7 @@ class TrialStarted(Event):
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrialMetric(Event):
     kind: ClassVar[str] = "trial_metric"
     trial_id: str = ""
@@ -72,7 +74,7 @@ class TrialMetric(Event):
     step: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrialCompleted(Event):
     kind: ClassVar[str] = "trial_completed"
     trial_id: str = ""
@@ -80,7 +82,7 @@ class TrialCompleted(Event):
     trial: Trial | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrialPrunedEvent(Event):
     kind: ClassVar[str] = "trial_pruned"
     trial_id: str = ""
@@ -89,7 +91,7 @@ class TrialPrunedEvent(Event):
     trial: Trial | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrialFailed(Event):
     kind: ClassVar[str] = "trial_failed"
     trial_id: str = ""
@@ -97,7 +99,7 @@ class TrialFailed(Event):
     trial: Trial | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class BestUpdated(Event):
     kind: ClassVar[str] = "best_updated"
     trial_id: str = ""
@@ -105,7 +107,7 @@ class BestUpdated(Event):
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class StudyProgress(Event):
     kind: ClassVar[str] = "study_progress"
     completed: int = 0
@@ -115,7 +117,7 @@ class StudyProgress(Event):
     failed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class StudyCompleted(Event):
     kind: ClassVar[str] = "study_completed"
     status: str = "completed"
