@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import TrialPruned
 from ..study import MetricRecord
-from .base import Completed, Executor, Outcome, Reporter, TrialRequest
+from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest
 
 
 class FunctionLoadError(ImportError):
@@ -153,7 +153,11 @@ class FunctionExecutor(Executor):
         self._load_error: str | None = None  # kept so every trial fails alike, without re-importing
 
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
-        fn = self._load()
+        try:
+            fn = self._load()
+        except FunctionLoadError as exc:
+            # Expected and the same for every trial: the message says it all, no traceback.
+            return Failed(str(exc))
         params = dict(request.params)
         if not self._wants_trial:
             return self._outcome(fn(params))
