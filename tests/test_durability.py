@@ -1,0 +1,81 @@
+"""Crashes and signals against a real `somatize run` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+STUDY = """\
+name: slow
+seed: 4
+search_space:
+  x: {type: float, low: 0.0, high: 1.0}
+strategy: {type: random, n_trials: 10}
+objective: {metric: y, direction: minimize}
+executor:
+  command: sleep 0.15; echo y={x}
+"""
+
+
+def start(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    (tmp_path / "slow.yaml").write_text(STUDY)
+    return subprocess.Popen(
+        ["somatize", "run", "slow.yaml", "-o", "r.json", "-q", *extra],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_journal_trials(journal: Path, count: int, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if journal.exists():
+            lines = journal.read_text().splitlines()[1:]
+            if len(lines) >= count:
+                return [json.loads(line)["trial"] for line in lines if line.endswith("}")]
+        time.sleep(0.02)
+    raise AssertionError(f"journal did not reach {count} trials")
+
+
+def test_kill_9_then_resume_loses_no_finished_trial(tmp_path):
+    process = start(tmp_path)
+    before = wait_for_journal_trials(tmp_path / "r.journal.jsonl", 4)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    journaled = wait_for_journal_trials(tmp_path / "r.journal.jsonl", len(before))
+    resumed = subprocess.run(
+        ["somatize", "run", "slow.yaml", "-o", "r.json", "-q", "--resume"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    trials = json.loads((tmp_path / "r.json").read_text())["trials"]
+    numbers = [t["number"] for t in trials]
+    assert len(numbers) == len(set(numbers)) == 10
+    by_id = {t["id"]: t for t in trials}
+    for trial in journaled:  # every trial finished before the kill is kept as it was
+        assert by_id[trial["id"]]["params"] == trial["params"]
+        assert by_id[trial["id"]]["values"] == trial["values"]
+
+
+def test_sigint_writes_interrupted_results_and_exits_130(tmp_path):
+    process = start(tmp_path)
+    wait_for_journal_trials(tmp_path / "r.journal.jsonl", 2)
+    os.kill(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130, stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["status"] == "interrupted" and 2 <= len(data["trials"]) < 10
+    assert (tmp_path / "r.journal.jsonl").exists()  # kept for --resume
+    assert "Traceback" not in stderr
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    process = start(tmp_path)
+    wait_for_journal_trials(tmp_path / "r.journal.jsonl", 1)
+    process.terminate()
+    process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "interrupted"
