@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import ResultsFileError, SomatizeError, StudyFileError, UsageError
+from .errors import SomatizeError, StudyFileError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -396,4 +396,4 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
-__all__ = ["app", "main", "ResultsFileError"]
+__all__ = ["app", "main"]
