@@ -5,7 +5,7 @@
 Runs the same study through somatize's package API (in memory, with the
 journal that `somatize run` keeps, and with an `--events` log) and, when optuna is
 installed, through Optuna's in-memory RandomSampler in the same process, and
-prints µs per trial and the ratio.
+prints µs per trial (median of a few interleaved runs) and the ratio.
 """
 
 from __future__ import annotations
@@ -96,23 +96,34 @@ def optuna_us_per_trial(trials: int) -> float | None:
     return (time.perf_counter() - started) / trials * 1e6
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each variant; the median is shown")
     args = parser.parse_args()
-    plain = somatize_us_per_trial(args.trials, None)
-    durable = somatize_us_per_trial(args.trials, "journal")
-    with_log = somatize_us_per_trial(args.trials, "events")
-    print(f"trials: {args.trials}")
-    print(f"somatize, in memory:        {plain:8.1f} µs/trial")
-    print(f"somatize, with journal:     {durable:8.1f} µs/trial")
-    print(f"somatize, with event log:   {with_log:8.1f} µs/trial")
-    reference = optuna_us_per_trial(args.trials)
-    if reference is None:
+    variants = {"in memory": None, "with journal": "journal", "with event log": "events"}
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    runs["optuna"] = []
+    for _ in range(args.repeats):  # interleaved, so drifting machine load hits every variant alike
+        for name, subscriber in variants.items():
+            runs[name].append(somatize_us_per_trial(args.trials, subscriber))
+        reference = optuna_us_per_trial(args.trials)
+        if reference is not None:
+            runs["optuna"].append(reference)
+    print(f"trials: {args.trials}, median of {args.repeats} runs (min in brackets)")
+    for name in variants:
+        print(f"somatize, {name + ':':<20} {median(runs[name]):8.1f} µs/trial  ({min(runs[name]):.1f})")
+    if not runs["optuna"]:
         print("optuna: not installed (pip install optuna) - no side-by-side figure")
-    else:
-        print(f"optuna, in memory (Random): {reference:8.1f} µs/trial")
-        print(f"ratio optuna / somatize:    {reference / plain:8.1f}x")
+        return
+    reference, plain = median(runs["optuna"]), median(runs["in memory"])
+    print(f"optuna, in memory (Random):    {reference:8.1f} µs/trial  ({min(runs['optuna']):.1f})")
+    print(f"ratio optuna / somatize:       {reference / plain:8.1f}x")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class FloatDimension:
             _check_number(self.default, "default")
             if not self.contains(self.default):
                 raise SpaceError(f"default {self.default!r} is not in the dimension", "default")
+        if self.scale == LOG:  # from_unit runs for every proposal
+            object.__setattr__(self, "_log_span", (math.log(low), math.log(high) - math.log(low)))
 
     @property
     def kind(self) -> str:
@@ -120,8 +122,8 @@ class FloatDimension:
         if self.step is not None:
             return self._on_lattice(min(int(u * (self._last_k + 1)), self._last_k))
         if self.scale == LOG:
-            a, b = math.log(self.low), math.log(self.high)
-            return min(max(math.exp(a + u * (b - a)), self.low), self.high)
+            a, width = self._log_span  # type: ignore[attr-defined]
+            return min(max(math.exp(a + u * width), self.low), self.high)
         return self.low + u * (self.high - self.low)
 
     def grid(self, points: int) -> list[float]:
@@ -286,6 +288,8 @@ class SearchSpace:
         if len(set(names)) != len(names):
             raise SpaceError("parameter names must be unique")
         object.__setattr__(self, "_names", tuple(d.name for d in self.dimensions))
+        # Samplers ask for it before every proposal; the dimensions never change.
+        object.__setattr__(self, "_cardinality", self._count())
 
     def __iter__(self) -> Iterator[Dimension]:
         return iter(self.dimensions)
@@ -299,6 +303,9 @@ class SearchSpace:
 
     def cardinality(self) -> int | None:
         """Number of distinct parameter sets, or None when a dimension is continuous."""
+        return self._cardinality  # type: ignore[attr-defined]
+
+    def _count(self) -> int | None:
         total = 1
         for dim in self.dimensions:
             size = dim.cardinality()

@@ -19,9 +19,21 @@ RESULTS_VERSION = 1
 
 
 def iso(timestamp: float | None) -> str | None:
+    """UTC ISO 8601 with microseconds, e.g. 2026-11-29T06:40:01.123456+00:00."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
+    whole = math.floor(timestamp)
+    micros = round((timestamp - whole) * 1e6)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return f"{_iso_seconds(whole)}.{micros:06d}+00:00"
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_seconds(whole: int) -> str:
+    # Journal lines carry two timestamps per trial and fast trials share their
+    # second, so the datetime formatting is done once per second.
+    return datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def from_iso(text: str | None) -> float | None:

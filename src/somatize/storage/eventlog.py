@@ -7,6 +7,8 @@ from typing import IO
 
 from ..events import Event
 
+_encode_line = json.JSONEncoder(allow_nan=False, default=str).encode  # reused: cheaper than json.dumps(**options)
+
 
 class EventLog:
     """Inline handler writing JSON lines; flushed per event so `tail -f` and pipes see them at once."""
@@ -20,7 +22,7 @@ class EventLog:
         if self.broken:
             return
         try:
-            self.stream.write(json.dumps(event.to_json(), allow_nan=False, default=str) + "\n")
+            self.stream.write(_encode_line(event.to_json()) + "\n")
             self.stream.flush()
         except (BrokenPipeError, OSError):
             # A reader that went away (`| head`) must not fail the study.

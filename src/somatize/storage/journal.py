@@ -23,6 +23,9 @@ JOURNAL_FORMAT = "somatize.journal"
 # What must not change between a study and its resumption.
 RESUME_KEYS = ("search_space", "strategy", "objectives")
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_encode_line = json.JSONEncoder(allow_nan=False).encode
+
 
 def journal_path(results_path: Path) -> Path:
     """`results/mlp.json` -> `results/mlp.journal.jsonl`."""
@@ -53,7 +56,7 @@ class Journal:
     def _append(self, record: Mapping[str, Any]) -> None:
         if self._handle is None:
             self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the study
-        self._handle.write(json.dumps(record, allow_nan=False) + "\n")
+        self._handle.write(_encode_line(record) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
