@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .executors.base import Executor
+from .executors.processes import thread_limits
 from .runner import StopConditions
 from .space import SearchSpace
 from .spec.config import StudyConfig
@@ -22,16 +25,31 @@ def build_study(config: StudyConfig) -> Study:
 
 
 def build_executor(config: StudyConfig) -> Executor:
+    """The executor for the study's trials, local or on a Dask cluster."""
+    if config.cluster:
+        from .executors.dask import DaskExecutor
+
+        return DaskExecutor(config.cluster, executor_recipe(config, jobs=1))
+    return executor_recipe(config, jobs=config.parallel)()
+
+
+def executor_recipe(config: StudyConfig, jobs: int) -> Callable[[], Executor]:
+    """A picklable way to build the local executor (a Dask worker builds its own from it)."""
     metrics = [o.metric for o in config.objectives]
     spec = config.executor
+    env = {**thread_limits(jobs, spec.env), **spec.env}
     if spec.function is not None:
+        if jobs > 1 or spec.timeout is not None:  # only a process can run in parallel or be stopped
+            from .executors.workers import WorkerPoolExecutor
+
+            return partial(WorkerPoolExecutor, spec.function, metrics, config.base_dir, jobs, spec.timeout, env)
         from .executors.python import FunctionExecutor
 
-        return FunctionExecutor(spec.function, metrics, config.base_dir)
+        return partial(FunctionExecutor, spec.function, metrics, config.base_dir)
     from .executors.shell import ShellExecutor
 
     assert spec.command is not None
-    return ShellExecutor(spec.command, metrics, spec.workdir, spec.env, spec.timeout)
+    return partial(ShellExecutor, spec.command, metrics, spec.workdir, env, spec.timeout)
 
 
 def stop_conditions(config: StudyConfig) -> StopConditions:

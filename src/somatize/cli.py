@@ -194,8 +194,6 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
     from .storage.journal import Journal, journal_path
     from .storage.results import PeriodicResults, check_writable, results_json, write_results
 
-    if config.parallel > 1 or config.cluster:
-        _say("somatize: warning: parallel and cluster execution are not implemented yet; running one trial at a time")
     path = _results_path(config, output)
     study = build_study(config)
     journal = None
@@ -207,26 +205,33 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
         raise UsageError("--resume needs a results file; it cannot resume with -o -")
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
     bus = EventBus()
-    with contextlib.ExitStack() as stack:
-        if journal is not None and path is not None:
-            journal.begin(study)
-            stack.callback(journal.close)
-            bus.subscribe(journal)
-            bus.subscribe(PeriodicResults(study, path))
-        _attach_event_log(bus, events, stack)
-        _attach_progress(bus, quiet, stack)
-        runner = StudyRunner(study, sampler, build_executor(config), bus, stop_conditions(config), config.seed)
-        stack.enter_context(_interrupts_as_keyboard_interrupt())
-        runner.run()
-    if path is None:
-        sys.stdout.write(results_json(study))
-        sys.stdout.flush()
-    else:
-        write_results(study, path)
-        if journal is not None and study.status != "interrupted":
-            journal.remove()
-        if not quiet:
-            _say(f"results: {path}")
+    with _interrupts_as_keyboard_interrupt():  # also covers the final write
+        with contextlib.ExitStack() as stack:
+            if journal is not None and path is not None:
+                journal.begin(study)
+                stack.callback(journal.close)
+                bus.subscribe(journal)
+                bus.subscribe(PeriodicResults(study, path))
+            _attach_event_log(bus, events, stack)
+            _attach_progress(bus, quiet, stack)
+            executor = build_executor(config)
+            stack.callback(executor.close)  # also when connecting to a cluster fails
+            slots = config.parallel
+            if config.cluster:
+                executor.connect()  # a wrong address fails here, before the first trial
+                slots = config.parallel if config.parallel > 1 else executor.worker_slots()
+            runner = StudyRunner(study, sampler, executor, bus, stop_conditions(config), config.seed, slots)
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))  # prints of trial functions are not results
+            runner.run()
+        if path is None:
+            sys.stdout.write(results_json(study))
+            sys.stdout.flush()
+        else:
+            write_results(study, path)
+            if journal is not None and study.status != "interrupted":
+                journal.remove()
+            if not quiet:
+                _say(f"results: {path}")
     return _exit_code(study)
 
 
@@ -292,16 +297,30 @@ def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
 
 @contextlib.contextmanager
 def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """SIGTERM ends a study like Ctrl-C: no new trial, results written, exit 130."""
+    """First Ctrl-C or SIGTERM: stop like Ctrl-C (no new trial, results written, exit 130).
 
-    def on_term(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise KeyboardInterrupt
+    A second one exits at once: running trials are killed and the journal,
+    flushed after every trial, is what remains for --resume.
+    """
+    from .executors.processes import LIVE_GROUPS
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    interrupted = False
+
+    def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+        LIVE_GROUPS.kill_all()
+        _say("somatize: interrupted again; stopped at once (resume with --resume)")
+        os._exit(EXIT_INTERRUPTED)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _exit_code(study) -> int:

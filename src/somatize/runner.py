@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 
 from .errors import TrialPruned
@@ -26,7 +25,7 @@ from .events import (
     TrialPrunedEvent,
     TrialStarted,
 )
-from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest
+from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
 from .samplers.base import Sampler
 from .study import MetricRecord, Study, Trial, TrialState
 
@@ -59,11 +58,6 @@ def derive_trial_seed(study_seed: int | None, number: int) -> int:
     return (z ^ (z >> 31)) & 0x7FFFFFFF
 
 
-def traceback_tail(exc: BaseException, lines: int = 6) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip().splitlines()
-    return "\n".join(text[-lines:])
-
-
 class TrialReporter:
     """Collects a running trial's intermediate metrics and publishes them."""
 
@@ -81,6 +75,10 @@ class TrialReporter:
 
 
 class StudyRunner:
+    # After an interrupt, how long to wait for cancelled trials (shell trials get
+    # TERM, then KILL after 2 s) before giving up on them.
+    CANCEL_WAIT = 5.0
+
     def __init__(
         self,
         study: Study,
@@ -89,6 +87,7 @@ class StudyRunner:
         bus: EventBus | None = None,
         stop: StopConditions | None = None,
         seed: int | None = None,
+        parallel: int = 1,
     ):
         self.study = study
         self.sampler = sampler
@@ -96,6 +95,7 @@ class StudyRunner:
         self.bus = bus or EventBus()
         self.stop = stop or StopConditions()
         self.seed = seed
+        self.parallel = max(1, parallel)  # trials in flight at once
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -132,20 +132,11 @@ class StudyRunner:
                 resumed_trials=len(study.trials),
             )
         )
-        reason = "n_trials"
         try:
-            while True:
-                reason = self._reason_to_stop(total, deadline)
-                if reason:
-                    break
-                params = self.sampler.propose(number)
-                if params is None:
-                    reason = "exhausted"
-                    break
-                trial = self._run_trial(number, params)
-                number += 1
-                self._record(trial, total)
-                self.sampler.tell(trial)
+            if self.parallel == 1:
+                reason = self._run_sequential(number, total, deadline)
+            else:
+                reason = self._run_parallel(number, total, deadline)
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
@@ -153,10 +144,62 @@ class StudyRunner:
         self._finish(reason)
         return study
 
-    def _reason_to_stop(self, total: int | None, deadline: float | None) -> str | None:
+    def _run_sequential(self, number: int, total: int | None, deadline: float | None) -> str:
+        while True:
+            reason = self._reason_to_stop(total, deadline)
+            if reason:
+                return reason
+            params = self.sampler.propose(number)
+            if params is None:
+                return "exhausted"
+            trial = self._start_trial(number, params)
+            self._run_attempts(trial)
+            number += 1
+            self._record(trial, total)
+            self.sampler.tell(trial)
+
+    def _run_parallel(self, number: int, total: int | None, deadline: float | None) -> str:
+        """Keep `parallel` trials in flight; only this thread proposes, records and tells.
+
+        Trial threads run the executor and publish trial_metric events; every
+        other event comes from here, so subscribers see each trial finish once.
+        """
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="somatize-trial")
+        running: dict = {}  # future -> trial
+        reason: str | None = None
+        try:
+            while True:
+                while reason is None and len(running) < self.parallel:
+                    reason = self._reason_to_stop(total, deadline, in_flight=len(running))
+                    if reason:
+                        break
+                    params = self.sampler.propose(number)
+                    if params is None:
+                        reason = "exhausted"
+                        break
+                    trial = self._start_trial(number, params)
+                    running[pool.submit(self._run_attempts, trial)] = trial
+                    number += 1
+                if not running:
+                    return reason or "n_trials"
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for trial in sorted((running.pop(f) for f in done), key=lambda t: t.number):
+                    self._record(trial, total)
+                    self.sampler.tell(trial)
+        except KeyboardInterrupt:
+            # Trials in flight are dropped, not recorded: --resume runs them again.
+            self.executor.cancel()
+            wait(running, timeout=self.CANCEL_WAIT)
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
         if self._stop_requested.is_set():
             return "interrupted"
-        if total is not None and len(self.study.trials) >= total:
+        if total is not None and len(self.study.trials) + in_flight >= total:
             return "n_trials"
         if self.stop.max_failures is not None and self._failures >= self.stop.max_failures:
             return "max_failures"
@@ -187,11 +230,15 @@ class StudyRunner:
 
     # One trial ----------------------------------------------------------------
 
-    def _run_trial(self, number: int, params: dict) -> Trial:
+    def _start_trial(self, number: int, params: dict) -> Trial:
         trial = Trial(number, params, trial_seed=derive_trial_seed(self.seed, number))
         if self.bus.has_subscribers:  # events are only built when someone listens
             self.bus.publish(TrialStarted(trial_id=trial.id, number=number, params=params))
-        request = TrialRequest(trial.id, number, params, trial.trial_seed or 0, self.study.name)
+        return trial
+
+    def _run_attempts(self, trial: Trial) -> None:
+        """Run the trial, again with the same params after a failure while retries last."""
+        request = TrialRequest(trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name)
         for attempt in range(1, self.stop.retries + 2):
             trial.attempts = attempt
             trial.metrics = []
@@ -202,7 +249,6 @@ class StudyRunner:
             self._apply(trial, outcome)
             if trial.state is not TrialState.FAILED:
                 break
-        return trial
 
     def _execute(self, request: TrialRequest, trial: Trial) -> Outcome:
         try:
@@ -210,7 +256,7 @@ class StudyRunner:
         except TrialPruned as exc:
             return Pruned(exc.step, exc.reason)
         except Exception as exc:  # any error in user code fails the trial, the study goes on
-            return Failed(f"{type(exc).__name__}: {exc}\n{traceback_tail(exc)}")
+            return failure(exc)
 
     def _apply(self, trial: Trial, outcome: Outcome) -> None:
         if isinstance(outcome, Failed):
@@ -295,6 +341,7 @@ class StudyRunner:
         study = self.study
         study.finished_at = time.time()
         study.stop_reason = reason
+        study.trials.sort(key=lambda t: t.number)  # parallel trials finish out of order
         if reason == "interrupted":
             study.status = "interrupted"
         elif reason in ("max_failures", "max_consecutive_failures"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,16 @@ class Failed:
 Outcome = Union[Completed, Pruned, Failed]
 
 
+def traceback_tail(exc: BaseException, lines: int = 6) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def failure(exc: BaseException) -> Failed:
+    """An exception raised by user code, as a failed outcome: its message and where it came from."""
+    return Failed(f"{type(exc).__name__}: {exc}\n{traceback_tail(exc)}")
+
+
 class Reporter(Protocol):
     """The runner's side of a running trial: where intermediate metrics go."""
 
@@ -56,6 +67,13 @@ class Executor(ABC):
     @abstractmethod
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
         """Run one trial to an outcome; may raise, which fails the trial."""
+
+    def cancel(self) -> None:
+        """Stop every running trial soon (study interrupted); their outcomes are discarded.
+
+        Called from another thread than the ones running trials. In-process
+        functions cannot be stopped from outside and finish on their own.
+        """
 
     def close(self) -> None:
         """Release resources held across trials."""

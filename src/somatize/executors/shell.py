@@ -31,8 +31,10 @@ from ..study import MetricRecord
 from . import command as templates
 from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialRequest
 from .output import MetricStream, ParsedMetric
+from .processes import LIVE_GROUPS, signal_group
 
 READ_CHUNK = 64 * 1024
+CANCEL_CHECK = 0.25  # longest wait without looking whether the study was interrupted
 POLL_INTERVAL = 0.05  # exit polling, only where pidfd_open is unavailable (not Linux)
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)  # no epoll fd per trial
 # dash: "/bin/sh: 1: xyz: not found"; bash: "bash: line 1: xyz: command not found"
@@ -69,11 +71,6 @@ def _has_exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 class TrialProcess:
@@ -215,6 +212,7 @@ class ShellExecutor(Executor):
         self._cleanup: weakref.finalize | None = None
         self._base_env: dict[bytes, bytes] | None = None
         self._lock = threading.Lock()  # parallel trials share the executor
+        self._cancelled = threading.Event()
 
     # The trial ---------------------------------------------------------------
 
@@ -246,6 +244,7 @@ class ShellExecutor(Executor):
             )
         except OSError as exc:
             return Failed(spawn_error(exc, argv, self.workdir))
+        LIVE_GROUPS.add(popen.pid)
         process = TrialProcess(popen, self.STDERR_TAIL_BYTES)
         stream = MetricStream(self.declared)
         supervised = False
@@ -256,6 +255,7 @@ class ShellExecutor(Executor):
             if not supervised:  # Ctrl-C or an error while waiting: never leave the trial running
                 self.terminate(process)
             returncode = process.close()
+            LIVE_GROUPS.discard(popen.pid)
         if outcome is not None:
             return outcome
         for record in stream.close():  # a last line without newline
@@ -281,8 +281,11 @@ class ShellExecutor(Executor):
             elif deadline is not None and now >= deadline:
                 self.terminate(process)
                 return Failed(f"timeout after {self.timeout:g} s")
+            elif self._cancelled.is_set():
+                self.terminate(process)
+                return Failed("cancelled: the study was interrupted")
             else:
-                wait = None if deadline is None else deadline - now
+                wait = CANCEL_CHECK if deadline is None else min(deadline - now, CANCEL_CHECK)
             data = process.pump(wait)
             if data:
                 pruned = self._report(stream.feed(data), reporter)
@@ -297,6 +300,9 @@ class ShellExecutor(Executor):
             if record.step is not None and reporter.should_prune():
                 return Pruned(record.step, f"pruned at step {record.step}")
         return None
+
+    def cancel(self) -> None:
+        self._cancelled.set()
 
     def terminate(self, process: TrialProcess) -> None:
         """SIGTERM the trial's process group, SIGKILL whatever is left after KILL_GRACE."""

@@ -1,0 +1,216 @@
+"""Run Python-function trials in worker processes (`--jobs N`, or a trial timeout).
+
+Threads cannot run Python functions in parallel (the GIL) and cannot be
+stopped, so each trial slot gets its own spawned process. A worker lives for
+the whole study, imports the function once, and talks to the runner over a
+pipe: intermediate reports and should_prune questions go up while the trial
+runs, the outcome at the end. A worker that times out or is cancelled is
+killed with its process group and replaced for the next trial.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrialPruned
+from .base import Executor, Failed, Outcome, Pruned, Reporter, TrialRequest, failure
+from .processes import LIVE_GROUPS, signal_group
+
+CANCEL_CHECK = 0.25  # longest wait without looking at the timeout or an interrupt
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a worker's process group
+
+
+class _PipeReporter:
+    """The worker's side of the reporter: forwards reports, asks the runner about pruning."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def report(self, name: str, value: float, step: int | None = None) -> None:
+        self.conn.send(("report", name, value, step))
+
+    def should_prune(self) -> bool:
+        self.conn.send(("should_prune",))
+        return bool(self.conn.recv())
+
+
+def serve(conn: Connection, target: str, metrics: list[str], base_dir: str, env: Mapping[str, str]) -> None:
+    """A worker process's main loop: run requests until the pipe closes."""
+    os.setsid()  # its own group: Ctrl-C reaches somatize only, and killpg reaches the function's children
+    os.dup2(2, 1)  # prints go to stderr; stdout may carry results or events
+    os.environ.update(env)  # thread caps before numpy and friends load
+    from .python import FunctionExecutor
+
+    executor = FunctionExecutor(target, metrics, Path(base_dir))
+    reporter = _PipeReporter(conn)
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        try:
+            outcome: Outcome = executor.run(request, reporter)
+        except TrialPruned as exc:
+            outcome = Pruned(exc.step, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - user code: any error fails the trial
+            outcome = failure(exc)
+        conn.send(("outcome", outcome))
+
+
+class _Worker:
+    def __init__(self, process: Any, conn: Connection):
+        self.process = process
+        self.conn = conn
+        self.dead = False
+
+    def kill(self) -> None:
+        """TERM the worker's group, KILL it after a grace; the process is reaped."""
+        if self.dead:  # its pid may belong to another process by now
+            return
+        self.dead = True
+        pid = self.process.pid
+        signal_group(pid, signal.SIGTERM)
+        self.process.join(KILL_GRACE)
+        signal_group(pid, signal.SIGKILL)  # children that ignored TERM
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        LIVE_GROUPS.discard(pid)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask an idle worker to leave, and make sure it did."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(1.0)
+        self.kill()
+
+
+class WorkerPoolExecutor(Executor):
+    """Python-function trials in up to `size` spawned worker processes."""
+
+    def __init__(
+        self,
+        target: str,
+        metrics: list[str],
+        base_dir: Path,
+        size: int,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self.target = target
+        self.metrics = list(metrics)
+        self.base_dir = Path(base_dir).resolve()
+        self.size = size
+        self.timeout = timeout
+        self.env = dict(env or {})
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._all: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
+        worker = self._acquire()
+        try:
+            worker.conn.send(request)
+            outcome = self._follow(worker, reporter)
+        except (EOFError, OSError):  # the pipe broke: the worker died or was killed
+            outcome = Failed(self._death_message(worker))
+        if worker.process.is_alive():
+            self._idle.put(worker)
+        else:
+            self._retire(worker)
+        return outcome
+
+    def _follow(self, worker: _Worker, reporter: Reporter) -> Outcome:
+        """Relay the trial's messages until its outcome; kill the worker on timeout or cancel."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            wait = CANCEL_CHECK if deadline is None else min(CANCEL_CHECK, deadline - time.monotonic())
+            if self._cancelled.is_set():
+                worker.kill()
+                return Failed("cancelled: the study was interrupted")
+            if wait <= 0:
+                worker.kill()
+                return Failed(f"timeout after {self.timeout:g} s")
+            if not worker.conn.poll(wait):
+                if not worker.process.is_alive() and not worker.conn.poll():
+                    return Failed(self._death_message(worker))
+                continue
+            message = worker.conn.recv()
+            if message[0] == "report":
+                reporter.report(*message[1:])
+            elif message[0] == "should_prune":
+                worker.conn.send(reporter.should_prune())
+            else:
+                return message[1]
+
+    @staticmethod
+    def _death_message(worker: _Worker) -> str:
+        worker.process.join(1.0)
+        code = worker.process.exitcode
+        if code is not None and code < 0:
+            return f"worker process died from {signal.Signals(-code).name}"
+        return f"worker process exited with status {code}"
+
+    def _acquire(self) -> _Worker:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return self._spawn()
+
+    def _spawn(self) -> _Worker:
+        import multiprocessing
+
+        # spawn, not fork: somatize runs threads (trial slots, the live table) and
+        # forking a threaded process can deadlock the child.
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=serve,
+            args=(child, self.target, self.metrics, str(self.base_dir), self.env),
+            name="somatize-worker",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        LIVE_GROUPS.add(process.pid)
+        worker = _Worker(process, parent)
+        with self._lock:
+            self._all.add(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        with self._lock:
+            self._all.discard(worker)
+        worker.kill()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def close(self) -> None:
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            worker.stop()
+            with self._lock:
+                self._all.discard(worker)
+        with self._lock:
+            leftovers = list(self._all)  # busy workers of an interrupted study
+            self._all.clear()
+        for worker in leftovers:
+            worker.kill()
