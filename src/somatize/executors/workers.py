@@ -98,6 +98,21 @@ class _Worker:
         self.kill()
 
 
+def _context() -> Any:
+    """Where workers come from: never a plain fork of somatize, which runs threads
+    (trial slots, the live table), and forking a threaded process can deadlock the
+    child. A fork server, which imports this module once and then forks each
+    worker in milliseconds, where the platform has one; else a fresh interpreter
+    per worker (spawn, about 0.1 s each)."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 class WorkerPoolExecutor(Executor):
     """Python-function trials in up to `size` spawned worker processes."""
 
@@ -172,11 +187,7 @@ class WorkerPoolExecutor(Executor):
             return self._spawn()
 
     def _spawn(self) -> _Worker:
-        import multiprocessing
-
-        # spawn, not fork: somatize runs threads (trial slots, the live table) and
-        # forking a threaded process can deadlock the child.
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         parent, child = context.Pipe()
         process = context.Process(
             target=serve,
