@@ -189,6 +189,7 @@ def _results_path(config, output: str | None) -> Path | None:
 def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool) -> int:
     from .assemble import build_executor, build_study, stop_conditions
     from .events import EventBus
+    from .pruners import make_pruner
     from .runner import StudyRunner
     from .samplers import make_sampler
     from .storage.journal import Journal, journal_path
@@ -220,7 +221,8 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
             if config.cluster:
                 executor.connect()  # a wrong address fails here, before the first trial
                 slots = config.parallel if config.parallel > 1 else executor.worker_slots()
-            runner = StudyRunner(study, sampler, executor, bus, stop_conditions(config), config.seed, slots)
+            pruner = make_pruner(config.pruning, config.primary)
+            runner = StudyRunner(study, sampler, executor, bus, stop_conditions(config), config.seed, slots, pruner)
             stack.enter_context(contextlib.redirect_stdout(sys.stderr))  # prints of trial functions are not results
             runner.run()
         if path is None:

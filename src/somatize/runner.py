@@ -26,6 +26,7 @@ from .events import (
     TrialStarted,
 )
 from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
+from .pruners.base import Pruner
 from .samplers.base import Sampler
 from .study import MetricRecord, Study, Trial, TrialState
 
@@ -59,19 +60,24 @@ def derive_trial_seed(study_seed: int | None, number: int) -> int:
 
 
 class TrialReporter:
-    """Collects a running trial's intermediate metrics and publishes them."""
+    """Collects a running trial's intermediate metrics, publishes them, and asks the pruner."""
 
-    def __init__(self, trial: Trial, bus: EventBus):
+    def __init__(self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = ""):
         self.trial = trial
         self.bus = bus
+        self.pruner = pruner
+        self.metric = metric  # the primary metric: the one the pruner judges
+        self.prune_reason: str | None = None
 
     def report(self, name: str, value: float, step: int | None = None) -> None:
         record = MetricRecord(name, float(value), step)
         self.trial.metrics.append(record)
         self.bus.publish(TrialMetric(trial_id=self.trial.id, name=name, value=record.value, step=step))
+        if self.pruner is not None and step is not None and name == self.metric and self.prune_reason is None:
+            self.prune_reason = self.pruner.report(self.trial.number, step, record.value)
 
     def should_prune(self) -> bool:
-        return False
+        return self.prune_reason is not None
 
 
 class StudyRunner:
@@ -88,6 +94,7 @@ class StudyRunner:
         stop: StopConditions | None = None,
         seed: int | None = None,
         parallel: int = 1,
+        pruner: Pruner | None = None,
     ):
         self.study = study
         self.sampler = sampler
@@ -96,6 +103,7 @@ class StudyRunner:
         self.stop = stop or StopConditions()
         self.seed = seed
         self.parallel = max(1, parallel)  # trials in flight at once
+        self.pruner = pruner
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -115,6 +123,8 @@ class StudyRunner:
         study.trials = [t for t in study.trials if t.state.is_finished()]
         for trial in study.trials:  # resumed history
             self.sampler.tell(trial)
+            if self.pruner is not None:
+                self.pruner.finish(trial)
         self._best = study.best_trial()
         self._failures = sum(t.state is TrialState.FAILED for t in study.trials)
         self._pruned = sum(t.state is TrialState.PRUNED for t in study.trials)
@@ -243,16 +253,21 @@ class StudyRunner:
             trial.attempts = attempt
             trial.metrics = []
             trial.started_at = time.time()
+            if self.pruner is not None:
+                self.pruner.start(trial.number)
+            reporter = TrialReporter(trial, self.bus, self.pruner, self.study.primary.metric)
             clock = time.perf_counter()
-            outcome = self._execute(request, trial)
+            outcome = self._execute(request, reporter)
             trial.duration_ms = round((time.perf_counter() - clock) * 1000)
+            if isinstance(outcome, Pruned) and reporter.prune_reason is not None:
+                outcome = Pruned(outcome.step, reporter.prune_reason)  # the pruner's why beats "pruned"
             self._apply(trial, outcome)
             if trial.state is not TrialState.FAILED:
                 break
 
-    def _execute(self, request: TrialRequest, trial: Trial) -> Outcome:
+    def _execute(self, request: TrialRequest, reporter: TrialReporter) -> Outcome:
         try:
-            return self.executor.run(request, TrialReporter(trial, self.bus))
+            return self.executor.run(request, reporter)
         except TrialPruned as exc:
             return Pruned(exc.step, exc.reason)
         except Exception as exc:  # any error in user code fails the trial, the study goes on
@@ -294,6 +309,8 @@ class StudyRunner:
     def _record(self, trial: Trial, total: int | None) -> None:
         study = self.study
         study.trials.append(trial)
+        if self.pruner is not None:
+            self.pruner.finish(trial)
         state = trial.state
         became_best = False
         if state is TrialState.COMPLETED:
