@@ -230,3 +230,17 @@ def test_python_trials_are_pruned_in_process_and_in_workers(tmp_path: Path, jobs
     assert pruned
     assert all(t["reason"].startswith("above median of") and t["pruned_step"] >= 2 for t in pruned)
     assert all(len(t["metrics"]) == t["pruned_step"] for t in pruned)
+
+
+def test_validate_shows_the_pruner_and_parallelism(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from somatize.cli import app
+
+    (tmp_path / "s.yaml").write_text(
+        SHELL.format(pruning="{type: successive_halving, min_resource: 2}", parallel=3, command="echo loss={x}")
+    )
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "pruning: successive_halving (min_resource=2)" in result.output
+    assert "parallel: 3 trials at once" in result.output

@@ -25,6 +25,13 @@ def describe(config: StudyConfig) -> list[str]:
         metric, value = config.target
         primary = next(o for o in config.objectives if o.metric == metric)
         lines.append(f"target: stop when {metric} {'>=' if primary.direction.value == 'maximize' else '<='} {value:g}")
+    if config.pruning:
+        options = [f"{k}={v}" for k, v in config.pruning.items() if k != "type"]
+        lines.append(f"pruning: {config.pruning['type']}" + (f" ({', '.join(options)})" if options else ""))
+    if config.parallel > 1:
+        lines.append(f"parallel: {config.parallel} trials at once")
+    if config.cluster:
+        lines.append(f"cluster: Dask scheduler at {config.cluster}")
     lines.append(_executor_text(config))
     return lines
 
