@@ -10,7 +10,7 @@ starts a `dask scheduler` and two `dask worker` processes on 127.0.0.1.
 
 It also measures what parallel proposals cost the Bayesian strategy: median
 simple regret on Branin after the same number of trials, sequential against
-4 trials in flight (constant liar).
+4 trials in flight (the Kriging believer).
 """
 
 from __future__ import annotations

@@ -269,7 +269,9 @@ class StudyRunner:
         try:
             return self.executor.run(request, reporter)
         except TrialPruned as exc:
-            return Pruned(exc.step, exc.reason)
+            # Whatever the objective passed, the record holds an int step and a text reason.
+            step = exc.step if isinstance(exc.step, int) and not isinstance(exc.step, bool) else None
+            return Pruned(step, str(exc.reason))
         except Exception as exc:  # any error in user code fails the trial, the study goes on
             return failure(exc)
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 from ..errors import ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial
+from .results import check_trial, load_json, one_line
 
 JOURNAL_FORMAT = "somatize.journal"
 
@@ -91,21 +92,33 @@ def read_journal(path: Path) -> tuple[dict[str, Any], list[Trial]]:
     trials: dict[int, Trial] = {}
     for index, line in enumerate(lines):
         try:
-            record = json.loads(line)
+            record = load_json(line)
             if index == 0:
-                if record.get("format") != JOURNAL_FORMAT:
+                if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
                     raise ValueError("not a somatize journal")
-                header = record["study"]
+                header = _check_header(record["study"])
             else:
-                trial = Trial.from_dict(record["trial"])
+                trial = check_trial(Trial.from_dict(record["trial"]))
                 trials[trial.number] = trial
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
             if index == len(lines) - 1 and index > 0:
                 break  # torn final line from a kill mid-write
-            raise ResultsFileError(f"{path}:{index + 1}: corrupt journal line ({exc})") from None
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
+            raise ResultsFileError(f"{path}:{index + 1}: corrupt journal line ({reason})") from None
     if header is None:
         raise ResultsFileError(f"{path}: empty journal")
     return header, [trials[n] for n in sorted(trials)]
+
+
+def _check_header(header: Any) -> dict[str, Any]:
+    """The header as --resume uses it: a mapping whose spec is a mapping and whose id is a string."""
+    if not isinstance(header, dict):
+        raise TypeError("the study header must be a JSON object")
+    if not isinstance(header.get("spec", {}), dict):
+        raise TypeError("the study spec must be a JSON object")
+    if not isinstance(header.get("id", ""), str):
+        raise TypeError("the study id must be a string")
+    return header
 
 
 def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -7,10 +7,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
-from ..study import Study
+from ..study import Study, Trial
 
 
 def results_json(study: Study) -> str:
@@ -52,20 +53,84 @@ def check_writable(path: Path) -> None:
 
 
 def parse_results(text: str, name: str) -> Study:
-    """A Study from results JSON text; any problem is a ResultsFileError naming the file."""
+    """A Study from results JSON text; any problem is a one-line ResultsFileError naming the file."""
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        reason = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise ResultsFileError(f"{name}: not valid JSON ({reason}); is the file truncated?") from None
+        data = load_json(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsFileError(f"{name}: not valid JSON (line {exc.lineno}: {exc.msg}); is the file truncated?") from None
+    except RecursionError:
+        raise ResultsFileError(f"{name}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # a NaN/Infinity literal, or an integer too long to read
+        raise ResultsFileError(f"{name}: not valid JSON ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise ResultsFileError(f"{name}: not a somatize results file (expected a JSON object)")
     try:
-        return Study.from_dict(data)
+        return check_study(Study.from_dict(data))
     except KeyError as exc:
         raise ResultsFileError(f"{name}: not a valid results file: missing {exc}") from None
     except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
-        raise ResultsFileError(f"{name}: not a valid results file: {exc}") from None
+        raise ResultsFileError(f"{name}: not a valid results file: {one_line(exc)}") from None
+
+
+def _no_constant(literal: str) -> float:
+    # somatize writes NaN and the infinities as the strings "nan"/"inf"; a bare
+    # literal is not standard JSON and could not be written back (allow_nan=False).
+    raise ValueError(f"{literal} is not a JSON number")
+
+
+def load_json(text: str) -> Any:
+    """json.loads without NaN/Infinity literals; raises ValueError (or RecursionError) on bad text."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def one_line(message: object) -> str:
+    """An error message on one line (names from the file may hold newlines)."""
+    return " ".join(str(message).splitlines())
+
+
+def check_study(study: Study) -> Study:
+    """What Study.from_dict leaves unchecked, so a study read is one that can be shown and written back."""
+    for objective in study.objectives:
+        _check_type("objective metric", objective.metric, str, optional=False)
+    _check_type("stop_reason", study.stop_reason, str)
+    _check_time("started_at", study.started_at)
+    _check_time("finished_at", study.finished_at)
+    for trial in study.trials:
+        check_trial(trial)
+    return study
+
+
+def check_trial(trial: Trial) -> Trial:
+    """Field types Trial.from_dict leaves unchecked, and times that can be written back; TypeError/ValueError if not."""
+    where = f"trial {trial.number}"
+    # pruned_step is only ever printed, and an objective may raise TrialPruned(step=1.5): not checked.
+    for field in ("duration_ms", "trial_seed"):
+        _check_type(f"{where} {field}", getattr(trial, field), int)
+    _check_type(f"{where} attempts", trial.attempts, int, optional=False)
+    _check_type(f"{where} error", trial.error, str)
+    _check_type(f"{where} reason", trial.reason, str)
+    _check_time(f"{where} started_at", trial.started_at)
+    for record in trial.metrics:
+        _check_type(f"{where} metric step", record.step, int)
+        _check_time(f"{where} metric timestamp", record.timestamp)
+    return trial
+
+
+def _check_type(what: str, value: Any, kind: type, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an integer" if kind is int else "a string"
+        raise TypeError(f"{what} must be {expected}{' or null' if optional else ''}, got {repr(value)[:40]}")
+
+
+# Times that iso() writes as a four-digit year, so from_iso() reads them back (years 1000 to 9999).
+_TIME_RANGE = (-30_610_224_000.0, 253_402_300_000.0)
+
+
+def _check_time(what: str, timestamp: float | None) -> None:
+    if timestamp is not None and not _TIME_RANGE[0] <= timestamp <= _TIME_RANGE[1]:
+        raise ValueError(f"{what} is out of range (years 1000 to 9999)")
 
 
 def read_results(path: str | Path) -> Study:

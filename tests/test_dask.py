@@ -1,0 +1,434 @@
+"""The Dask executor against a real local cluster: a scheduler and two one-thread workers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from somatize.errors import UsageError
+from somatize.executors.base import Completed, Failed, Pruned, TrialRequest
+from somatize.executors.dask import DaskExecutor
+from somatize.executors.python import FunctionExecutor
+from somatize.executors.shell import ShellExecutor
+
+STARTUP_DEADLINE = 60.0  # generous: a loaded CI machine starting three Python processes
+STOP_GRACE = 5.0
+SCHEDULER_OPTIONS = ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file"]
+# One single-threaded worker process per `dask worker`, under its nanny (which restarts a killed worker).
+WORKER_OPTIONS = ["--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard"]
+WORKER_OPTIONS += ["--memory-limit", "0", "--death-timeout", "30", "--scheduler-file"]
+
+OBJECTIVES = '''
+import os
+import time
+from pathlib import Path
+
+from somatize import TrialPruned
+
+
+def square(params, trial):
+    for step in range(3):
+        trial.report({"value": float(10 - step)}, step=step)
+    return {"value": params["x"] ** 2, "pid": os.getpid()}
+
+
+def nap(params):
+    time.sleep(params["sleep"])
+    return {"value": 1.0, "pid": os.getpid()}
+
+
+def boom(params):
+    raise ValueError(f"bad x {params['x']}")
+
+
+def give_up(params):
+    raise TrialPruned("not promising", step=2)
+
+
+def hang_once(params):
+    """The first run writes its pid and hangs (to be killed); a rerun returns at once."""
+    marker = Path(params["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+    return {"value": 1.0, "pid": os.getpid()}
+'''
+
+
+class FakeReporter:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, float, int | None]] = []
+        self.lock = threading.Lock()
+
+    def report(self, name: str, value: float, step: int | None = None) -> None:
+        with self.lock:
+            self.records.append((name, value, step))
+
+    def should_prune(self) -> bool:
+        return False
+
+
+@dataclass
+class Cluster:
+    address: str
+    client: Any  # distributed.Client
+    objectives: Path  # directory holding dask_objectives.py
+
+    def worker_pids(self) -> set[int]:
+        return set(self.client.run(os.getpid).values())
+
+    def wait_for_workers(self, count: int = 2, deadline: float = STARTUP_DEADLINE) -> None:
+        try:
+            self.client.wait_for_workers(count, timeout=deadline)
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"the Dask cluster did not get {count} workers within {deadline:g} s: {exc}")
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """TERM each process group (a nanny and its worker share one), KILL what is left after a grace."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    end = time.monotonic() + STOP_GRACE
+    for process in processes:
+        try:
+            process.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(process, signal.SIGKILL)  # the group's other members too (a worker under its nanny)
+        process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # its own session: the group id is its pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _logs(root: Path) -> str:
+    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in sorted(root.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("dask")
+    objectives = root / "objectives"
+    objectives.mkdir()
+    (objectives / "dask_objectives.py").write_text(OBJECTIVES)
+    scheduler_file = root / "scheduler.json"
+    # Everything starts at once; the workers wait for the scheduler file.
+    processes = [
+        _spawn(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", *SCHEDULER_OPTIONS, str(scheduler_file)],
+            root / "scheduler.log",
+        )
+    ]
+    client = None
+    try:
+        for i in range(2):
+            processes.append(
+                _spawn(
+                    [sys.executable, "-m", "distributed.cli.dask_worker", *WORKER_OPTIONS, str(scheduler_file)]
+                    + ["--local-directory", str(root / f"worker{i}")],
+                    root / f"worker{i}.log",
+                )
+            )
+        address = _scheduler_address(scheduler_file, processes[0], root)
+        client = distributed.Client(address, timeout=30, set_as_default=False)
+        running = Cluster(address, client, objectives)
+        try:
+            client.wait_for_workers(2, timeout=STARTUP_DEADLINE)
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"the Dask workers did not start: {exc}\n{_logs(root)}")
+        yield running
+    finally:
+        if client is not None:
+            client.close()
+        _stop(processes)
+
+
+def _scheduler_address(scheduler_file: Path, scheduler: subprocess.Popen[bytes], root: Path) -> str:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while time.monotonic() < deadline:
+        if scheduler.poll() is not None:
+            pytest.fail(f"the Dask scheduler exited with status {scheduler.returncode}\n{_logs(root)}")
+        try:
+            return str(json.loads(scheduler_file.read_text())["address"])
+        except (FileNotFoundError, ValueError, KeyError):  # not written yet, or half written
+            time.sleep(0.1)
+    pytest.fail(f"the Dask scheduler did not start within {STARTUP_DEADLINE:g} s\n{_logs(root)}")
+
+
+def request(params: dict[str, Any], number: int = 0) -> TrialRequest:
+    return TrialRequest(f"t{number}", number, params, 7, "dask-study")
+
+
+def executor_for(cluster: Cluster, target: str) -> DaskExecutor:
+    return DaskExecutor(cluster.address, functools.partial(FunctionExecutor, target, ["value"], cluster.objectives))
+
+
+def test_importing_the_module_does_not_import_dask() -> None:
+    code = "import sys, somatize.executors.dask; print('distributed' in sys.modules or 'dask' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_python_function_trial_runs_on_a_worker(cluster: Cluster) -> None:
+    executor = executor_for(cluster, "dask_objectives:square")
+    reporter = FakeReporter()
+    try:
+        executor.connect()
+        assert executor.worker_slots() == 2
+        outcome = executor.run(request({"x": 3.0}), reporter)
+    finally:
+        executor.close()
+    assert isinstance(outcome, Completed)
+    values = {record.name: record.value for record in outcome.metrics}
+    assert values["value"] == 9.0
+    assert int(values["pid"]) in cluster.worker_pids()
+    assert int(values["pid"]) != os.getpid()
+    assert executor.placements["t0"].pid == int(values["pid"])
+    # trial.report() calls on the worker reach the runner's reporter, in order.
+    assert reporter.records == [("value", 10.0, 0), ("value", 9.0, 1), ("value", 8.0, 2)]
+
+
+def test_shell_trial_runs_on_a_worker_and_replays_its_reports(cluster: Cluster, tmp_path: Path) -> None:
+    command = (
+        'echo \'{{"step": 1, "loss": 0.5}}\'; echo noise; echo \'{{"step": 2, "loss": 0.4}}\'; '
+        'echo "{{\\"loss\\": {lr}, \\"parent\\": $PPID}}"; pwd > where.txt'
+    )
+    recipe = functools.partial(ShellExecutor, command, ["loss"], tmp_path, {}, 30.0)
+    executor = DaskExecutor(cluster.address, recipe)
+    reporter = FakeReporter()
+    try:
+        assert executor.run(request({"lr": 0.25}), reporter) == Completed([])
+    finally:
+        executor.close()
+    parent = reporter.records.pop()
+    assert parent[0] == "parent" and int(parent[1]) in cluster.worker_pids()  # the shell's parent is the worker
+    assert reporter.records == [("loss", 0.5, 1), ("loss", 0.4, 2), ("loss", 0.25, None)]
+    assert (tmp_path / "where.txt").read_text().strip() == str(tmp_path)
+
+
+def test_failures_come_back_as_outcomes(cluster: Cluster, tmp_path: Path) -> None:
+    raising = executor_for(cluster, "dask_objectives:boom")
+    pruning = executor_for(cluster, "dask_objectives:give_up")
+    missing = executor_for(cluster, "dask_objectives:no_such_function")
+    shell = DaskExecutor(
+        cluster.address, functools.partial(ShellExecutor, "echo oops >&2; exit 3", ["loss"], tmp_path, {}, 30.0)
+    )
+    try:
+        outcome = raising.run(request({"x": 4}), FakeReporter())
+        assert isinstance(outcome, Failed) and outcome.error.startswith("ValueError: bad x 4\n")
+        assert pruning.run(request({}), FakeReporter()) == Pruned(2, "not promising")
+        outcome = missing.run(request({}), FakeReporter())
+        assert isinstance(outcome, Failed) and "has no attribute 'no_such_function'" in outcome.error
+        assert shell.run(request({}), FakeReporter()) == Failed("exit status 3: oops")
+    finally:
+        for executor in (raising, pruning, missing, shell):
+            executor.close()
+
+
+def test_unreachable_scheduler_is_a_usage_error(tmp_path: Path) -> None:
+    recipe = functools.partial(ShellExecutor, "true", ["loss"], tmp_path, {}, None)
+    closed_port = _closed_port()
+    executor = DaskExecutor(f"tcp://127.0.0.1:{closed_port}", recipe, connect_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(UsageError) as info:
+        executor.connect()
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert message.startswith(f"cannot reach the Dask scheduler at tcp://127.0.0.1:{closed_port}: ")
+    assert "\n" not in message
+    # A run without connect() first fails the trial with the same message, and does not raise.
+    assert DaskExecutor("nonsense", recipe).run(request({}), FakeReporter()) == Failed(
+        "cannot reach the Dask scheduler at nonsense: missing port number in address 'nonsense'"
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again on exit: nothing listens there
+
+
+def test_two_threads_run_two_trials_at_once_on_different_workers(cluster: Cluster) -> None:
+    executor = executor_for(cluster, "dask_objectives:nap")
+    executor.connect()
+    executor.run(request({"sleep": 0.0}, 99), FakeReporter())  # the first trial imports the module
+    outcomes: dict[int, Any] = {}
+
+    def trial(number: int) -> None:
+        outcomes[number] = executor.run(request({"sleep": 1.0}, number), FakeReporter())
+
+    threads = [threading.Thread(target=trial, args=(n,)) for n in (1, 2)]
+    started = time.monotonic()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        executor.close()
+    elapsed = time.monotonic() - started
+    assert all(isinstance(outcomes[n], Completed) for n in (1, 2)), outcomes
+    pids = {executor.placements[f"t{n}"].pid for n in (1, 2)}
+    assert len(pids) == 2 and pids <= cluster.worker_pids()
+    assert elapsed < 1.9, f"two 1 s trials on two workers took {elapsed:.2f} s"
+
+
+def _kill_when_started(marker: Path) -> int:
+    deadline = time.monotonic() + 20
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline, "the trial never started"
+        time.sleep(0.05)
+    pid = int(marker.read_text())
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_trial_whose_worker_dies_reruns_on_another(cluster: Cluster, tmp_path: Path) -> None:
+    executor = executor_for(cluster, "dask_objectives:hang_once")
+    marker = tmp_path / "started"
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(executor.run(request({"marker": str(marker)}), FakeReporter()))
+    )
+    try:
+        thread.start()
+        killed = _kill_when_started(marker)
+        thread.join(30)
+        assert outcome, "run did not return after its worker died"
+        assert isinstance(outcome[0], Completed), outcome
+        assert executor.placements["t0"].pid != killed
+    finally:
+        executor.close()
+    cluster.wait_for_workers(2)  # the nanny restarts the killed worker
+
+
+def test_a_trial_whose_worker_dies_fails_when_dask_allows_no_retries(cluster: Cluster, tmp_path: Path) -> None:
+    executor = executor_for(cluster, "dask_objectives:hang_once")
+    marker = tmp_path / "started"
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(executor.run(request({"marker": str(marker)}), FakeReporter()))
+    )
+    previous = cluster.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+    cluster.client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0))
+    try:
+        thread.start()
+        _kill_when_started(marker)
+        thread.join(30)
+        assert outcome, "run did not return after its worker died"
+        assert isinstance(outcome[0], Failed), outcome
+        assert outcome[0].error.startswith("worker died: 1 worker(s) died while running this trial, the last tcp://")
+        assert "\n" not in outcome[0].error
+    finally:
+        executor.close()
+        cluster.client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", previous))
+    cluster.wait_for_workers(2)
+
+
+CLUSTER_STUDY = """\
+name: on-the-cluster
+seed: 5
+search_space:
+  x: {{type: float, low: 0.0, high: 1.0}}
+  sleep: 0.3
+strategy: {{type: random, n_trials: 10}}
+objective: {{metric: value, direction: minimize}}
+output: {output}
+executor:
+  function: dask_objectives:nap
+"""
+
+
+def test_run_through_cluster_finishes_when_a_worker_is_killed_mid_study(cluster: Cluster, tmp_path: Path) -> None:
+    # The study file sits beside dask_objectives.py, which the workers import from there.
+    study = cluster.objectives / "cluster_study.yaml"
+    results = tmp_path / "r.json"
+    study.write_text(CLUSTER_STUDY.format(output=json.dumps(str(results))))
+    worker_pids = cluster.worker_pids()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "somatize", "run", str(study), "--cluster", cluster.address, "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    journal = tmp_path / "r.journal.jsonl"
+    deadline = time.monotonic() + 60
+    while not journal.exists() or len(journal.read_text().splitlines()) < 3:  # the header and two trials
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.kill(min(worker_pids), signal.SIGKILL)  # mid-study: the other worker is busy too
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    trials = json.loads(results.read_text())["trials"]
+    assert [t["number"] for t in trials] == list(range(10))
+    assert all(t["state"] == "completed" for t in trials), [t["error"] for t in trials]
+    ran_on = {next(m["value"] for m in t["metrics"] if m["name"] == "pid") for t in trials}
+    assert os.getpid() not in ran_on and process.pid not in ran_on
+    assert ran_on & worker_pids  # trials ran in the worker processes (the restarted one has a new pid)
+    cluster.wait_for_workers(2)
+
+
+def test_cluster_address_that_nobody_answers_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(CLUSTER_STUDY.format(output="r.json"))
+    done = subprocess.run(
+        [sys.executable, "-m", "somatize", "run", "s.yaml", "--cluster", f"tcp://127.0.0.1:{_closed_port()}",
+         "--set", "executor.function=x:y"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("somatize: cannot reach the Dask scheduler at tcp://127.0.0.1:")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+def test_recipes_for_both_local_executors_pickle(tmp_path: Path) -> None:
+    for recipe in (
+        functools.partial(FunctionExecutor, "objectives:branin", ["value"], tmp_path),
+        functools.partial(ShellExecutor, "python train.py --lr {lr}", ["loss"], tmp_path, {}, 30.0),
+    ):
+        assert isinstance(pickle.loads(pickle.dumps(recipe))(), type(recipe()))
+
+
+def test_cancel_makes_waiting_runs_return(cluster: Cluster) -> None:
+    # Last in the file: the cancelled naps keep the workers busy until they end (Dask cannot stop a running task).
+    executor = executor_for(cluster, "dask_objectives:nap")
+    outcomes: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda n=n: outcomes.append(executor.run(request({"sleep": 3.0}, n), FakeReporter())))
+        for n in range(3)  # one more than the workers: a queued task too
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        executor.cancel()
+        for thread in threads:
+            thread.join(10)
+        assert time.monotonic() - started < 1.5
+        assert outcomes == [Failed("cancelled: the study was interrupted")] * 3
+        assert executor.run(request({"sleep": 0.0}), FakeReporter()) == Failed("cancelled: the study was interrupted")
+    finally:
+        executor.close()
+        executor.close()  # idempotent
