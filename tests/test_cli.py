@@ -365,3 +365,62 @@ def test_unfinished_journal_is_not_overwritten(tmp_path):
     data = json.loads(out.read_text())
     assert [t["number"] for t in data["trials"]] == list(range(6))
     assert not journal.exists()
+
+
+# multi-objective, sparkline, end of run --------------------------------------------------
+
+
+def dominated(a: dict, b: dict) -> bool:
+    """Whether trial b dominates trial a (y minimized, z maximized)."""
+    ya, za, yb, zb = a["values"]["y"], a["values"]["z"], b["values"]["y"], b["values"]["z"]
+    return yb <= ya and zb >= za and (yb < ya or zb > za)
+
+
+def test_best_pareto_lists_exactly_the_non_dominated_trials(results):
+    trials = json.loads(results.read_text())["trials"]
+    expected = sorted(t["id"] for t in trials if not any(dominated(t, other) for other in trials))
+    listed = json.loads(invoke("best", results, "--pareto", "--format", "json").stdout)
+    assert sorted(t["id"] for t in listed) == expected
+    assert sorted(json.loads(results.read_text())["pareto_front"]) == expected
+    table = invoke("best", results, "--pareto")
+    assert table.exit_code == 0 and all(trial_id in table.stdout for trial_id in expected)
+
+
+def test_best_pareto_misuse_is_exit_2(tmp_path, results):
+    assert invoke("best", results, "--pareto", "--format", "params").exit_code == 2
+    single = tmp_path / "one.json"
+    assert invoke("run", write(tmp_path, SHELL_STUDY), "-o", single, "-q").exit_code == 0
+    result = invoke("best", single, "--pareto")
+    assert result.exit_code == 2 and "two or more objectives" in result.stderr
+
+
+def test_show_table_ends_with_a_best_so_far_sparkline(results):
+    data = json.loads(results.read_text())
+    last = invoke("show", results).stdout.splitlines()[-1]
+    assert last.startswith("best y so far: ")
+    marks = last.split()[4]
+    assert len(marks) == len(data["trials"]) and marks[0] == "█" and marks[-1] == "▁" or len(set(marks)) == 1
+    assert list(marks) == sorted(marks, reverse=True)  # the best so far never gets worse
+    assert "so far" not in invoke("show", results, "--format", "csv").stdout
+    json.loads(invoke("show", results, "--format", "json").stdout)  # still pure JSON
+
+
+def test_sparkline_steps_once_per_improvement():
+    from somatize.ui.formats import sparkline
+
+    assert sparkline([100.0, 1.0, 1.0, 0.9]) == "█▅▅▁"  # by rank: the small last step still shows
+    assert len(sparkline([float(v) for v in range(500)], width=60)) == 60
+    assert sparkline([]) == ""
+
+
+def test_run_ends_with_the_top_trials_and_the_results_path(tmp_path):
+    out = tmp_path / "r.json"
+    done = run_cli("run", write(tmp_path, SHELL_STUDY), "-o", out)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    top = lines.index("top 5 of 6 trials:")
+    data = json.loads(out.read_text())
+    best_five = sorted(data["trials"], key=lambda t: (t["values"]["y"], t["number"]))[:5]
+    rows = lines[top + 3 : top + 8]
+    assert [row.split()[0] for row in rows] == [t["id"] for t in best_five]
+    assert lines[-1] == f"results: {out}"

@@ -232,9 +232,25 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
             write_results(study, path)
             if journal is not None and study.status != "interrupted":
                 journal.remove()
-            if not quiet:
-                _say(f"results: {path}")
+        if not quiet:
+            _say_top_trials(study, path)
     return _exit_code(study)
+
+
+TOP_TRIALS = 5
+
+
+def _say_top_trials(study, path: Path | None) -> None:
+    """The end of a run, for people: the best few trials, the best-so-far curve, where the results are."""
+    from .ui.formats import best_so_far_line, format_trials, sort_trials
+
+    top = sort_trials(study, study.completed())[:TOP_TRIALS]
+    if top:
+        _say(f"top {len(top)} of {len(study.trials)} trials:")
+        _say(format_trials(study, "table", top).rstrip("\n"))
+        _say(best_so_far_line(study).rstrip("\n"))
+    if path is not None:
+        _say(f"results: {path}")
 
 
 def _restore(study, path: Path, journal: Path, resume: bool) -> None:
@@ -349,14 +365,28 @@ def best(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | params | env | args | yaml")] = "table",
     param: Annotated[Optional[str], typer.Option("--param", help="Print only this parameter's value.")] = None,
     objective: Annotated[Optional[str], typer.Option("--objective", help="Pick the best by this metric.")] = None,
+    pareto: Annotated[
+        bool, typer.Option("--pareto", help="List the Pareto front of a multi-objective study (table or json).")
+    ] = False,
 ) -> None:
     """Print the best trial of a results file."""
-    from .ui.formats import format_best, format_param
+    from .ui.formats import format_best, format_param, format_trials
 
     with user_errors():
         if fmt not in BEST_FORMATS:
             raise UsageError(f"--format must be one of {', '.join(BEST_FORMATS)}, got {fmt!r}")
+        if pareto and (fmt not in ("table", "json") or param is not None or objective is not None):
+            raise UsageError("--pareto lists several trials: use it with --format table or json only")
         study = _load_results(results)
+        if pareto:
+            if len(study.objectives) < 2:
+                raise UsageError("--pareto needs a study with two or more objectives; this one has one")
+            front = study.pareto_front()
+            if not front:
+                _say(f"somatize: no completed trial in {results}")
+                raise typer.Exit(EXIT_NO_RESULT)
+            print(format_trials(study, fmt, front), end="")
+            return
         metric = _check_objective(study, objective)
         trial = study.best_trial(metric)
         if trial is None:
@@ -391,7 +421,7 @@ def show(
 ) -> None:
     """List the trials of a results file."""
     from .study import TrialState
-    from .ui.formats import filter_state, format_trials, sort_trials
+    from .ui.formats import best_so_far_line, filter_state, format_trials, sort_trials
 
     with user_errors():
         if fmt not in SHOW_FORMATS:
@@ -408,6 +438,8 @@ def show(
         if limit is not None:
             trials = trials[:limit]
         print(format_trials(study, fmt, trials), end="")
+        if fmt == "table":
+            print(best_so_far_line(study), end="")
 
 
 def main() -> None:

@@ -228,6 +228,53 @@ def _rich_table_text(header: list[str], rows: list[list[str]], right: set[str]) 
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 
 
+# the best-so-far sparkline ---------------------------------------------------------
+
+SPARKS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 60
+
+
+def best_so_far(study: Study, metric: str | None = None) -> list[float]:
+    """After each completed trial (in trial order), the best value of the objective so far."""
+    objective = study.objective(metric)
+    curve: list[float] = []
+    for trial in sorted(study.completed(), key=lambda t: t.number):
+        value = trial.values.get(objective.metric)
+        if value is None or math.isnan(value):
+            continue
+        if not curve or objective.direction.better(value, curve[-1]):
+            curve.append(value)
+        else:
+            curve.append(curve[-1])
+    return curve
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
+    """Values as block characters by rank, lowest ▁ to highest █; long series sampled down to `width`.
+
+    By rank, not by magnitude: a best-so-far curve often falls by orders of
+    magnitude once and then by little, and a linear scale would flatten every
+    later improvement into the same bar.
+    """
+    if not values:
+        return ""
+    if len(values) > width:
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+    distinct = sorted(set(values))
+    top = max(len(distinct) - 1, 1)
+    rank = {value: i for i, value in enumerate(distinct)}
+    return "".join(SPARKS[round(rank[v] * (len(SPARKS) - 1) / top)] for v in values)
+
+
+def best_so_far_line(study: Study) -> str:
+    """`best so far: ▇▅▃▂▁▁ 0.398 after 60 trials` for people, or "" when nothing completed."""
+    curve = best_so_far(study)
+    if not curve:
+        return ""
+    metric = study.primary.metric
+    return f"best {metric} so far: {sparkline(curve)} {short_number(curve[-1])} after {len(study.trials)} trials\n"
+
+
 # sort and filter -------------------------------------------------------------------
 
 
