@@ -212,13 +212,21 @@ def fit(params, trial):
 """
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_python_trials_are_pruned_in_process_and_in_workers(tmp_path: Path, jobs):
+@pytest.mark.parametrize(
+    ("jobs", "pruning", "reason"),
+    [
+        ("1", "{type: median, warmup_steps: 2, min_trials: 3}", "above median of"),
+        ("2", "{type: median, warmup_steps: 2, min_trials: 3}", "above median of"),
+        ("1", "{type: successive_halving, min_resource: 2, reduction_factor: 2}", "not in the best"),
+        ("2", "{type: successive_halving, min_resource: 2, reduction_factor: 2}", "not in the best"),
+    ],
+)
+def test_python_trials_are_pruned_in_process_and_in_workers(tmp_path: Path, jobs, pruning, reason):
     (tmp_path / "fit.py").write_text(FUNCTION)
     (tmp_path / "f.yaml").write_text(
         "name: f\nseed: 2\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
         "strategy: {type: random, n_trials: 12}\nobjective: {metric: loss}\n"
-        "pruning: {type: median, warmup_steps: 2, min_trials: 3}\nexecutor:\n  function: fit:fit\n"
+        f"pruning: {pruning}\nexecutor:\n  function: fit:fit\n"
     )
     done = subprocess.run(
         ["somatize", "run", "f.yaml", "-j", jobs, "-o", "r.json", "-q"],
@@ -228,7 +236,7 @@ def test_python_trials_are_pruned_in_process_and_in_workers(tmp_path: Path, jobs
     trials = json.loads((tmp_path / "r.json").read_text())["trials"]
     pruned = [t for t in trials if t["state"] == "pruned"]
     assert pruned
-    assert all(t["reason"].startswith("above median of") and t["pruned_step"] >= 2 for t in pruned)
+    assert all(t["reason"].startswith(reason) and t["pruned_step"] >= 2 for t in pruned)
     assert all(len(t["metrics"]) == t["pruned_step"] for t in pruned)
 
 

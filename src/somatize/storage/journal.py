@@ -25,7 +25,7 @@ JOURNAL_FORMAT = "somatize.journal"
 RESUME_KEYS = ("search_space", "strategy", "objectives")
 
 # One encoder for every line: json.dumps with options builds a new one per call.
-_encode_line = json.JSONEncoder(allow_nan=False).encode
+_encode_line = json.JSONEncoder(allow_nan=False, check_circular=False).encode  # plain trees: no cycles to look for
 
 
 def journal_path(results_path: Path) -> Path:
