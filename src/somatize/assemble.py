@@ -66,6 +66,5 @@ def stop_conditions(config: StudyConfig) -> StopConditions:
 
 def sample_params(space: SearchSpace) -> dict[str, Any]:
     """A representative parameter set: each default, else the middle of the dimension."""
-    return space.with_constants(
-        {d.name: d.default if d.default is not None else d.from_unit(0.5) for d in space}
-    )
+    params = {d.name: d.default if d.default is not None else d.from_unit(0.5) for d in space}
+    return space.with_constants(space.active(params))

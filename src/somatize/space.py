@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from .constraints import Constraint, ConstraintError
 from .errors import SpaceError
 
 Scalar = Union[str, int, float, bool]
@@ -274,12 +275,29 @@ def dimension_from_spec(name: str, spec: Mapping[str, Any]) -> Dimension:
     raise SpaceError(f"type must be float, int or categorical, got {kind!r}", "type")
 
 
+# Above this many raw combinations a conditional space's size is not counted exactly.
+_EXACT_COUNT_LIMIT = 200_000
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type, so True and 1 stay distinct."""
+    return type(a) is type(b) and a == b
+
+
 @dataclass(frozen=True)
 class SearchSpace:
-    """Searched dimensions in declared order, plus constants passed to every trial."""
+    """Searched dimensions in declared order, plus constants passed to every trial.
+
+    `conditions` makes a dimension active only for some values of others
+    (SPEC §7): {"momentum": {"optimizer": ("sgd",)}}. An inactive dimension is
+    absent from the parameters. `constraints` must all hold for a parameter set
+    to be run.
+    """
 
     dimensions: tuple[Dimension, ...]
     constants: Mapping[str, Any] = field(default_factory=dict)
+    conditions: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
+    constraints: tuple[Constraint, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.dimensions:
@@ -288,8 +306,37 @@ class SearchSpace:
         if len(set(names)) != len(names):
             raise SpaceError("parameter names must be unique")
         object.__setattr__(self, "_names", tuple(d.name for d in self.dimensions))
+        object.__setattr__(self, "_order", self._check_conditions())
         # Samplers ask for it before every proposal; the dimensions never change.
         object.__setattr__(self, "_cardinality", self._count())
+
+    def _check_conditions(self) -> tuple[Dimension, ...]:
+        """The dimensions with every `when` parent before its children; SpaceError on a bad
+        reference or a cycle."""
+        by_name = {d.name: d for d in self.dimensions}
+        for name, when in self.conditions.items():
+            if name not in by_name:
+                raise SpaceError(f"condition for {name!r}, which is not a searched dimension", name)
+            for parent, allowed in when.items():
+                if parent == name or parent not in by_name:
+                    raise SpaceError(f"{name}: when names {parent!r}, which is not another searched dimension", name)
+                for value in allowed:
+                    if not by_name[parent].contains(value):
+                        raise SpaceError(f"{name}: when {parent} is {value!r}, which {parent} can never be", name)
+        order: list[Dimension] = []
+        placed: set[str] = set()
+        while len(order) < len(self.dimensions):
+            ready = [
+                d for d in self.dimensions
+                if d.name not in placed and set(self.conditions.get(d.name, {})) <= placed
+            ]
+            if not ready:
+                cycle = sorted(d.name for d in self.dimensions if d.name not in placed)
+                raise SpaceError(f"the when conditions of {', '.join(cycle)} depend on each other in a cycle", cycle[0])
+            for dim in ready:
+                order.append(dim)
+                placed.add(dim.name)
+        return tuple(order)
 
     def __iter__(self) -> Iterator[Dimension]:
         return iter(self.dimensions)
@@ -302,7 +349,7 @@ class SearchSpace:
         return [d.name for d in self.dimensions]
 
     def cardinality(self) -> int | None:
-        """Number of distinct parameter sets, or None when a dimension is continuous."""
+        """Number of distinct runnable parameter sets, or None when a dimension is continuous."""
         return self._cardinality  # type: ignore[attr-defined]
 
     def _count(self) -> int | None:
@@ -312,16 +359,54 @@ class SearchSpace:
             if size is None:
                 return None
             total *= size
-        return total
+        if not (self.conditions or self.constraints) or total > _EXACT_COUNT_LIMIT:
+            return total  # conditional or constrained and huge: an upper bound, which only delays "exhausted"
+        return sum(1 for params in self.enumerate() if self.feasible(params))
 
     def enumerate(self, values_per_dimension: list[list[Any]] | None = None) -> Iterator[dict[str, Any]]:
-        """Cartesian product in declared order, first dimension slowest (all values by default)."""
+        """Cartesian product in declared order, first dimension slowest (all values by default).
+
+        Only active combinations, each once: combinations that differ only in
+        inactive dimensions are the same parameter set.
+        """
         columns = values_per_dimension or [d.values() for d in self.dimensions]
         if any(column is None for column in columns):
             raise SpaceError("cannot enumerate a continuous dimension")
         names = self.names
+        seen: set[tuple] = set()
         for combo in itertools.product(*columns):  # type: ignore[arg-type]
-            yield self.with_constants(dict(zip(names, combo)))
+            params = dict(zip(names, combo))
+            if self.conditions:
+                params = self.active(params)
+                key = self.key(params)
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield self.with_constants(params)
+
+    def active(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters without the dimensions their `when` conditions switch off (in place)."""
+        for dim in self._order:  # type: ignore[attr-defined]
+            when = self.conditions.get(dim.name)
+            if when and not all(
+                parent in params and any(_same(params[parent], v) for v in allowed) for parent, allowed in when.items()
+            ):
+                params.pop(dim.name, None)
+        return params
+
+    def is_active(self, name: str, params: Mapping[str, Any]) -> bool:
+        when = self.conditions.get(name)
+        return not when or all(
+            parent in params and any(_same(params[parent], v) for v in allowed) for parent, allowed in when.items()
+        )
+
+    def feasible(self, params: Mapping[str, Any]) -> bool:
+        """Whether every constraint holds; one that cannot be evaluated (say, a division by
+        zero for these values) counts as violated, so the parameter set never runs."""
+        try:
+            return all(c.holds(params) for c in self.constraints)
+        except ConstraintError:
+            return False
 
     def key(self, params: Mapping[str, Any]) -> tuple:
         """A hashable identity of the searched values, for duplicate detection.
@@ -338,24 +423,48 @@ class SearchSpace:
         return params
 
     def from_unit(self, units: Sequence[float]) -> dict[str, Any]:
-        return self.with_constants({d.name: d.from_unit(u) for d, u in zip(self.dimensions, units)})
+        params = {d.name: d.from_unit(u) for d, u in zip(self.dimensions, units)}
+        if self.conditions:
+            params = self.active(params)
+        return self.with_constants(params)
 
     def contains(self, params: Mapping[str, Any]) -> bool:
-        return all(d.contains(params.get(d.name)) for d in self.dimensions)
+        """Every active dimension holds one of its values and every inactive one is absent."""
+        if not self.conditions:
+            return all(d.contains(params.get(d.name)) for d in self.dimensions)
+        for dim in self._order:  # type: ignore[attr-defined]
+            if self.is_active(dim.name, params):
+                if not dim.contains(params.get(dim.name)):
+                    return False
+            elif dim.name in params:
+                return False
+        return True
 
     def to_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {d.name: d.to_spec() for d in self.dimensions}
+        spec: dict[str, Any] = {}
+        for dim in self.dimensions:
+            spec[dim.name] = dim.to_spec()
+            when = self.conditions.get(dim.name)
+            if when:
+                spec[dim.name]["when"] = {p: v[0] if len(v) == 1 else list(v) for p, v in when.items()}
         spec.update(self.constants)
         return spec
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> SearchSpace:
-        """Inverse of `to_spec`: mappings are dimensions, other values constants."""
+        """Inverse of `to_spec`: mappings are dimensions (with their `when`), other values constants."""
         dims = []
         constants = {}
+        conditions: dict[str, dict[str, tuple[Any, ...]]] = {}
         for name, value in spec.items():
             if isinstance(value, Mapping):
-                dims.append(dimension_from_spec(name, value))
+                fields = dict(value)
+                when = fields.pop("when", None)
+                if when is not None:
+                    if not isinstance(when, Mapping):
+                        raise SpaceError("when must be a mapping of parameters to values", "when")
+                    conditions[name] = {str(p): tuple(v) if isinstance(v, list) else (v,) for p, v in when.items()}
+                dims.append(dimension_from_spec(name, fields))
             else:
                 constants[name] = value
-        return cls(tuple(dims), constants)
+        return cls(tuple(dims), constants, conditions)

@@ -40,7 +40,10 @@ ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
 INITIAL_POINTS = ("random", "sobol", "lhs")
 
 # Random draws tried before enumerating what is left of a finite space.
-REDRAWS = 64
+from .random import CONSTRAINED_REDRAWS, REDRAWS  # noqa: E402 - grouped with the other limits
+
+# Model proposals tried per trial before a random feasible point, when they violate constraints.
+INFEASIBLE_ASKS = 3
 # Candidates the acquisition function is evaluated at per suggestion. skopt's
 # default (10 000, then L-BFGS restarts for a GP) costs seconds per trial; a
 # few thousand random candidates keep a suggestion well under a second with no
@@ -175,6 +178,7 @@ class BayesianSampler(Sampler):
         # Sign that turns the primary objective into a loss to minimise.
         self._sign = -1.0 if objective.direction is Direction.MAXIMIZE else 1.0
         self._fixed = {d.name: d.values()[0] for d in space if d.cardinality() == 1}
+        self._inactive = {d.name: d.default if d.default is not None else d.from_unit(0.5) for d in space}
         self._axes = [_axis(d) for d in space if d.cardinality() != 1]
         # Proposed but not yet told: space key -> skopt point.
         self._pending: dict[tuple, list[Any]] = {}
@@ -205,20 +209,36 @@ class BayesianSampler(Sampler):
     def _to_params(self, point: list[Any]) -> dict[str, Any]:
         decoded = {a.name: a.decode(x) for a, x in zip(self._axes, point)}
         params = {d.name: self._fixed[d.name] if d.name in self._fixed else decoded[d.name] for d in self.space}
+        if self.space.conditions:
+            params = self.space.active(params)
         return self.space.with_constants(params)
 
     def _to_point(self, params: dict[str, Any]) -> list[Any] | None:
-        """The skopt point of a parameter set, or None when it lies outside the space."""
+        """The skopt point of a parameter set, or None when it lies outside the space.
+
+        Conditional spaces: the surrogate works on every dimension, so an
+        inactive one is shown at a fixed value (its default, else the middle
+        of its range). Points that differ only there look alike to the model,
+        as they are alike to the objective.
+        """
         if not self.space.contains(params):
             return None
-        return [a.encode(params[a.name]) for a in self._axes]
+        return [a.encode(params.get(a.name, self._inactive[a.name])) for a in self._axes]
 
     # Proposing --------------------------------------------------------------------
 
     def propose(self, number: int) -> dict[str, Any] | None:
         if self.exhausted():
             return None
-        params = self._to_params(self._ask()) if self._opt is not None else None
+        params = None
+        for _ in range(INFEASIBLE_ASKS if self._opt is not None else 0):
+            point = self._ask()
+            params = self._to_params(point)
+            if self.space.feasible(params):
+                break
+            # It violates a constraint: it never runs, and the model learns the region is bad.
+            self._tell_penalty(self._to_point(params) or point)
+            params = None
         if params is None or self.space.key(params) in self.seen:
             params = self._random_unseen()
             if params is None:
@@ -247,15 +267,16 @@ class BayesianSampler(Sampler):
             return liar.ask()
 
     def _random_unseen(self) -> dict[str, Any] | None:
-        """A uniformly random parameter set not proposed or told before."""
-        width = len(self.space)
-        for _ in range(REDRAWS):
-            params = self.space.from_unit(self.rng.random(width).tolist())
-            if self.space.key(params) not in self.seen:
+        """A uniformly random feasible parameter set not proposed or told before."""
+        space = self.space
+        width = len(space)
+        for _ in range(REDRAWS if not space.constraints else CONSTRAINED_REDRAWS):
+            params = space.from_unit(self.rng.random(width).tolist())
+            if space.key(params) not in self.seen and space.feasible(params):
                 return params
-        if self.space.cardinality() is None:
-            return params  # a continuous space where 64 draws all repeat: take the last one
-        left = [p for p in self.space.enumerate() if self.space.key(p) not in self.seen]
+        if space.cardinality() is None:
+            return None  # continuous, yet every draw repeats or violates a constraint
+        left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
         return left[int(self.rng.integers(len(left)))] if left else None
 
     # Learning ---------------------------------------------------------------------
@@ -277,14 +298,24 @@ class BayesianSampler(Sampler):
             self._losses.append(loss)
         # skopt refits on `Xi`/`yi` at every tell; raising earlier penalties to the
         # current worst loss first keeps failures the worst points the model sees.
+        if loss is None:
+            self._tell_penalty(point)
+            return
+        self._raise_penalties()
+        with _quiet():
+            self._opt.tell(point, loss)
+
+    def _raise_penalties(self) -> None:
         penalty = self._penalty()
         for index in self._penalised:
             self._opt.yi[index] = penalty
-        if loss is None:
-            self._penalised.append(len(self._opt.yi))  # where this tell will land
-            loss = penalty
+
+    def _tell_penalty(self, point: list[Any]) -> None:
+        """Tell a point with no usable value (failed, infeasible) as the worst loss so far."""
+        self._raise_penalties()
+        self._penalised.append(len(self._opt.yi))  # where this tell will land
         with _quiet():
-            self._opt.tell(point, loss)
+            self._opt.tell(point, self._penalty())
 
     def _loss(self, trial: Trial) -> float | None:
         """The loss to tell for a finished trial, or None when it has no usable value."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from ..space import SearchSpace
@@ -23,8 +24,14 @@ class GridSampler(Sampler):
     ):
         super().__init__(space, objective, n_trials, seed)
         self.columns = [d.grid(points_per_dim) for d in space]
-        self.size = math.prod(len(c) for c in self.columns)
-        self._points = space.enumerate(self.columns)
+        self._points: Iterator[dict[str, Any]] = space.enumerate(self.columns)
+        if space.conditions or space.constraints:
+            # Only active, feasible points: count them by listing them.
+            points = [p for p in self._points if space.feasible(p)]
+            self.size = len(points)
+            self._points = iter(points)
+        else:
+            self.size = math.prod(len(c) for c in self.columns)
 
     @property
     def total(self) -> int:

@@ -10,6 +10,8 @@ from .base import Sampler
 
 # Draws before falling back to picking among the points not yet seen.
 REDRAWS = 64
+# With constraints a draw may also be infeasible; validate makes sure some draws are not.
+CONSTRAINED_REDRAWS = 5000
 
 
 class RandomSampler(Sampler):
@@ -23,14 +25,18 @@ class RandomSampler(Sampler):
         if self.exhausted():
             return None
         width = len(self.space)
-        for _ in range(REDRAWS):
-            params = self.space.from_unit(self.rng.random(width).tolist())
-            key = self.space.key(params)
-            if key not in self.seen:
+        space = self.space
+        checked = bool(space.constraints)
+        for _ in range(REDRAWS if not checked else CONSTRAINED_REDRAWS):
+            params = space.from_unit(self.rng.random(width).tolist())
+            key = space.key(params)
+            if key not in self.seen and (not checked or space.feasible(params)):
                 self.seen.add(key)
                 return params
+        if space.cardinality() is None:
+            return None  # continuous, yet thousands of draws all violate a constraint: give up
         # A nearly exhausted finite space: choose uniformly among what is left.
-        left = [p for p in self.space.enumerate() if self.space.key(p) not in self.seen]
+        left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
         if not left:
             return None
         params = left[int(self.rng.integers(len(left)))]

@@ -42,6 +42,10 @@ def planned_trials(strategy: dict[str, Any], space: SearchSpace) -> int:
     if strategy["type"] == "grid":
         points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
         size = math.prod(_grid_size(d, points) for d in space)
+        if (space.conditions or space.constraints) and size <= _EXACT_GRID_LIMIT * 10:
+            # Only active, feasible points run: count them.
+            grid = space.enumerate([d.grid(points) for d in space])
+            size = sum(1 for params in grid if space.feasible(params))
         return size if n_trials is None else min(size, n_trials)
     size = space.cardinality()
     return n_trials if size is None else min(size, n_trials)
@@ -57,9 +61,18 @@ def _space_lines(space: SearchSpace) -> list[str]:
     width = max(len(name) for name in [*space.names, *space.constants])
     lines = ["search space:"]
     for dim in space:
-        lines.append(f"  {dim.name:<{width}}  {dim.kind:<11}  {_range_text(dim)}")
+        when = space.conditions.get(dim.name)
+        condition = "  when " + ", ".join(
+            f"{parent} in {'|'.join(value_text(v) for v in allowed)}" if len(allowed) > 1
+            else f"{parent}={value_text(allowed[0])}"
+            for parent, allowed in when.items()
+        ) if when else ""
+        lines.append(f"  {dim.name:<{width}}  {dim.kind:<11}  {_range_text(dim)}{condition}")
     for name, value in space.constants.items():
         lines.append(f"  {name:<{width}}  = {value_text(value)} (constant)")
+    if space.constraints:
+        lines.append("constraints:")
+        lines += [f"  {c.text}" for c in space.constraints]
     return lines
 
 

@@ -10,15 +10,16 @@ from typing import Any
 from ..errors import SpaceError
 from ..executors.command import TRIAL_PLACEHOLDERS
 from ..space import CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace
+from .conditions import build_space, check_when
 from .fields import as_number, choice, is_int, mapping
 from .problems import Where, show
 
 KINDS = ("float", "int", "categorical")
-DIMENSION_KEYS = ("type", "low", "high", "scale", "step", "default", "choices")
+DIMENSION_KEYS = ("type", "low", "high", "scale", "step", "default", "choices", "when")
 _KEYS_OF = {
-    "float": ("type", "low", "high", "scale", "step", "default"),
-    "int": ("type", "low", "high", "scale", "step", "default"),
-    "categorical": ("type", "choices", "default"),
+    "float": ("type", "low", "high", "scale", "step", "default", "when"),
+    "int": ("type", "low", "high", "scale", "step", "default", "when"),
+    "categorical": ("type", "choices", "default", "when"),
 }
 _REQUIRED = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -32,12 +33,19 @@ def check_search_space(value: Any, where: Where) -> SearchSpace | None:
         return None
     dims: list[Dimension] = []
     constants: dict[str, Any] = {}
+    conditions: dict[str, dict[str, tuple[Any, ...]]] = {}
     searched = 0
     for name, spec in value.items():
         place = where / name
         searched += isinstance(spec, (dict, list))
         if not _check_name(name, place):
             continue
+        if isinstance(spec, dict) and "when" in spec:
+            when = check_when(name, spec["when"], place / "when")
+            if when is None:
+                continue
+            conditions[name] = when
+            spec = {k: v for k, v in spec.items() if k != "when"}
         if isinstance(spec, (dict, list)):
             dim = _dimension(name, spec, place) if isinstance(spec, dict) else _categorical(name, spec, place)
             if dim is not None:
@@ -48,7 +56,8 @@ def check_search_space(value: Any, where: Where) -> SearchSpace | None:
         where.error("search_space needs at least one searched dimension ({type: ...} mapping or a list of choices)")
     if len(dims) != searched or not dims:
         return None  # the reasons are already reported
-    return SearchSpace(tuple(dims), constants)
+    space = SearchSpace(tuple(dims), constants)
+    return build_space(space, conditions, where) if conditions else space
 
 
 def _check_name(name: str, where: Where) -> bool:

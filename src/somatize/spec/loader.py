@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import StudyFileError
 from .config import StudyConfig
+from .conditions import check_constraints
 from .dimensions import check_search_space
 from .executor import check_executor, resolve_path
 from .fields import duration, integer, mapping, text
@@ -22,6 +23,7 @@ STDIN = "<stdin>"
 TOP_KEYS = (
     "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
     "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
+    "constraints",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -90,6 +92,8 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         else None
     )
     space = check_search_space(data["search_space"], root / "search_space") if "search_space" in data else None
+    if space is not None and "constraints" in data:
+        space = check_constraints(data["constraints"], root / "constraints", space)
     strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
     objectives = check_objectives(data, root)
     target = check_target(data.get("target"), root / "target", objective_metrics(data))
@@ -113,6 +117,8 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         "pruning": settings["pruning"],
         "cluster": settings["cluster"],
     }
+    if space.constraints:
+        spec["constraints"] = [c.text for c in space.constraints]
     return StudyConfig(
         filename, base_dir, name, space, strategy, objectives, executor[0],  # type: ignore[arg-type]
         target=target, spec=spec, **settings,

@@ -22,7 +22,7 @@ from .results import check_trial, load_json, one_line
 JOURNAL_FORMAT = "somatize.journal"
 
 # What must not change between a study and its resumption.
-RESUME_KEYS = ("search_space", "strategy", "objectives")
+RESUME_KEYS = ("search_space", "constraints", "strategy", "objectives")
 
 # One encoder for every line: json.dumps with options builds a new one per call.
 _encode_line = json.JSONEncoder(allow_nan=False, check_circular=False).encode  # plain trees: no cycles to look for
