@@ -442,6 +442,36 @@ def show(
             print(best_so_far_line(study), end="")
 
 
+# report ----------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    results: Annotated[str, typer.Argument(help="Results file ('-' reads standard input).")],
+    output: Annotated[
+        Optional[str],
+        typer.Option(
+            "-o", "--output",
+            help="HTML file ('-' writes to standard output); default <results stem>.report.html here.",
+        ),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of a results file: plots and a sortable trial table."""
+    with user_errors():
+        from .report import default_report_path, render_report, require_plotly, save_report
+
+        require_plotly()  # a missing extra is reported before any input is read
+        study = _load_results(results)
+        html = render_report(study, "<stdin>" if results == "-" else results)
+        if output == "-":
+            sys.stdout.write(html)
+            sys.stdout.flush()
+            return
+        path = Path(output) if output is not None else default_report_path(results, study)
+        save_report(html, path)
+        _say(f"report: {path}")
+
+
 def main() -> None:
     try:
         app()
