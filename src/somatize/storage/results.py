@@ -18,11 +18,22 @@ def results_json(study: Study) -> str:
     return json.dumps(study.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+# New files get the usual permissions (0644 under a 022 umask), not mkstemp's 0600.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
