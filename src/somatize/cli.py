@@ -472,6 +472,55 @@ def report(
         _say(f"report: {path}")
 
 
+# schema / init ---------------------------------------------------------------
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        str | None, typer.Option("-o", "--output", help="Write the schema to FILE ('-': standard output).")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of study files, for completion and checks in editors."""
+    import json
+
+    from .spec.schema import study_schema
+
+    with user_errors():
+        text = json.dumps(study_schema(), indent=2) + "\n"
+        if output is None or output == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"{output}: cannot write: {reason}") from None
+        _say(f"schema: {output}")
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="The study's name; writes NAME.yaml.")] = "study",
+    executor: Annotated[
+        str, typer.Option("--executor", "-e", help="function (a Python objective) | command (a script)")
+    ] = "function",
+    directory: Annotated[Path, typer.Option("-d", "--dir", help="Write the files here.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a commented starter study file and a tiny objective that run as they are."""
+    import shlex
+
+    with user_errors():
+        from .starter import SCHEMA_FILE, write_starter
+
+        study, code = write_starter(name, executor, directory, force)
+        _say(f"wrote {study} (the study) and {code} (what each trial runs)")
+        _say(f"next: somatize run {shlex.quote(str(study))}")
+        _say(f"editor completion: somatize schema -o {shlex.quote(str(directory / SCHEMA_FILE))}")
+
+
 def main() -> None:
     try:
         app()

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import SpaceError
 from ..executors.command import TRIAL_PLACEHOLDERS
-from ..space import CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace
+from ..space import SCALES, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace
 from .conditions import build_space, check_when
 from .fields import as_number, choice, is_int, mapping
 from .problems import Where, show
@@ -117,7 +117,7 @@ def _numeric_fields(name: str, kind: str, spec: dict[str, Any], where: Where) ->
         if key == "type" or (value is None and key in ("step", "default")):
             continue
         if key == "scale":
-            fields[key] = choice(value, where / key, f"{name}: scale", ("linear", "log"))
+            fields[key] = choice(value, where / key, f"{name}: scale", SCALES)
             ok = ok and fields[key] is not None
         elif kind == "int" and not (is_int(value) and abs(value) <= _INT_LIMIT):
             rule = "an integer" if not is_int(value) else "an integer between -2**53 and 2**53"

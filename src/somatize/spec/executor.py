@@ -14,6 +14,7 @@ from .fields import duration, mapping, text
 from .problems import Where, did_you_mean, show
 
 EXECUTOR_KEYS = ("command", "function", "timeout", "workdir", "env")
+EXECUTOR_KINDS = ("command", "function")  # exactly one of them
 # `pkg.mod:fn` (attribute after the colon may be dotted, e.g. Class.method) or `pkg.mod.fn`.
 _IDENT = r"[^\W\d]\w*"
 _FUNCTION = re.compile(rf"{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*|{_IDENT}(?:\.{_IDENT})+")
@@ -35,7 +36,7 @@ def check_executor(
     spec = mapping(value, where, "executor", EXECUTOR_KEYS)
     if spec is None:
         return None
-    kinds = [key for key in ("command", "function") if key in spec]
+    kinds = [key for key in EXECUTOR_KINDS if key in spec]
     if len(kinds) != 1:
         where.error("executor needs exactly one of command (a shell command) or function (module:function)")
     out: dict[str, Any] = {}

@@ -9,8 +9,11 @@ from typing import Any
 
 from .problems import Where, did_you_mean, show
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)\s*([dhms]))", re.IGNORECASE)
+# A duration is a number or pieces like "1h30m": a number, then a unit (any case) from _SECONDS.
 _SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+DURATION_NUMBER = r"\d+(?:\.\d*)?|\.\d+"
+DURATION_UNITS = "".join(_SECONDS)
+_DURATION = re.compile(rf"(?:({DURATION_NUMBER})\s*([{DURATION_UNITS}]))", re.IGNORECASE)
 
 
 def is_int(value: Any) -> bool:

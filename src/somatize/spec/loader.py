@@ -29,6 +29,14 @@ REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CLUSTER = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?")
 _SEED_MAX = 2**32 - 1  # numpy and scikit-optimize accept seeds in [0, 2**32)
+# The integer run-control keys: (minimum, null allowed, default when absent), SPEC §1.
+COUNTS = {
+    "seed": (0, True, None),
+    "parallel": (1, False, 1),
+    "retries": (0, False, 0),
+    "max_failures": (1, True, None),
+    "max_consecutive_failures": (1, True, 5),
+}
 
 
 def load_study(source: str | Path, overrides: Sequence[str] = (), text: str | None = None) -> StudyConfig:
@@ -131,7 +139,11 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
     def get(key: str, default: Any = None) -> Any:
         return data.get(key, default)
 
-    seed = integer(get("seed"), root / "seed", "seed", 0, nullable=True)
+    counts = {
+        key: integer(get(key, default), root / key, key, minimum, nullable=nullable)
+        for key, (minimum, nullable, default) in COUNTS.items()
+    }
+    seed = counts["seed"]
     if seed is not None and seed > _SEED_MAX:
         (root / "seed").error(f"seed must be at most {_SEED_MAX}, got {seed}")
     output = get("output")
@@ -141,17 +153,7 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
     if cluster is not None:
         cluster = text(cluster, root / "cluster", "cluster", _CLUSTER, "a scheduler address such as tcp://host:8786")
     return {
-        "seed": seed,
-        "parallel": integer(get("parallel", 1), root / "parallel", "parallel", 1),
-        "retries": integer(get("retries", 0), root / "retries", "retries", 0),
-        "max_failures": integer(get("max_failures"), root / "max_failures", "max_failures", 1, nullable=True),
-        "max_consecutive_failures": integer(
-            get("max_consecutive_failures", 5),
-            root / "max_consecutive_failures",
-            "max_consecutive_failures",
-            1,
-            nullable=True,
-        ),
+        **counts,
         "timeout": duration(get("timeout"), root / "timeout", "timeout"),
         "output": resolve_path(output, base_dir) if output else None,
         "pruning": check_pruning(get("pruning"), root / "pruning"),

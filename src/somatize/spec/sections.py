@@ -10,18 +10,22 @@ from ..study import REDUCES, Direction, Objective
 from .fields import choice, integer, mapping, number, text
 from .problems import Where, did_you_mean, show
 
-# Each strategy's own options, with a checker for the value.
-_STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
-    "grid": {"points_per_dim": lambda v, w: integer(v, w, "points_per_dim", 1)},
+# Each strategy's own options: an int is the option's minimum (an integer option), a tuple its choices.
+# The checks below and the JSON Schema (schema.py) both read this table.
+_STRATEGY_OPTIONS: dict[str, dict[str, int | tuple[str, ...]]] = {
+    "grid": {"points_per_dim": 1},
     "random": {},
     "bayesian": {
-        "n_initial": lambda v, w: integer(v, w, "n_initial", 1),
-        "acquisition": lambda v, w: choice(v, w, "acquisition", ("gp_hedge", "EI", "PI", "LCB")),
-        "estimator": lambda v, w: choice(v, w, "estimator", ("GP", "RF", "ET", "GBRT")),
-        "initial_points": lambda v, w: choice(v, w, "initial_points", ("random", "sobol", "lhs")),
+        "n_initial": 1,
+        "acquisition": ("gp_hedge", "EI", "PI", "LCB"),
+        "estimator": ("GP", "RF", "ET", "GBRT"),
+        "initial_points": ("random", "sobol", "lhs"),
     },
 }
 STRATEGY_KEYS = ("type", "n_trials", *(k for options in _STRATEGY_OPTIONS.values() for k in options))
+N_TRIALS_MIN = 1
+# Strategies whose n_trials is an optional cap (null: no cap); the others require it.
+N_TRIALS_OPTIONAL = ("grid",)
 
 # Each pruner's options and their minimum value.
 _PRUNER_OPTIONS = {
@@ -32,6 +36,10 @@ PRUNING_KEYS = ("type", *(k for options in _PRUNER_OPTIONS.values() for k in opt
 
 OBJECTIVE_KEYS = ("metric", "direction", "reduce")
 DIRECTIONS = tuple(d.value for d in Direction)
+DEFAULT_DIRECTION = Direction.MINIMIZE.value  # minimize when unsaid, as in Optuna and Objective itself
+DEFAULT_REDUCE = REDUCES[0]
+RESERVED_METRIC = "step"
+TARGET_KEYS = ("metric", "value")
 # Metric lines are `name=value` or `name: value`, and `step` marks a report in JSON lines.
 _METRIC = re.compile(r"[^\s=:]+")
 
@@ -48,18 +56,24 @@ def check_strategy(value: Any, where: Where) -> dict[str, Any] | None:
     if kind is None:
         return None
     out: dict[str, Any] = {"type": kind, "n_trials": None}
-    if "n_trials" not in spec and kind != "grid":
+    if "n_trials" not in spec and kind not in N_TRIALS_OPTIONAL:
         where.error(f"a {kind} strategy needs n_trials")
-    elif spec.get("n_trials") is not None or kind != "grid":  # grid: null means no cap
-        out["n_trials"] = integer(spec["n_trials"], where / "n_trials", "n_trials", 1)
+    elif spec.get("n_trials") is not None or kind not in N_TRIALS_OPTIONAL:  # grid: null means no cap
+        out["n_trials"] = integer(spec["n_trials"], where / "n_trials", "n_trials", N_TRIALS_MIN)
     options = _STRATEGY_OPTIONS[kind]
     for key, raw in spec.items():
         if key in options:
-            out[key] = options[key](raw, where / key)
+            out[key] = _option(raw, where / key, key, options[key])
         elif key in STRATEGY_KEYS and key not in ("type", "n_trials"):
             owner = _owner(key, _STRATEGY_OPTIONS)
             (where / key).key_error(f"{key} is a {owner} option; it does not apply to a {kind} strategy")
     return out
+
+
+def _option(value: Any, where: Where, key: str, rule: int | tuple[str, ...]) -> Any:
+    if isinstance(rule, tuple):
+        return choice(value, where, key, rule)
+    return integer(value, where, key, rule)
 
 
 def check_objectives(document: dict[str, Any], where: Where) -> list[Objective] | None:
@@ -100,12 +114,13 @@ def _objective(value: Any, where: Where) -> Objective | None:
         return None
     rule = "a metric name without spaces, '=' or ':'"
     metric = text(spec["metric"], where / "metric", "metric", _METRIC, rule) if "metric" in spec else None
-    if metric == "step":
-        (where / "metric").error("metric 'step' is reserved: a JSON output line's step marks an intermediate report")
+    if metric == RESERVED_METRIC:
+        (where / "metric").error(
+            f"metric {RESERVED_METRIC!r} is reserved: a JSON output line's step marks an intermediate report"
+        )
         metric = None
-    # minimize when unsaid, as in Optuna and Objective itself
-    direction = choice(spec.get("direction", "minimize"), where / "direction", "direction", DIRECTIONS)
-    reduce = choice(spec.get("reduce", "best"), where / "reduce", "reduce", REDUCES)
+    direction = choice(spec.get("direction", DEFAULT_DIRECTION), where / "direction", "direction", DIRECTIONS)
+    reduce = choice(spec.get("reduce", DEFAULT_REDUCE), where / "reduce", "reduce", REDUCES)
     if metric is None or direction is None or reduce is None:
         return None
     return Objective(metric, Direction(direction), reduce)
@@ -126,7 +141,7 @@ def check_target(value: Any, where: Where, metrics: list[str]) -> tuple[str, flo
     """Optional `{metric, value}`; the metric defaults to the primary objective's."""
     if value is None:
         return None
-    spec = mapping(value, where, "target", ("metric", "value"), required=("value",))
+    spec = mapping(value, where, "target", TARGET_KEYS, required=("value",))
     if spec is None or "value" not in spec:
         return None
     target = number(spec["value"], where / "value", "target value")
