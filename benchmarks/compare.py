@@ -1,6 +1,6 @@
 """somatize against Optuna, hyperopt and scikit-optimize: sample efficiency, per-trial cost, CLI and suggestion latency.
 
-    pip install -e '.[bench]'
+    pip install -e '.[bench]'   # and torch (a CPU build) for Optuna's GPSampler
     python benchmarks/compare.py --workers 2 [--json raw.json] > tables.md
 
 Parts (all by default; `--part efficiency,latency` picks some):
@@ -233,7 +233,8 @@ def missing(sampler: str) -> str | None:
         try:
             __import__(module)
         except ImportError as error:
-            return f"{error}; pip install -e '.[bench]'"
+            hint = "pip install torch (a CPU build is enough)" if module == "torch" else "pip install -e '.[bench]'"
+            return f"{error}; {hint}"
     if sampler == "optuna-gp":
         import optuna
 
