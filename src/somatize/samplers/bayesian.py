@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from skopt import Optimizer
 from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.space import Categorical, Integer, Real
 
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, SearchSpace
 from ..study import Direction, Objective, Trial, TrialState
+from .acquisition import KINDS, AcquisitionSearch, Hedge
 from .base import Sampler
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
@@ -45,15 +47,6 @@ from .random import CONSTRAINED_REDRAWS, REDRAWS  # noqa: E402 - grouped with th
 
 # Model proposals tried per trial before a random feasible point, when they violate constraints.
 INFEASIBLE_ASKS = 3
-# Random candidates the acquisition function is evaluated at per suggestion
-# (skopt's default is 10 000, which costs more than it finds here).
-ACQ_POINTS = 2000
-# The acquisition is then maximised by L-BFGS from the best ACQ_RESTARTS of
-# those candidates. Measured on the benchmark problems (benchmarks/compare.py):
-# regret on Hartmann6 after 50 trials fell from 0.3 to about 0.01 against
-# picking the best candidate alone; it costs most of a suggestion's time.
-ACQ_OPTIMIZER = "lbfgs"
-ACQ_RESTARTS = 5
 # A fixed, tiny noise term (of the normalised variance) rather than a fitted
 # one: skopt's fitted noise has a floor of 1e-5 that blurs the optimum of a
 # noise-free objective, which hyperparameter objectives with fixed seeds are.
@@ -67,10 +60,13 @@ WARP_Y = True
 # with restarts while the history is short and then every FULL_REFIT_EVERY
 # trials; in between each fit starts from the last fitted values with one local
 # search, which is most of what made fitting the main cost of a suggestion.
-FULL_REFIT_UNTIL = 20
-FULL_REFIT_EVERY = 10
+FULL_REFIT_UNTIL = 0
+FULL_REFIT_EVERY = 1_000_000
 GP_RESTARTS = 2
 WARM_NOISE_FLOOR = 1e-5
+FIT_GTOL = 1e-2
+PRIORS = True
+LEARN_WARM_NOISE = False
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -122,12 +118,65 @@ def _gaussian_process(axes: list[_Axis], seed: int | None) -> Any:
         normalize_y=True,
         noise=GP_NOISE,
         n_restarts_optimizer=GP_RESTARTS,
+        optimizer=_HyperparameterSearch(n),
         random_state=seed,
     )
 
 
-def _warm_kernel(model: Any) -> Any:
-    """The kernel a GP was fitted to, noise included, as the starting point of the next fit."""
+@dataclass(frozen=True)
+class _HyperparameterSearch:
+    """scikit-learn's L-BFGS-B search of a GP's log-hyperparameters, with priors.
+
+    The log-hyperparameters are [amplitude, n_scales length scales, noise if
+    fitted]. Without priors, maximum likelihood on a few dozen points happily
+    picks length scales far below the spacing of the data (or far above the
+    space), and the model then either interpolates noise or sees a plane.
+    The priors (Optuna's GP sampler uses the same; the data are in the unit
+    cube and the values standardised, as there) favour length scales near 1
+    and an amplitude near 1, and push the noise down.
+
+    The search stops at a gradient of FIT_GTOL: scikit-learn's default (1e-5)
+    spent most of a fit's likelihood evaluations on digits that do not move
+    the proposals.
+    """
+
+    n_scales: int
+
+    def __call__(self, objective: Callable, theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
+        from scipy.optimize import minimize
+
+        n = self.n_scales
+
+        def posterior(log_theta: np.ndarray) -> tuple[float, np.ndarray]:
+            value, grad = objective(log_theta)
+            if not PRIORS:
+                return value, grad
+            grad = np.array(grad, dtype=float)
+            amplitude, scales, noise = log_theta[0], log_theta[1 : n + 1], log_theta[n + 1 :]
+            # Length scale l: 0.1·(l² + 1/l²); amplitude a ~ Gamma(2, 1); noise s ~ Gamma(1.1, 30).
+            value += float(np.sum(0.1 * (np.exp(2 * scales) + np.exp(-2 * scales))))
+            grad[1 : n + 1] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
+            value += float(np.exp(amplitude) - amplitude)
+            grad[0] += np.exp(amplitude) - 1.0
+            if noise.size:
+                value += float(30 * np.exp(noise[0]) - 0.1 * noise[0])
+                grad[n + 1] += 30 * np.exp(noise[0]) - 0.1
+            return value, grad
+
+        result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"gtol": FIT_GTOL})
+        return result.x, float(result.fun)
+
+
+def _refit_kernel(model: Any, fixed: bool) -> Any:
+    """The kernel a GP was fitted to, its noise term restored, to start the next fit from.
+
+    skopt zeroes the fitted noise term for prediction. `fixed` keeps every
+    hyperparameter as fitted (conditioning on pending points). Otherwise the
+    next, warm fit estimates the noise from its floor up: full fits assume
+    (almost) none, which finds the length scales of a smooth objective, and
+    letting the cheap fits in between admit some noise kept rugged ones
+    (Ackley) from being over-fitted. Both measured on benchmarks/compare.py's problems.
+    """
     from sklearn.base import clone
     from skopt.learning.gaussian_process.gpr import _param_for_white_kernel_in_Sum
     from skopt.learning.gaussian_process.kernels import WhiteKernel
@@ -135,16 +184,19 @@ def _warm_kernel(model: Any) -> Any:
     kernel = clone(model.kernel_)
     present, name = _param_for_white_kernel_in_Sum(kernel)
     if present:
-        # skopt zeroes the noise term for prediction. The warm fit estimates the
-        # noise, from its floor up: full fits assume (almost) none, which finds
-        # the length scales of a smooth objective, and letting the cheap fits
-        # in between admit some noise kept rugged ones (Ackley) from being
-        # over-fitted. Both measured on benchmarks/compare.py's problems.
-        noise = model.noise_ if model.noise == "gaussian" and model.noise_ else WARM_NOISE_FLOOR
-        level = float(np.clip(noise, WARM_NOISE_FLOOR, 1e5))
-        white = WhiteKernel(noise_level=level, noise_level_bounds=(WARM_NOISE_FLOOR, 1e5))
+        noise = float(model.noise_ or 0.0)
+        if fixed or not LEARN_WARM_NOISE:
+            white = WhiteKernel(noise_level=noise, noise_level_bounds="fixed")
+        else:
+            noise = noise if model.noise == "gaussian" else WARM_NOISE_FLOOR
+            level = float(np.clip(noise, WARM_NOISE_FLOOR, 1e5))
+            white = WhiteKernel(noise_level=level, noise_level_bounds=(WARM_NOISE_FLOOR, 1e5))
         kernel.set_params(**{name: white})
     return kernel
+
+
+def _is_gp(model: Any) -> bool:
+    return hasattr(model, "kernel") and hasattr(model, "noise")
 
 
 def _estimator(name: str, seed: int | None, axes: list[_Axis]) -> Any:
@@ -243,7 +295,7 @@ class BayesianSampler(Sampler):
         n_trials: int | None,
         seed: int | None = None,
         n_initial: int = 10,
-        acquisition: str = "gp_hedge",
+        acquisition: str = "EI",
         estimator: str = "GP",
         initial_points: str = "random",
     ):
@@ -268,11 +320,19 @@ class BayesianSampler(Sampler):
         # What was told, in order: the loss, or None for a failure (told as the worst loss).
         self._raw: list[float | None] = []
         self._losses: list[float] = []
+        self._n_initial = n_initial
+        self._kinds = KINDS if acquisition == "gp_hedge" else (acquisition,)
+        self._hedge = Hedge(self.rng)
         self._opt: Any = None
-        self._prior_kernel: Any = None  # the GP's kernel before any fit (for full refits)
+        self._search: AcquisitionSearch | None = None
+        # The surrogate fitted last, to the first `_model_told` values told.
+        self._model: Any = None
+        self._model_told = 0
+        self._full_fit_at = 0  # values told at the last full hyperparameter search
         if self._axes:
             with _quiet():
                 self._opt = self._optimizer(estimator, acquisition, initial_points, n_initial, seed)
+            self._search = AcquisitionSearch(self._opt.space, self.rng)
 
     def _optimizer(
         self, estimator: str, acquisition: str, initial_points: str, n_initial: int, seed: int | None
@@ -283,8 +343,9 @@ class BayesianSampler(Sampler):
             n_initial_points=n_initial,
             initial_point_generator=initial_points,
             acq_func=acquisition,
-            acq_optimizer=ACQ_OPTIMIZER if estimator == "GP" else "sampling",  # trees have no gradients
-            acq_optimizer_kwargs={"n_points": ACQ_POINTS, "n_restarts_optimizer": ACQ_RESTARTS},
+            # Never used: values are told with fit=False, and the surrogate is
+            # fitted and searched here (`_suggest`).
+            acq_optimizer="sampling",
             random_state=seed,
         )
 
@@ -333,22 +394,40 @@ class BayesianSampler(Sampler):
         return params
 
     def _ask(self) -> list[Any]:
+        pending = list(self._pending.values())
         with _quiet():
-            if not self._pending:
-                return self._opt.ask()
-            # Kriging believer: a throwaway copy is told that every pending point
-            # scored what the surrogate predicts there, so its uncertainty about
-            # them collapses and it looks elsewhere. Measured on Branin with 4
-            # trials in flight (benchmarks/parallel.py), this kept regret at the
-            # sequential level where a constant lie (best or mean loss) did not.
-            points = list(self._pending.values())
-            liar = self._opt.copy(random_state=int(self.rng.integers(2**31 - 1)))
-            if self._opt.models:
-                beliefs = [float(v) for v in self._opt.models[-1].predict(self._opt.space.transform(points))]
-            else:  # still in the initial design: no model yet
-                beliefs = [float(np.mean(self._opt.yi)) if self._opt.yi else 0.0] * len(points)
-            liar.tell(points, beliefs)
-            return liar.ask()
+            if len(self._opt.yi) + len(pending) < self._n_initial:
+                return self._initial_point(pending)
+            return self._suggest(pending)
+
+    def _initial_point(self, pending: list[list[Any]]) -> list[Any]:
+        """The next point of skopt's initial design, past those still pending."""
+        if not pending:
+            return self._opt.ask()
+        ahead = self._opt.copy(random_state=int(self.rng.integers(2**31 - 1)))
+        ahead.tell(pending, [0.0] * len(pending), fit=False)
+        return ahead.ask()
+
+    def _suggest(self, pending: list[list[Any]]) -> list[Any]:
+        """The surrogate's proposal: where the acquisition function is highest.
+
+        With trials in flight, the surrogate is first conditioned on the value
+        it predicts at each pending point (Kriging believer), with its
+        hyperparameters kept, so its uncertainty there collapses and it looks
+        elsewhere. Measured on Branin with 4 trials in flight
+        (benchmarks/parallel.py), this kept regret at the sequential level
+        where a constant lie (best or mean loss) did not.
+        """
+        space = self._opt.space
+        model = self._fitted()
+        X, y = space.transform(self._opt.Xi), np.asarray(self._opt.yi, dtype=float)
+        if pending:
+            P = space.transform(pending)
+            model = self._conditioned(model, np.vstack([X, P]), np.concatenate([y, model.predict(P)]))
+        assert self._search is not None
+        proposals = self._search.best(model, self._kinds, float(y.min()), X[int(np.argmin(y))])
+        point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
+        return space.inverse_transform(point[None])[0]
 
     def _random_unseen(self) -> dict[str, Any] | None:
         """A uniformly random feasible parameter set not proposed or told before."""
@@ -377,15 +456,13 @@ class BayesianSampler(Sampler):
             point = self._to_point(trial.params)
             if point is None:
                 return
-        loss = self._loss(trial)
-        self._schedule_fit()
-        self._tell(point, loss)
+        self._tell(point, self._loss(trial))
 
     def _tell(self, point: list[Any], loss: float | None) -> None:
         """Tell one point; None (a failure, a constraint violation) is told as the worst loss.
 
-        skopt refits on its `yi` at every tell, so every earlier value is rewritten
-        first: penalties follow the worst loss seen, and with WARP_Y all values
+        The surrogate is fitted to all of skopt's `yi`, so every earlier value is
+        rewritten at each tell: penalties follow the worst loss seen, and with WARP_Y all values
         go through log1p((y - best) / spread), which keeps their order but tames
         objectives that span orders of magnitude (Rosenbrock's valley), where a
         GP fitted to raw values sees nothing but the outliers.
@@ -395,8 +472,7 @@ class BayesianSampler(Sampler):
         self._raw.append(loss)
         values = self._model_values()
         self._opt.yi[:] = values[:-1]
-        with _quiet():
-            self._opt.tell(point, values[-1])
+        self._opt.tell(point, values[-1], fit=False)
 
     def _model_values(self) -> list[float]:
         penalty = self._penalty()
@@ -408,18 +484,43 @@ class BayesianSampler(Sampler):
         spread = spread if spread > 0 else 1.0
         return [math.log1p((y - best) / spread) for y in raw]
 
-    def _schedule_fit(self) -> None:
-        """Set how the GP fitted at the coming tell searches its hyperparameters."""
-        estimator = self._opt.base_estimator_
-        if self._prior_kernel is None:
-            if not hasattr(estimator, "kernel") or not hasattr(estimator, "noise"):
-                return  # not a GP
-            self._prior_kernel = estimator.kernel
-        told = len(self._opt.yi) + 1
-        if not self._opt.models or told <= FULL_REFIT_UNTIL or told % FULL_REFIT_EVERY == 0:
-            estimator.set_params(kernel=self._prior_kernel, n_restarts_optimizer=GP_RESTARTS)
+    def _fitted(self) -> Any:
+        """The surrogate fitted to every value told so far (refitted only when one arrived).
+
+        A GP's hyperparameters (length scales, amplitude) are searched from
+        scratch with restarts while the history is short and then every
+        FULL_REFIT_EVERY values; in between, each fit starts from the last
+        fitted ones with one local search.
+        """
+        from sklearn.base import clone
+
+        told = len(self._opt.yi)
+        if self._model is not None and self._model_told == told:
+            return self._model
+        model = clone(self._opt.base_estimator_)
+        warm = self._model is not None and told > FULL_REFIT_UNTIL and told - self._full_fit_at < FULL_REFIT_EVERY
+        if warm and _is_gp(model):
+            model.set_params(kernel=_refit_kernel(self._model, fixed=False), n_restarts_optimizer=0)
         else:
-            estimator.set_params(kernel=_warm_kernel(self._opt.models[-1]), n_restarts_optimizer=0)
+            self._full_fit_at = told
+        with warnings.catch_warnings():
+            # Length scales at their bounds: expected while the history is short.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(self._opt.space.transform(self._opt.Xi), self._opt.yi)
+        self._model, self._model_told = model, told
+        if len(self._kinds) > 1:
+            self._hedge.update(model.predict)
+        return model
+
+    @staticmethod
+    def _conditioned(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
+        """`model` refitted to (X, y) with its hyperparameters kept."""
+        from sklearn.base import clone
+
+        refit = clone(model)
+        if _is_gp(model):
+            refit.set_params(kernel=_refit_kernel(model, fixed=True), optimizer=None)
+        return refit.fit(X, y)
 
     def _tell_penalty(self, point: list[Any]) -> None:
         """Tell a point with no usable value (failed, infeasible) as the worst loss so far."""
