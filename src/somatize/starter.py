@@ -54,7 +54,7 @@ strategy:
   n_trials: 12              # random and bayesian need it; for grid it is an optional cap
   # grid:     points_per_dim: 5       points per float/int dimension (categoricals: every choice)
   # bayesian: n_initial: 10           random trials before the model (scikit-optimize) takes over
-  #           acquisition: gp_hedge   (or EI, PI, LCB); estimator: GP (or RF, ET, GBRT)
+  #           acquisition: EI         (or gp_hedge, PI, LCB); estimator: GP (or RF, ET, GBRT)
 
 objective:
   metric: loss              # __METRIC_SOURCE__

@@ -34,9 +34,11 @@ XI = 0.0
 KAPPA = 1.96
 # Random candidates scored per suggestion, and local searches started from them.
 ACQ_POINTS = 2048
-LOCAL_STARTS = 10
+LOCAL_STARTS = 5
 LOCAL_ITERATIONS = 50
 LOCAL_GTOL = 1e-4
+# Kernel rows computed exactly (see Posterior._kernel); larger batches use a matrix product.
+EXACT_ROWS = 64
 # Integer dimensions with at most this many values are swept whole; wider
 # ones try the neighbours within NEIGHBOURS of the current value.
 SWEEP_ALL = 32
@@ -97,7 +99,8 @@ def _acquisition(
 
 def _matern52(kernel: Any) -> tuple[float, np.ndarray] | None:
     """(amplitude, length scales) of a fitted skopt kernel amplitude × Matern 5/2 (+ white), else None."""
-    from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern, Product, Sum, WhiteKernel
+    # scikit-learn's classes, which skopt's kernels subclass (house rule 2: only bayesian.py imports skopt).
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, Product, Sum, WhiteKernel
 
     if isinstance(kernel, Sum) and isinstance(kernel.k2, WhiteKernel):
         kernel = kernel.k1
@@ -161,7 +164,15 @@ class Posterior:
         if self._matern is None:
             return self.model.kernel_(X, self.model.X_train_)
         amplitude, scales = self._matern
-        r = np.sqrt(5.0 * np.sum(((X[:, None, :] - self.model.X_train_[None, :, :]) / scales) ** 2, axis=-1))
+        a, b = X / scales, self.model.X_train_ / scales
+        if len(X) > EXACT_ROWS:
+            # |a - b|² as |a|² + |b|² - 2a·b: one matrix product instead of a
+            # rows × observations × columns array, at the cost of precision for
+            # points nearly on top of each other (which only local searches ask about).
+            squared = np.maximum(np.sum(a * a, 1)[:, None] + np.sum(b * b, 1)[None, :] - 2.0 * a @ b.T, 0.0)
+        else:
+            squared = np.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+        r = np.sqrt(5.0 * squared)
         return amplitude * (1.0 + r + r * r / 3.0) * np.exp(-r)
 
     def _kernel_gradient(self, X: np.ndarray) -> np.ndarray:
