@@ -65,10 +65,10 @@ def _log_h(z: np.ndarray) -> np.ndarray:
 
 def acquisition(kind: str, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
     """The acquisition value (higher is better) of predictions `mean`, `std` of a loss whose best is `best`."""
-    return _acquisition(kind, mean, std, best)[0]
+    return acquisition_and_gradient(kind, mean, std, best)[0]
 
 
-def _acquisition(
+def acquisition_and_gradient(
     kind: str, mean: np.ndarray, std: np.ndarray, best: float, dmean: Any = None, dstd: Any = None
 ) -> tuple[np.ndarray, Any]:
     """Acquisition values and, given the predictions' gradients (rows × columns), theirs."""
@@ -258,7 +258,7 @@ class AcquisitionSearch:
                 x = start.copy()
                 x[cols] = free
                 mean, std, dmean, dstd = posterior.gradients(x[None])
-                value, grad = _acquisition(kind, mean, std, best, dmean, dstd)
+                value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
                 return -float(value[0]), -grad[0, cols]
 
             result = minimize(

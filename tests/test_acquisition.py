@@ -1,0 +1,143 @@
+"""The acquisition search behind the Bayesian sampler, against brute force on fitted skopt surrogates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
+from skopt.learning import GaussianProcessRegressor
+from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern, RBF
+from skopt.space import Categorical, Integer, Real, Space
+from skopt.utils import normalize_dimensions
+
+from somatize.samplers.acquisition import AcquisitionSearch, Posterior, acquisition, acquisition_and_gradient
+
+
+def fitted_gp(X: np.ndarray, y: np.ndarray, kernel=None, search: bool = True) -> GaussianProcessRegressor:
+    """skopt's GP as the sampler builds it; `search=False` keeps the kernel's
+    hyperparameters, for comparisons that need a well-conditioned model."""
+    shape = Matern(length_scale=np.ones(X.shape[1]), nu=2.5) if kernel is None else kernel
+    return GaussianProcessRegressor(
+        kernel=ConstantKernel(1.0) * shape, normalize_y=True, noise=1e-8, optimizer="fmin_l_bfgs_b" if search else None
+    ).fit(X, y)
+
+
+def branin_unit(X: np.ndarray) -> np.ndarray:
+    x, y = X[:, 0] * 15 - 5, X[:, 1] * 15
+    b, c = 5.1 / (4 * math.pi**2), 5 / math.pi
+    return (y - b * x**2 + c * x - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * np.cos(x) + 10
+
+
+@pytest.mark.parametrize("z", [-6.0, -2.0, -0.5, 0.0, 0.7, 3.0])
+def test_log_expected_improvement_is_the_log_of_the_closed_form(z: float) -> None:
+    std = np.array([0.3])
+    mean = 1.0 - z * std  # best = 1.0
+    closed = (1.0 - mean) * norm.cdf(z) + std * norm.pdf(z)
+    assert acquisition("EI", mean, std, 1.0) == pytest.approx(np.log(closed), rel=1e-9)
+    assert acquisition("PI", mean, std, 1.0) == pytest.approx(np.log(norm.cdf(z)), rel=1e-9)
+    assert acquisition("LCB", mean, std, 1.0) == pytest.approx(-(mean - 1.96 * std))
+
+
+def test_log_expected_improvement_stays_finite_and_ordered_where_the_plain_value_underflows() -> None:
+    mean = np.array([50.0, 100.0, 1e3, 1e5])  # 50 to 100 000 standard deviations above the best
+    values = acquisition("EI", mean, np.ones(4), 0.0)
+    assert np.all(np.isfinite(values))
+    assert np.all(np.diff(values) < 0)
+
+
+@pytest.mark.parametrize("rows", [3, 200])  # exact kernel rows, and the matrix-product path
+def test_posterior_agrees_with_the_gp_and_its_gradients_with_finite_differences(rows: int) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.random((25, 3))
+    model = fitted_gp(X, np.sin(3 * X).sum(1), kernel=Matern(length_scale=[0.3, 0.5, 0.4], nu=2.5), search=False)
+    posterior = Posterior(model)
+    points = rng.random((rows, 3))
+    mean, std = posterior(points)
+    # scikit-learn's own prediction (through the Cholesky factor, as Posterior does).
+    expected_mean, expected_std = SklearnGP.predict(model, points, return_std=True)
+    np.testing.assert_allclose(mean, expected_mean, atol=1e-8)
+    np.testing.assert_allclose(std, expected_std, atol=1e-6)
+
+    mean, std, dmean, dstd = posterior.gradients(points[:3])
+    h = 1e-6
+    for j in range(3):
+        step = np.zeros(3)
+        step[j] = h
+        up, down = posterior(points[:3] + step), posterior(points[:3] - step)
+        np.testing.assert_allclose(dmean[:, j], (up[0] - down[0]) / (2 * h), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(dstd[:, j], (up[1] - down[1]) / (2 * h), rtol=1e-4, atol=1e-6)
+
+
+def test_gradients_of_a_kernel_other_than_matern_come_from_skopt() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.random((15, 2))
+    posterior = Posterior(fitted_gp(X, X.sum(1) ** 2, kernel=RBF(length_scale=[0.4, 0.3]), search=False))
+    point = np.array([[0.3, 0.6]])
+    _, _, dmean, dstd = posterior.gradients(point)
+    h = 1e-6
+    for j in (0, 1):
+        step = np.array([[h * (j == 0), h * (j == 1)]])
+        up, down = posterior(point + step), posterior(point - step)
+        assert dmean[0, j] == pytest.approx((up[0] - down[0])[0] / (2 * h), rel=1e-4)
+        assert dstd[0, j] == pytest.approx((up[1] - down[1])[0] / (2 * h), rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["EI", "PI", "LCB"])
+def test_the_search_finds_the_maximum_a_dense_grid_finds(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    X = rng.random((12, 2))
+    y = branin_unit(X)
+    model = fitted_gp(X, y)
+    space = Space(normalize_dimensions([Real(0.0, 1.0), Real(0.0, 1.0)]))
+    best = float(y.min())
+
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 301), np.linspace(0, 1, 301)), -1).reshape(-1, 2)
+    grid_max = acquisition(kind, *Posterior(model)(grid), best).max()
+    found = AcquisitionSearch(space, np.random.default_rng(0)).best(model, (kind,), best, X[np.argmin(y)])
+    assert len(found) == 1
+    value = acquisition(kind, *Posterior(model)(found[0][None]), best)[0]
+    # A 301-point grid is within 1/600 of any point; the search refines past it.
+    assert value >= grid_max - 1e-6
+
+
+def test_integer_and_categorical_dimensions_end_on_their_best_values() -> None:
+    # Loss depends on a categorical (index 2 is best), an integer (7 is best) and a real.
+    space = Space(normalize_dimensions([Categorical([0, 1, 2, 3]), Integer(1, 10), Real(0.0, 1.0)]))
+    points = space.rvs(n_samples=30, random_state=3)
+
+    def loss(p: list) -> float:
+        return [1.0, 0.6, 0.0, 0.8][p[0]] + 0.05 * (p[1] - 7) ** 2 + (p[2] - 0.4) ** 2
+
+    X, y = space.transform(points), np.array([loss(p) for p in points])
+    model = fitted_gp(X, y)
+    found = AcquisitionSearch(space, np.random.default_rng(0)).best(model, ("EI",), float(y.min()), X[np.argmin(y)])
+    point = space.inverse_transform(found[0][None])[0]
+    # On the space: a category and a whole number, encoded exactly as skopt encodes them.
+    assert point[0] in (0, 1, 2, 3) and float(point[1]).is_integer()
+    np.testing.assert_allclose(space.transform([point])[0], found[0])
+    # And no other choice of either discrete value (the real held) scores higher.
+    posterior = Posterior(model)
+    value = acquisition("EI", *posterior(found[0][None]), float(y.min()))[0]
+    others = [[c, i, point[2]] for c in range(4) for i in range(1, 11)]
+    assert value >= acquisition("EI", *posterior(space.transform(others)), float(y.min())).max() - 1e-6
+
+
+@pytest.mark.parametrize("kind", ["EI", "PI", "LCB"])
+def test_acquisition_gradients_agree_with_finite_differences(kind: str) -> None:
+    rng = np.random.default_rng(4)
+    X = rng.random((20, 2))
+    y = branin_unit(X)
+    posterior = Posterior(fitted_gp(X, y, kernel=Matern(length_scale=[0.3, 0.4], nu=2.5), search=False))
+    points = rng.random((4, 2))
+    mean, std, dmean, dstd = posterior.gradients(points)
+    _, grad = acquisition_and_gradient(kind, mean, std, y.min(), dmean, dstd)
+    h = 1e-6
+    for j in (0, 1):
+        step = np.zeros(2)
+        step[j] = h
+        up = acquisition(kind, *posterior(points + step), y.min())
+        down = acquisition(kind, *posterior(points - step), y.min())
+        np.testing.assert_allclose(grad[:, j], (up - down) / (2 * h), rtol=1e-4, atol=1e-6)
