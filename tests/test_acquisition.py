@@ -15,6 +15,9 @@ from skopt.utils import normalize_dimensions
 
 from somatize.samplers.acquisition import AcquisitionSearch, Posterior, acquisition, acquisition_and_gradient
 
+# The GPs here are fitted with scikit-learn's wide default bounds, which small data reach.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 
 def fitted_gp(X: np.ndarray, y: np.ndarray, kernel=None, search: bool = True) -> GaussianProcessRegressor:
     """skopt's GP as the sampler builds it; `search=False` keeps the kernel's
