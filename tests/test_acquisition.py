@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
 from skopt.learning import GaussianProcessRegressor
-from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern, RBF
+from skopt.learning.gaussian_process.kernels import RBF, ConstantKernel, Matern
 from skopt.space import Categorical, Integer, Real, Space
 from skopt.utils import normalize_dimensions
 

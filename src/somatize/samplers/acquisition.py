@@ -258,18 +258,18 @@ class AcquisitionSearch:
         cols = self._columns
         if not cols or not posterior.has_gradients:
             return starts
+
+        def negative(free: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
+            x = start.copy()
+            x[cols] = free
+            mean, std, dmean, dstd = posterior.gradients(x[None])
+            value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
+            return -float(value[0]), -grad[0, cols]
+
         found = starts.copy()
         for row, start in enumerate(starts):
-
-            def negative(free: np.ndarray) -> tuple[float, np.ndarray]:
-                x = start.copy()
-                x[cols] = free
-                mean, std, dmean, dstd = posterior.gradients(x[None])
-                value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
-                return -float(value[0]), -grad[0, cols]
-
             result = minimize(
-                negative, start[cols], jac=True, method="L-BFGS-B",
+                negative, start[cols], args=(start,), jac=True, method="L-BFGS-B",
                 bounds=[(0.0, 1.0)] * len(cols), options={"maxiter": LOCAL_ITERATIONS, "gtol": LOCAL_GTOL},
             )  # fmt: skip
             found[row, cols] = np.clip(result.x, 0.0, 1.0)

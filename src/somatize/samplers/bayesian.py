@@ -461,11 +461,12 @@ class BayesianSampler(Sampler):
     def _tell(self, point: list[Any], loss: float | None) -> None:
         """Tell one point; None (a failure, a constraint violation) is told as the worst loss.
 
-        The surrogate is fitted to all of skopt's `yi`, so every earlier value is
-        rewritten at each tell: penalties follow the worst loss seen, and with WARP_Y all values
-        go through log1p((y - best) / spread), which keeps their order but tames
-        objectives that span orders of magnitude (Rosenbrock's valley), where a
-        GP fitted to raw values sees nothing but the outliers.
+        The surrogate is fitted to all of skopt's `yi`, so every earlier value
+        is rewritten at each tell: penalties follow the worst loss seen, and
+        with WARP_Y all values go through log1p((y - best) / spread), which
+        keeps their order but tames objectives that span orders of magnitude
+        (Rosenbrock's valley), where a GP fitted to raw values sees nothing but
+        the outliers.
         """
         if loss is not None:
             self._losses.append(loss)
