@@ -307,19 +307,24 @@ def _kill_when_started(marker: Path) -> int:
     return pid
 
 
-def test_a_trial_whose_worker_dies_reruns_on_another(cluster: Cluster, tmp_path: Path) -> None:
-    executor = executor_for(cluster, "dask_objectives:hang_once")
-    marker = tmp_path / "started"
+def _run_and_kill_its_worker(executor: Any, marker: Path) -> tuple[Any, int]:
+    """Run a hang_once trial, kill the worker it started on; (its outcome, the killed pid)."""
     outcome: list[Any] = []
     thread = threading.Thread(
         target=lambda: outcome.append(executor.run(request({"marker": str(marker)}), FakeReporter()))
     )
+    thread.start()
+    killed = _kill_when_started(marker)
+    thread.join(30)
+    assert outcome, "run did not return after its worker died"
+    return outcome[0], killed
+
+
+def test_a_trial_whose_worker_dies_reruns_on_another(cluster: Cluster, tmp_path: Path) -> None:
+    executor = executor_for(cluster, "dask_objectives:hang_once")
     try:
-        thread.start()
-        killed = _kill_when_started(marker)
-        thread.join(30)
-        assert outcome, "run did not return after its worker died"
-        assert isinstance(outcome[0], Completed), outcome
+        outcome, killed = _run_and_kill_its_worker(executor, tmp_path / "started")
+        assert isinstance(outcome, Completed), outcome
         assert executor.placements["t0"].pid != killed
     finally:
         executor.close()
@@ -328,21 +333,13 @@ def test_a_trial_whose_worker_dies_reruns_on_another(cluster: Cluster, tmp_path:
 
 def test_a_trial_whose_worker_dies_fails_when_dask_allows_no_retries(cluster: Cluster, tmp_path: Path) -> None:
     executor = executor_for(cluster, "dask_objectives:hang_once")
-    marker = tmp_path / "started"
-    outcome: list[Any] = []
-    thread = threading.Thread(
-        target=lambda: outcome.append(executor.run(request({"marker": str(marker)}), FakeReporter()))
-    )
     previous = cluster.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
     cluster.client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0))
     try:
-        thread.start()
-        _kill_when_started(marker)
-        thread.join(30)
-        assert outcome, "run did not return after its worker died"
-        assert isinstance(outcome[0], Failed), outcome
-        assert outcome[0].error.startswith("worker died: 1 worker(s) died while running this trial, the last tcp://")
-        assert "\n" not in outcome[0].error
+        outcome, _ = _run_and_kill_its_worker(executor, tmp_path / "started")
+        assert isinstance(outcome, Failed), outcome
+        assert outcome.error.startswith("worker died: 1 worker(s) died while running this trial, the last tcp://")
+        assert "\n" not in outcome.error
     finally:
         executor.close()
         cluster.client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", previous))
