@@ -73,7 +73,7 @@ def shell_overhead(workdir: Path, trials: int) -> tuple[float, float]:
     from somatize.assemble import build_executor, build_study, stop_conditions
     from somatize.runner import StudyRunner
     from somatize.samplers import make_sampler
-    from somatize.spec import load_study
+    from somatize.studyfile import load_study
 
     config = load_study(str(study))
     runner_study = build_study(config)

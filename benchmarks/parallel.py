@@ -46,7 +46,7 @@ def run_study(directory: Path, executor: str, trials: int, jobs: int, cluster: s
     """Wall seconds and summed sleep seconds of one study."""
     from somatize import EventBus, StudyRunner, make_sampler
     from somatize.assemble import build_executor, build_study, stop_conditions
-    from somatize.spec.loader import load_study
+    from somatize.studyfile.loader import load_study
 
     path = directory / "sleepy.yaml"
     path.write_text(STUDY.format(trials=trials, executor=executor))

@@ -12,7 +12,7 @@ from somatize import StudyRunner, make_sampler
 from somatize.assemble import build_study
 from somatize.cli import app
 from somatize.constraints import ConstraintError, parse_constraint
-from somatize.spec.loader import load_study
+from somatize.studyfile.loader import load_study
 
 cli = CliRunner()
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
-from test_spec import BASE, FULL  # the loader's own valid examples
+from test_studyfile import BASE, FULL  # the loader's own valid examples
 from typer.testing import CliRunner
 
 from somatize.cli import app
 from somatize.errors import StudyFileError
-from somatize.spec import load_study
-from somatize.spec.dimensions import DIMENSION_KEYS
-from somatize.spec.executor import EXECUTOR_KEYS
-from somatize.spec.loader import REQUIRED_KEYS, TOP_KEYS
-from somatize.spec.schema import DRAFT, study_schema
-from somatize.spec.sections import OBJECTIVE_KEYS, PRUNING_KEYS, STRATEGY_KEYS, TARGET_KEYS
+from somatize.studyfile import load_study
+from somatize.studyfile.dimensions import DIMENSION_KEYS
+from somatize.studyfile.executor import EXECUTOR_KEYS
+from somatize.studyfile.loader import REQUIRED_KEYS, TOP_KEYS
+from somatize.studyfile.schema import DRAFT, study_schema
+from somatize.studyfile.sections import OBJECTIVE_KEYS, PRUNING_KEYS, STRATEGY_KEYS, TARGET_KEYS
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 cli = CliRunner()
@@ -323,7 +323,7 @@ def test_init_bad_arguments_are_one_line(tmp_path, args, fragment):
 
 def test_cli_import_stays_light():
     """`import somatize.cli` (every command, --version) loads neither the schema, the starter nor jsonschema."""
-    heavy = ("somatize.spec", "somatize.spec.schema", "somatize.starter", "jsonschema")
+    heavy = ("somatize.studyfile", "somatize.studyfile.schema", "somatize.starter", "jsonschema")
     code = f"import sys, somatize.cli; print([m for m in {heavy!r} if m in sys.modules])"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert found.returncode == 0, found.stderr

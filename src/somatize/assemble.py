@@ -10,7 +10,7 @@ from .executors.base import Executor
 from .executors.processes import thread_limits
 from .runner import StopConditions
 from .space import SearchSpace
-from .spec.config import StudyConfig
+from .studyfile.config import StudyConfig
 from .study import Study
 
 

@@ -73,7 +73,7 @@ def _read_stdin() -> str:
 
 
 def _load(study: str, overrides: list[str]):
-    from .spec import load_study
+    from .studyfile import load_study
 
     text = _read_stdin() if study == "-" else None
     return load_study(study, overrides, text=text)
@@ -114,7 +114,7 @@ def validate(
 def _summary(config, output_sample: Path | None) -> list[str]:
     from .assemble import sample_params
     from .executors.command import render
-    from .spec import describe
+    from .studyfile import describe
 
     lines = [f"{config.path}: valid"] + [f"  {line}" for line in describe(config)]
     if config.executor.command is not None:
@@ -484,7 +484,7 @@ def schema(
     """Print the JSON Schema of study files, for completion and checks in editors."""
     import json
 
-    from .spec.schema import study_schema
+    from .studyfile.schema import study_schema
 
     with user_errors():
         text = json.dumps(study_schema(), indent=2) + "\n"

@@ -173,7 +173,7 @@ if __name__ == "__main__":
 
 def study_name(raw: str) -> str:
     """NAME as given, without a .yaml/.yml suffix; it names the study and its file."""
-    from .spec.loader import _NAME  # the loader's own rule for `name:`
+    from .studyfile.loader import _NAME  # the loader's own rule for `name:`
 
     name = re.sub(r"\.ya?ml$", "", raw)
     if not _NAME.fullmatch(name):

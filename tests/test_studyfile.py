@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from somatize.errors import StudyFileError
 from somatize.space import CategoricalDimension, FloatDimension, IntDimension
-from somatize.spec import StudyConfig, describe, load_study
+from somatize.studyfile import StudyConfig, describe, load_study
 from somatize.study import Direction
 
 FULL = """\
@@ -642,3 +642,14 @@ def test_any_value_anywhere_in_a_valid_study_never_crashes(path, value):
 @given(st.lists(st.text(max_size=30), max_size=3))
 def test_arbitrary_overrides_never_crash(options):
     _outcome(FULL, tuple(options))
+
+
+def test_the_loader_package_is_named_for_what_it_holds():
+    # Issue 15.14: "spec" named three things; the loader is `somatize.studyfile` now, and no `spec` package remains
+    # to be mistaken for a test folder or the contract.
+    import importlib.util
+
+    import somatize.studyfile as studyfile
+
+    assert studyfile.load_study is load_study
+    assert importlib.util.find_spec("somatize.spec") is None
