@@ -335,3 +335,59 @@ def test_every_plot_renders_offline_in_chromium(results, tmp_path, chromium):
     a_values = [float(v) for v in re.findall(r'<tr class="[^"]*"><td[^>]*>\d+</td><td>trial_\d+</td><td>\w+</td>'
                                               r'<td data-key="([^"]*)"', dom)]
     assert len(a_values) == 16 and a_values == sorted(a_values, reverse=True)
+
+
+def dump_dom(chromium: str, url: str, profile: Path) -> str:
+    """The page's DOM after load, as headless Chromium builds it (its scripts run, network off)."""
+    argv = [
+        chromium, "--headless", "--disable-gpu", "--no-sandbox", "--enable-unsafe-swiftshader",
+        f"--user-data-dir={profile}", "--no-first-run", "--disable-background-networking",
+        "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=2000", "--dump-dom", url,
+    ]
+    browser = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+    assert browser.returncode == 0, browser.stderr[-2000:]
+    return browser.stdout
+
+
+def column(dom: str, key: str) -> list[str]:
+    """The sort keys of one trial-table column (by its data-column), top row first."""
+    head = dom[dom.index('<table class="trials">'): dom.index("</thead>")]
+    index = re.findall(r'<th data-column="([^"]*)"', head).index(key)
+    body = dom[dom.index("<tbody>", dom.index('<table class="trials">')): dom.index("</tbody>")]
+    rows = re.findall(r"<tr class=\"[^\"]*\">(.*?)</tr>", body, flags=re.DOTALL)
+    return [_keys(row)[index] for row in rows]
+
+
+def _keys(row: str) -> list[str]:
+    """Each cell's data-key, or its text when it has none."""
+    cells = re.findall(r"<td([^>]*)>(.*?)</td>", row, flags=re.DOTALL)
+    return [m.group(1) if (m := re.search(r'data-key="([^"]*)"', attrs)) else text for attrs, text in cells]
+
+
+@pytest.fixture(scope="module")
+def sortable_page(results, tmp_path_factory) -> Path:
+    """The pareto study's report without its 5 MB of plotly.js: the plots then fail, the table's
+    script does not need them, and the page loads in a second instead of five."""
+    html = report(results["pareto"], "-o", "-").stdout
+    page = tmp_path_factory.mktemp("sortable") / "pareto.html"
+    page.write_text(re.sub(r'(<script data-library="plotly.js">).*?(</script>)', r"\1\2", html, flags=re.DOTALL))
+    return page
+
+
+@pytest.mark.parametrize(
+    ("fragment", "key", "descending"),
+    [
+        ("-a", "value.a", True),  # a metric by its name, as README shows it (#sort=-val_loss)
+        ("x", "param.x", False),  # a parameter by its name
+        ("-k", "param.k", True),
+        ("b%20(maximize)", "value.b", False),  # a header as the page shows it
+    ],
+)
+def test_a_link_to_the_report_opens_it_sorted_by_a_metric_or_parameter_name(
+    sortable_page, tmp_path, chromium, fragment, key, descending
+):
+    dom = dump_dom(chromium, f"{sortable_page.as_uri()}#sort={fragment}", tmp_path / "profile")
+    keys = [float(v) for v in column(dom, key)]
+    assert len(keys) == 16 and len(set(keys)) > 1
+    assert keys == sorted(keys, reverse=descending)
+    assert f'data-column="{key}" scope="col" aria-sort="{"descending" if descending else "ascending"}"' in dom

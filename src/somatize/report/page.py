@@ -56,6 +56,9 @@ td.reason { white-space: normal; min-width: 20em; }
 # Click a header to sort by it, again to reverse; empty cells stay last. Numbers
 # sort by the number in data-key. Opening the page as report.html#sort=COLUMN
 # (or #sort=-COLUMN, descending) sorts on load, so a sorted view can be linked.
+# COLUMN is what a user knows: a metric or parameter name (`#sort=-val_loss`,
+# `#sort=lr`), a header as the page shows it (`#sort=trial`), or the column's key
+# (`value.val_loss`, `param.lr`); a metric wins over a parameter of the same name.
 SORT_SCRIPT = """
 (function () {
   function compare(a, b) {
@@ -77,8 +80,15 @@ SORT_SCRIPT = """
   });
   var wanted = /^#sort=(-?)(.+)$/.exec(decodeURIComponent(location.hash));
   if (wanted) {
-    var th = Array.prototype.find.call(document.querySelectorAll("table.trials th"),
-                                       function (h) { return h.dataset.column === wanted[2]; });
+    var headers = Array.prototype.slice.call(document.querySelectorAll("table.trials th"));
+    var name = wanted[2], th = null;
+    var tests = [
+      function (h) { return h.dataset.column === name; },
+      function (h) { return h.dataset.column === "value." + name; },
+      function (h) { return h.dataset.column === "param." + name; },
+      function (h) { return h.textContent.trim() === name.trim(); }
+    ];
+    for (var i = 0; i < tests.length && !th; i++) th = headers.find(tests[i]) || null;
     if (th) sortBy(th, wanted[1] === "-");
   }
 })();
