@@ -100,12 +100,13 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         else None
     )
     space = check_search_space(data["search_space"], root / "search_space") if "search_space" in data else None
-    if space is not None and "constraints" in data:
-        space = check_constraints(data["constraints"], root / "constraints", space)
+    declared = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else []
+    if "constraints" in data and (space is not None or declared):
+        space = check_constraints(data["constraints"], root / "constraints", space, declared)
     strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
     objectives = check_objectives(data, root)
     target = check_target(data.get("target"), root / "target", objective_metrics(data))
-    names = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else None
+    names = declared if isinstance(data.get("search_space"), dict) else None
     executor = check_executor(data["executor"], root / "executor", names, base_dir) if "executor" in data else None
     settings = _settings(data, root, base_dir)
     if root.problems or None in (name, space, strategy, objectives, executor):
