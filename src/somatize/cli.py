@@ -245,9 +245,10 @@ def _say_top_trials(study, path: Path | None) -> None:
     from .ui.formats import best_so_far_line, format_trials, sort_trials
 
     top = sort_trials(study, study.completed())[:TOP_TRIALS]
-    if top:
+    if top and not _live_progress():  # the live table's own summary has just listed them, fitted to the terminal
         _say(f"top {len(top)} of {len(study.trials)} trials:")
         _say(format_trials(study, "table", top).rstrip("\n"))
+    if top:
         _say(best_so_far_line(study).rstrip("\n"))
     if path is not None:
         _say(f"results: {path}")
@@ -301,7 +302,7 @@ def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> N
 def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
     if quiet:
         return
-    if sys.stderr.isatty():
+    if _live_progress():
         from .ui.live import LiveTable
 
         table = LiveTable(bus.subscribe_queue())
@@ -311,6 +312,11 @@ def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
         from .ui.lines import PlainProgress
 
         bus.subscribe(PlainProgress(sys.stderr))
+
+
+def _live_progress() -> bool:
+    """Whether people see the live table (stderr is a terminal) rather than plain lines."""
+    return sys.stderr.isatty()
 
 
 @contextlib.contextmanager
