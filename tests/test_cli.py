@@ -327,6 +327,39 @@ def test_show_csv_json_table_and_filters(results):
     assert invoke("show", results, "--state", "bogus").exit_code == 2
 
 
+def shown_ids(results: Path, *args: str) -> list[str]:
+    result = invoke("show", results, "--format", "json", *args)
+    assert result.exit_code == 0, result.output
+    return [t["id"] for t in json.loads(result.stdout)]
+
+
+def test_show_sorts_by_any_objective_parameter_or_duration(results):
+    trials = json.loads(results.read_text())["trials"]
+
+    def ids(key, reverse=False):
+        return [t["id"] for t in sorted(trials, key=lambda t: (key(t), t["number"]), reverse=reverse)]
+
+    by_y, by_z, by_x = (lambda t: t["values"]["y"]), (lambda t: t["values"]["z"]), (lambda t: t["params"]["x"])
+    assert shown_ids(results, "--sort", "y") == ids(by_y)  # minimized: best first is ascending
+    assert shown_ids(results, "--sort", "z") == ids(by_z, reverse=True)  # maximized: best first is descending
+    assert shown_ids(results, "--sort", "+z") == ids(by_z)
+    assert shown_ids(results, "--sort", "-y") == ids(by_y, reverse=True)
+    assert shown_ids(results, "--sort", "x") == ids(by_x)
+    assert shown_ids(results, "--sort", "-x") == ids(by_x, reverse=True)
+    by_k = [t["id"] for t in sorted(trials, key=lambda t: (t["params"]["k"], t["number"]))]
+    assert shown_ids(results, "--sort", "k") == by_k  # ties keep trial order
+    assert shown_ids(results, "--sort", "-duration_ms", "--limit", "1") == ids(lambda t: t["duration_ms"], True)[:1]
+
+
+def test_show_sort_by_an_unknown_name_names_the_option_and_the_choices(results):
+    result = invoke("show", results, "--sort", "-nope")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "somatize: --sort -nope: no objective or parameter named 'nope' "
+        "(objectives: y, z; parameters: x, k, epochs; duration_ms)"
+    )
+
+
 # journal and resume -----------------------------------------------------------------
 
 

@@ -422,12 +422,19 @@ def show(
     state: Annotated[
         Optional[str], typer.Option("--state", help="Only trials in this state (completed, pruned, failed).")
     ] = None,
-    sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by this metric, best first.")] = None,
+    sort: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sort",
+            help="Sort by an objective (best first), a parameter or duration_ms (ascending); "
+            "-NAME descending, +NAME ascending.",
+        ),
+    ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Show at most N trials.")] = None,
 ) -> None:
     """List the trials of a results file."""
     from .study import TrialState
-    from .ui.formats import best_so_far_line, filter_state, format_trials, sort_trials
+    from .ui.formats import best_so_far_line, filter_state, format_trials, sort_trials_by
 
     with user_errors():
         if fmt not in SHOW_FORMATS:
@@ -440,7 +447,10 @@ def show(
         if state is not None:
             trials = filter_state(trials, state)
         if sort is not None:
-            trials = sort_trials(study, trials, _check_objective(study, sort))
+            try:
+                trials = sort_trials_by(study, trials, sort)
+            except ValueError as exc:
+                raise UsageError(f"--sort {sort}: {exc}") from None
         if limit is not None:
             trials = trials[:limit]
         print(format_trials(study, fmt, trials), end="")
