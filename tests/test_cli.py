@@ -85,6 +85,125 @@ def test_version():
     assert result.exit_code == 0 and result.stdout.startswith("somatize ")
 
 
+FUNCTION_STUDY = """\
+name: fn
+search_space:
+  x: {{type: float, low: -1.0, high: 1.0}}
+strategy: {{type: random, n_trials: 3}}
+objective: {{metric: y}}
+executor:
+  function: {target}
+"""
+OBJECTIVES = """\
+import os
+from pathlib import Path
+
+print("objectives imported")  # must not reach validate's stdout or run's results
+marks = Path(__file__).with_name("imports.log")
+marks.write_text(marks.read_text() + "x" if marks.exists() else "x")
+
+
+def f(params):
+    return params["x"] ** 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("objectives:nope", "module 'objectives' has no attribute 'nope'"),
+        ("objectivs:f", "cannot import module 'objectivs': No module named 'objectivs'"),
+        ("raising:f", "cannot import module 'raising': RuntimeError: no GPU here (raising.py:1)"),
+        ("exiting:f", "cannot import module 'exiting': it called sys.exit(3)"),
+    ],
+)
+def test_validate_reports_a_function_that_cannot_be_imported(tmp_path, target, message):
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    (tmp_path / "raising.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "exiting.py").write_text("import sys\nsys.exit(3)\n")
+    study = write(tmp_path, FUNCTION_STUDY.format(target=target))
+    result = run_cli("validate", study, cwd=tmp_path / "..")  # imported from the study's directory, not cwd
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"{study}:7:13: {message}"]
+    assert result.stdout == ""
+
+
+def test_validate_imports_each_study_from_its_own_directory(tmp_path):
+    for name, body in (("a", OBJECTIVES), ("b", "def g(params):\n    return 1.0\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "objectives.py").write_text(body)
+    good = write(tmp_path / "a", FUNCTION_STUDY.format(target="objectives:f"))
+    bad = write(tmp_path / "b", FUNCTION_STUDY.format(target="objectives:f"))
+    result = run_cli("validate", good, bad)
+    assert result.returncode == 2
+    assert f"{good}: valid" in result.stdout and "objectives imported" not in result.stdout
+    assert result.stderr.splitlines() == [f"{bad}:7:13: module 'objectives' has no attribute 'f'"]
+
+
+@pytest.mark.parametrize(
+    ("command", "program"),
+    [
+        ("pythn nothere.py {x}", "'pythn' is not found on PATH"),
+        ("[./train.sh, '{x}']", "'./train.sh' does not exist (in workdir {workdir})"),
+    ],
+)
+def test_validate_warns_about_a_program_that_is_not_there_and_exits_0(tmp_path, command, program):
+    program = program.format(workdir=tmp_path)
+    study = write(tmp_path, FUNCTION_STUDY.format(target="x").replace("function: x", f"command: {command}"))
+    result = invoke("validate", study)
+    assert result.exit_code == 0, result.output
+    assert f"{study}: valid" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"somatize: warning: {study}:7:12: program {program}: trials will fail unless it exists where they run"
+    ]
+
+
+def test_validate_finds_a_program_on_path_or_in_workdir(tmp_path):
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\necho y=1\n")
+    script.chmod(0o755)
+    for command in ("OMP_NUM_THREADS=1 python train.py {x}", "./train.sh {x}", "cd . && ./train.sh", "[sh, x]"):
+        study = write(tmp_path, FUNCTION_STUDY.format(target="x").replace("function: x", f"command: {command}"))
+        result = invoke("validate", study)
+        assert result.exit_code == 0 and result.stderr == "", (command, result.stderr)
+
+
+def test_run_refuses_a_function_that_cannot_be_imported_before_any_trial(tmp_path):
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    study = write(tmp_path, FUNCTION_STUDY.format(target="objectives:nope"))
+    result = run_cli("run", study, "-o", "r.json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["objectives imported", f"{study}:7:13: module 'objectives' has no attribute 'nope'"]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.journal.jsonl").exists()
+
+
+def test_run_imports_the_function_once_in_process(tmp_path):
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    study = write(tmp_path, FUNCTION_STUDY.format(target="objectives:f"))
+    result = run_cli("run", study, "-o", "-", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["trials"]) == 3  # the module's print went to stderr
+    assert (tmp_path / "imports.log").read_text() == "x"  # the check's import is the executor's
+
+
+def test_validate_and_run_say_what_will_not_work_yet(tmp_path):
+    text = SHELL_STUDY.replace("strategy: {type: random, n_trials: 6}", "strategy: {type: bayesian, n_trials: 2}")
+    text = text.replace("objective: {metric: y, direction: minimize}", "objectives: [{metric: y}, {metric: z}]")
+    text += "pruning: {type: median}\ncluster: tcp://127.0.0.1:9\n"
+    study = write(tmp_path, text)
+    summary = invoke("validate", study).stdout
+    assert "  warning: pruning is off on a Dask cluster: trials there cannot be stopped early yet" in summary
+    assert "  warning: the Bayesian strategy searches only the first objective, y; z is recorded" in summary
+    result = run_cli("run", study, "--set", "cluster=null", "-o", "r.json", cwd=tmp_path)
+    assert result.stderr.splitlines()[0] == (
+        "somatize: warning: the Bayesian strategy searches only the first objective, y; "
+        "z is recorded and on the Pareto front but not searched"
+    )
+    result = run_cli("run", study, "--set", "strategy.type=random", "-o", "r.json", cwd=tmp_path)
+    assert result.returncode == 2  # nothing listens at port 9; the warning comes first
+    assert result.stderr.splitlines()[0].startswith("somatize: warning: pruning is off on a Dask cluster")
+
+
 # run ---------------------------------------------------------------------------
 
 
@@ -184,7 +303,6 @@ def test_unwritable_output_is_reported_before_any_trial(tmp_path):
 
 FAILING_CASES = {
     "raises": ("function: objective_mod:boom", "ValueError: bad things"),
-    "no-import": ("function: not_a_module:fn", "not_a_module"),
     "not-found": ("command: definitely-not-a-command-xyz {x}", "not found"),
     "no-metric": ("command: echo nothing here {x}", "no value for primary metric 'y'"),
     "exit-status": ("command: sh -c 'echo oops >&2; exit 3'", "exit status 3"),

@@ -32,6 +32,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _warn(message: str) -> None:
+    _say(f"somatize: warning: {message}")
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """The one place where user errors turn into a message and an exit code."""
@@ -99,12 +103,17 @@ def validate(
     ] = None,
 ) -> None:
     """Check study files and summarise each valid one."""
+    from .studyfile.probe import probe_executor
+
     invalid = 0
     for study in studies:
         try:
             with user_errors():
                 config = _load(study, [])
-                print("\n".join(_summary(config, output_sample)))
+                warnings = probe_executor(config)
+                print("\n".join(_summary(config, output_sample)), flush=True)
+                for warning in warnings:
+                    _warn(warning)
         except typer.Exit:
             invalid += 1
     if invalid:
@@ -205,6 +214,7 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
     elif resume:
         raise UsageError("--resume needs a results file; it cannot resume with -o -")
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
+    _check_before_run(config)
     bus = EventBus()
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
@@ -235,6 +245,17 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
         if not quiet:
             _say_top_trials(study, path)
     return _exit_code(study)
+
+
+def _check_before_run(config) -> None:
+    """Before the first trial: a function that cannot be imported is exit 2; what will not work is a warning."""
+    from .assemble import function_runs_here
+    from .studyfile import caveats
+    from .studyfile.probe import probe_executor
+
+    checked = probe_executor(config, in_process=function_runs_here(config), cluster_function=False)
+    for warning in checked + caveats(config):
+        _warn(warning)
 
 
 TOP_TRIALS = 5

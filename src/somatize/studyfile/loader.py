@@ -12,7 +12,7 @@ from ..errors import StudyFileError
 from .config import StudyConfig
 from .conditions import check_constraints
 from .dimensions import check_search_space
-from .executor import check_executor, resolve_path
+from .executor import EXECUTOR_KINDS, check_executor, resolve_path
 from .fields import duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
@@ -128,9 +128,10 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     }
     if space.constraints:
         spec["constraints"] = [c.text for c in space.constraints]
+    locations = {f"executor.{key}": root.problems.location(("executor", key)) for key in EXECUTOR_KINDS}
     return StudyConfig(
         filename, base_dir, name, space, strategy, objectives, executor[0],  # type: ignore[arg-type]
-        target=target, spec=spec, **settings,
+        target=target, spec=spec, locations=locations, **settings,
     )  # fmt: skip
 
 
