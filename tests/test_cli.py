@@ -7,8 +7,10 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -476,6 +478,42 @@ def test_show_sort_by_an_unknown_name_names_the_option_and_the_choices(results):
         "somatize: --sort -nope: no objective or parameter named 'nope' "
         "(objectives: y, z; parameters: x, k, epochs; duration_ms)"
     )
+
+
+def test_a_retried_trial_shows_its_attempt_in_the_progress_lines(tmp_path):
+    text = SHELL_STUDY.replace("executor:\n", "retries: 2\nexecutor:\n").split("  command:")[0]
+    text += "  command: \"sh -c 'if [ -e m_{trial_number} ]; then echo y=1; else touch m_{trial_number}; exit 1; fi'\"\n"
+    result = run_cli("run", write(tmp_path, text), "-o", "r.json", "--n-trials", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("[1/2] trial_0000 completed (attempt 2 of 3) y=1 x=")
+    assert lines[1].startswith("[2/2] trial_0001 completed (attempt 2 of 3) y=1 x=")
+
+
+def test_a_resume_says_what_it_found_and_what_is_left(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    assert run_cli("run", study, "-o", "r.json", "--n-trials", "2", "-q", cwd=tmp_path).returncode == 0
+    result = run_cli("run", study, "-o", "r.json", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "resuming: 2 finished trials from r.json; 4 to go"
+    assert result.stderr.splitlines()[1].startswith("[3/6] trial_0002 completed")
+
+
+def test_the_first_ctrl_c_says_what_it_waits_for(tmp_path):
+    text = SHELL_STUDY.replace("command: python -c", "command: touch started_{trial_number}; sleep 30; python -c")
+    process = subprocess.Popen(
+        ["somatize", "run", str(write(tmp_path, text)), "-o", "r.json", "-j", "2"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not ((tmp_path / "started_0").exists() and (tmp_path / "started_1").exists()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.splitlines()[0] == "interrupted: waiting for 2 running trials (Ctrl-C again to stop at once)"
+    assert "study quad interrupted: 0 trials; no completed trial" in stderr
 
 
 # journal and resume -----------------------------------------------------------------

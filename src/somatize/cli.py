@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -214,7 +214,7 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
     elif resume:
         raise UsageError("--resume needs a results file; it cannot resume with -o -")
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
-    _check_before_run(config)
+    _before_first_trial(config, study, path, quiet)
     bus = EventBus()
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
@@ -247,15 +247,18 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
     return _exit_code(study)
 
 
-def _check_before_run(config) -> None:
-    """Before the first trial: a function that cannot be imported is exit 2; what will not work is a warning."""
+def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
+    """A function that cannot be imported is exit 2; what will not work is a warning; a resume says what it found."""
     from .assemble import function_runs_here
-    from .studyfile import caveats
+    from .studyfile import caveats, planned_trials
     from .studyfile.probe import probe_executor
 
     checked = probe_executor(config, in_process=function_runs_here(config), cluster_function=False)
     for warning in checked + caveats(config):
         _warn(warning)
+    if study.trials and not quiet:  # only a resume starts with finished trials
+        left = max(0, planned_trials(config.strategy, config.space) - len(study.trials))
+        _say(f"resuming: {len(study.trials)} finished trials from {path}; {left} to go")
 
 
 TOP_TRIALS = 5
@@ -329,10 +332,25 @@ def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
         table = LiveTable(bus.subscribe_queue())
         table.start()
         stack.callback(table.stop)
+        notice = table.interrupted
     else:
         from .ui.lines import PlainProgress
 
-        bus.subscribe(PlainProgress(sys.stderr))
+        progress = PlainProgress(sys.stderr)
+        bus.subscribe(progress)
+        notice = progress.interrupted
+    _INTERRUPT_NOTICES.append(notice)
+    stack.callback(_INTERRUPT_NOTICES.remove, notice)
+
+
+# Who tells people what the first Ctrl-C waits for: the progress display of the run in progress.
+_INTERRUPT_NOTICES: list[Callable[[], None]] = []
+
+
+def _announce_interrupt() -> None:
+    for notice in _INTERRUPT_NOTICES:
+        with contextlib.suppress(Exception):  # a message must never stand in the way of stopping
+            notice()
 
 
 def _live_progress() -> bool:
@@ -355,6 +373,7 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
         nonlocal interrupted
         if not interrupted:
             interrupted = True
+            _announce_interrupt()  # issue 15.10: what the wait is for
             raise KeyboardInterrupt
         LIVE_GROUPS.kill_all()
         _say("somatize: interrupted again; stopped at once (resume with --resume)")

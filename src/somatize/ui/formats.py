@@ -66,6 +66,17 @@ def trial_reason(trial: Trial, width: int = REASON_WIDTH) -> str:
     return ""
 
 
+def attempt_text(attempt: int, attempts: int) -> str:
+    """` (attempt 2 of 3)` for a trial that was retried, else "" (most trials run once)."""
+    return f" (attempt {attempt} of {max(attempt, attempts)})" if attempt > 1 else ""
+
+
+def interrupt_text(running: int) -> str:
+    """What the first Ctrl-C is waiting for."""
+    waiting = f"waiting for {running} running trial{'s' if running != 1 else ''}" if running else "writing the results"
+    return f"interrupted: {waiting} (Ctrl-C again to stop at once)"
+
+
 def duration_text(seconds: float | None) -> str:
     """A duration for people: 1.2s, 3m05s, 2h10m."""
     if seconds is None:

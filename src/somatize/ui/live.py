@@ -39,7 +39,7 @@ from ..events import (
     TrialStarted,
 )
 from ..study import TrialState
-from .formats import duration_text, first_line, params_text, short_number
+from .formats import attempt_text, duration_text, first_line, interrupt_text, params_text, short_number
 
 RECENT_ROWS = 8
 RUNNING_ROWS = 12
@@ -66,6 +66,7 @@ class TrialRow:
     step: int | None = None
     duration_ms: int | None = None
     reason: str = ""
+    attempt: int = 1  # the attempt that finished it
 
     def seconds(self, now: float) -> float | None:
         if self.duration_ms is not None:
@@ -84,6 +85,7 @@ class LiveModel:
     started_at: float | None = None
     finished_at: float | None = None
     resumed: int = 0
+    attempts: int = 1  # the most a trial gets: retries + 1
     finished: int = 0
     completed: int = 0
     pruned: int = 0
@@ -116,6 +118,7 @@ class LiveModel:
         self.directions = tuple(event.directions)
         self.started_at = event.time
         self.resumed = self.finished = event.resumed_trials
+        self.attempts = event.retries + 1
 
     def _trial_started(self, event: TrialStarted) -> None:
         self.running[event.trial_id] = TrialRow(event.trial_id, event.number, dict(event.params), started=event.time)
@@ -131,7 +134,7 @@ class LiveModel:
         trial = event.trial
         if trial is not None:  # the record is the authority; the row may have missed events
             row.number, row.params, row.duration_ms = trial.number, dict(trial.params), trial.duration_ms
-            row.values = dict(trial.values)
+            row.values, row.attempt = dict(trial.values), trial.attempts
         elif row.started is not None:
             row.duration_ms = round((event.time - row.started) * 1000)
         self.finished += 1
@@ -290,13 +293,16 @@ def _cells(model: LiveModel, row: TrialRow, now: float) -> list[RenderableType]:
     reason = row.reason
     if row.state is TrialState.RUNNING and row.step is not None:
         reason = f"step {row.step}"
+    tries = attempt_text(row.attempt, model.attempts).strip(" ()")
+    if tries:
+        reason = f"{tries}: {reason}" if reason else tries
     return [trial, state, params_text(row.params), *values, duration_text(row.seconds(now)), reason]
 
 
 def summary(model: LiveModel, n: int = TOP_TRIALS) -> RenderableType:
     """After the run: a status line and the top trials by the primary objective."""
     status = model.status or "stopped"
-    if model.stop_reason not in ("", "n_trials", "exhausted"):
+    if model.stop_reason not in ("", "n_trials", "exhausted", status):
         status += f" ({model.stop_reason})"
     line = Text(
         f"study {model.name or '(unnamed)'} {status}: {model.finished} trials "
@@ -388,6 +394,11 @@ class LiveTable:
         except Exception as exc:  # noqa: BLE001 - the display must never cost the run its results
             self._give_up(exc)
             self._warn()
+
+    def interrupted(self) -> None:
+        """The first Ctrl-C: a line above the view says what the wait is for (called from the signal handler)."""
+        with contextlib.suppress(Exception):  # a message must never stand in the way of stopping
+            self.console.print(Text(interrupt_text(len(self.model.running)), style="bold yellow"))
 
     def _loop(self) -> None:
         next_draw = 0.0
