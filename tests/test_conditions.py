@@ -323,7 +323,7 @@ def test_every_when_and_constraint_problem_is_reported_at_once(tmp_path):
         (6, "the when conditions of a, b depend on each other in a cycle"),
         (8, "broken: low (2.0) must be less than high (1.0)"),
         (11, "constraint 'x * y <= 3' names 'y', not a parameter"),
-        (12, "a function call is not allowed in a constraint"),
+        (12, "constraint 'max(x, 2) < 3': a function call is not allowed in a constraint"),
         (13, "cannot parse constraint 'x +'"),
     ]
     assert len(lines) == len(expected), result.stderr
@@ -337,4 +337,7 @@ def test_a_refused_call_is_reported_once(tmp_path):
     result = cli.invoke(app, ["validate", str(tmp_path / "s.yaml")])
     assert result.exit_code == 2
     assert result.stderr.count("a function call is not allowed") == 1, result.stderr
-    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{tmp_path / 's.yaml'}:8:5: constraint \"__import__('os').system('true') == 0\": "
+        "a function call is not allowed in a constraint"
+    ]
