@@ -130,6 +130,16 @@ def test_validate_reports_a_function_that_cannot_be_imported(tmp_path, target, m
     assert result.stdout == ""
 
 
+def test_validate_only_warns_about_a_function_for_a_cluster(tmp_path):
+    study = write(tmp_path, FUNCTION_STUDY.format(target="on_workers:f") + "cluster: tcp://scheduler:8786\n")
+    result = invoke("validate", study)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"somatize: warning: {study}:7:13: cannot import module 'on_workers': No module named 'on_workers' "
+        "(here; trials import it on the cluster's workers)"
+    ]
+
+
 def test_validate_imports_each_study_from_its_own_directory(tmp_path):
     for name, body in (("a", OBJECTIVES), ("b", "def g(params):\n    return 1.0\n")):
         (tmp_path / name).mkdir()
