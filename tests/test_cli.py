@@ -7,8 +7,10 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,135 @@ def test_validate_output_sample_shows_what_is_read(tmp_path):
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("somatize ")
+
+
+FUNCTION_STUDY = """\
+name: fn
+search_space:
+  x: {{type: float, low: -1.0, high: 1.0}}
+strategy: {{type: random, n_trials: 3}}
+objective: {{metric: y}}
+executor:
+  function: {target}
+"""
+OBJECTIVES = """\
+import os
+from pathlib import Path
+
+print("objectives imported")  # must not reach validate's stdout or run's results
+marks = Path(__file__).with_name("imports.log")
+marks.write_text(marks.read_text() + "x" if marks.exists() else "x")
+
+
+def f(params):
+    return params["x"] ** 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("objectives:nope", "module 'objectives' has no attribute 'nope'"),
+        ("objectivs:f", "cannot import module 'objectivs': No module named 'objectivs'"),
+        ("raising:f", "cannot import module 'raising': RuntimeError: no GPU here (raising.py:1)"),
+        ("exiting:f", "cannot import module 'exiting': it called sys.exit(3)"),
+    ],
+)
+def test_validate_reports_a_function_that_cannot_be_imported(tmp_path, target, message):
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    (tmp_path / "raising.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "exiting.py").write_text("import sys\nsys.exit(3)\n")
+    study = write(tmp_path, FUNCTION_STUDY.format(target=target))
+    result = run_cli("validate", study, cwd=tmp_path / "..")  # imported from the study's directory, not cwd
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"{study}:7:13: {message}"]
+    assert result.stdout == ""
+
+
+def test_validate_only_warns_about_a_function_for_a_cluster(tmp_path):
+    study = write(tmp_path, FUNCTION_STUDY.format(target="on_workers:f") + "cluster: tcp://scheduler:8786\n")
+    result = invoke("validate", study)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"somatize: warning: {study}:7:13: cannot import module 'on_workers': No module named 'on_workers' "
+        "(here; trials import it on the cluster's workers)"
+    ]
+
+
+def test_validate_imports_each_study_from_its_own_directory(tmp_path):
+    for name, body in (("a", OBJECTIVES), ("b", "def g(params):\n    return 1.0\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "objectives.py").write_text(body)
+    good = write(tmp_path / "a", FUNCTION_STUDY.format(target="objectives:f"))
+    bad = write(tmp_path / "b", FUNCTION_STUDY.format(target="objectives:f"))
+    result = run_cli("validate", good, bad)
+    assert result.returncode == 2
+    assert f"{good}: valid" in result.stdout and "objectives imported" not in result.stdout
+    assert result.stderr.splitlines() == [f"{bad}:7:13: module 'objectives' has no attribute 'f'"]
+
+
+@pytest.mark.parametrize(
+    ("command", "program"),
+    [
+        ("pythn nothere.py {x}", "'pythn' is not found on PATH"),
+        ("[./train.sh, '{x}']", "'./train.sh' does not exist (in workdir {workdir})"),
+    ],
+)
+def test_validate_warns_about_a_program_that_is_not_there_and_exits_0(tmp_path, command, program):
+    program = program.format(workdir=tmp_path)
+    study = write(tmp_path, FUNCTION_STUDY.format(target="x").replace("function: x", f"command: {command}"))
+    result = invoke("validate", study)
+    assert result.exit_code == 0, result.output
+    assert f"{study}: valid" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"somatize: warning: {study}:7:12: program {program}: trials will fail unless it exists where they run"
+    ]
+
+
+def test_validate_finds_a_program_on_path_or_in_workdir(tmp_path):
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\necho y=1\n")
+    script.chmod(0o755)
+    for command in ("OMP_NUM_THREADS=1 python train.py {x}", "./train.sh {x}", "cd . && ./train.sh", "[sh, x]"):
+        study = write(tmp_path, FUNCTION_STUDY.format(target="x").replace("function: x", f"command: {command}"))
+        result = invoke("validate", study)
+        assert result.exit_code == 0 and result.stderr == "", (command, result.stderr)
+
+
+def test_run_refuses_a_function_that_cannot_be_imported_before_any_trial(tmp_path):
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    study = write(tmp_path, FUNCTION_STUDY.format(target="objectives:nope"))
+    result = run_cli("run", study, "-o", "r.json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["objectives imported", f"{study}:7:13: module 'objectives' has no attribute 'nope'"]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.journal.jsonl").exists()
+
+
+def test_run_imports_the_function_once_in_process(tmp_path):
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    study = write(tmp_path, FUNCTION_STUDY.format(target="objectives:f"))
+    result = run_cli("run", study, "-o", "-", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["trials"]) == 3  # the module's print went to stderr
+    assert (tmp_path / "imports.log").read_text() == "x"  # the check's import is the executor's
+
+
+def test_validate_and_run_say_what_will_not_work_yet(tmp_path):
+    text = SHELL_STUDY.replace("strategy: {type: random, n_trials: 6}", "strategy: {type: bayesian, n_trials: 2}")
+    text = text.replace("objective: {metric: y, direction: minimize}", "objectives: [{metric: y}, {metric: z}]")
+    text += "pruning: {type: median}\ncluster: tcp://127.0.0.1:9\n"
+    study = write(tmp_path, text)
+    summary = invoke("validate", study).stdout
+    assert "  warning: pruning is off on a Dask cluster: trials there cannot be stopped early yet" in summary
+    assert "  warning: the Bayesian strategy searches only the first objective, y; z is recorded" in summary
+    result = run_cli("run", study, "--set", "cluster=null", "-o", "r.json", cwd=tmp_path)
+    assert result.stderr.splitlines()[0] == (
+        "somatize: warning: the Bayesian strategy searches only the first objective, y; "
+        "z is recorded and on the Pareto front but not searched"
+    )
+    result = run_cli("run", study, "--set", "strategy.type=random", "-o", "r.json", cwd=tmp_path)
+    assert result.returncode == 2  # nothing listens at port 9; the warning comes first
+    assert result.stderr.splitlines()[0].startswith("somatize: warning: pruning is off on a Dask cluster")
 
 
 # run ---------------------------------------------------------------------------
@@ -184,7 +315,6 @@ def test_unwritable_output_is_reported_before_any_trial(tmp_path):
 
 FAILING_CASES = {
     "raises": ("function: objective_mod:boom", "ValueError: bad things"),
-    "no-import": ("function: not_a_module:fn", "not_a_module"),
     "not-found": ("command: definitely-not-a-command-xyz {x}", "not found"),
     "no-metric": ("command: echo nothing here {x}", "no value for primary metric 'y'"),
     "exit-status": ("command: sh -c 'echo oops >&2; exit 3'", "exit status 3"),
@@ -325,6 +455,75 @@ def test_show_csv_json_table_and_filters(results):
     assert table.exit_code == 0 and "trial_0000" in table.stdout
     assert json.loads(invoke("show", results, "--format", "json", "--state", "failed").stdout) == []
     assert invoke("show", results, "--state", "bogus").exit_code == 2
+
+
+def shown_ids(results: Path, *args: str) -> list[str]:
+    result = invoke("show", results, "--format", "json", *args)
+    assert result.exit_code == 0, result.output
+    return [t["id"] for t in json.loads(result.stdout)]
+
+
+def test_show_sorts_by_any_objective_parameter_or_duration(results):
+    trials = json.loads(results.read_text())["trials"]
+
+    def ids(key, reverse=False):
+        return [t["id"] for t in sorted(trials, key=lambda t: (key(t), t["number"]), reverse=reverse)]
+
+    by_y, by_z, by_x = (lambda t: t["values"]["y"]), (lambda t: t["values"]["z"]), (lambda t: t["params"]["x"])
+    assert shown_ids(results, "--sort", "y") == ids(by_y)  # minimized: best first is ascending
+    assert shown_ids(results, "--sort", "z") == ids(by_z, reverse=True)  # maximized: best first is descending
+    assert shown_ids(results, "--sort", "+z") == ids(by_z)
+    assert shown_ids(results, "--sort", "-y") == ids(by_y, reverse=True)
+    assert shown_ids(results, "--sort", "x") == ids(by_x)
+    assert shown_ids(results, "--sort", "-x") == ids(by_x, reverse=True)
+    by_k = [t["id"] for t in sorted(trials, key=lambda t: (t["params"]["k"], t["number"]))]
+    assert shown_ids(results, "--sort", "k") == by_k  # ties keep trial order
+    assert shown_ids(results, "--sort", "-duration_ms", "--limit", "1") == ids(lambda t: t["duration_ms"], True)[:1]
+
+
+def test_show_sort_by_an_unknown_name_names_the_option_and_the_choices(results):
+    result = invoke("show", results, "--sort", "-nope")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "somatize: --sort -nope: no objective or parameter named 'nope' "
+        "(objectives: y, z; parameters: x, k, epochs; duration_ms)"
+    )
+
+
+def test_a_retried_trial_shows_its_attempt_in_the_progress_lines(tmp_path):
+    text = SHELL_STUDY.replace("executor:\n", "retries: 2\nexecutor:\n").split("  command:")[0]
+    text += "  command: \"sh -c 'if [ -e m_{trial_number} ]; then echo y=1; else touch m_{trial_number}; exit 1; fi'\"\n"
+    result = run_cli("run", write(tmp_path, text), "-o", "r.json", "--n-trials", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("[1/2] trial_0000 completed (attempt 2 of 3) y=1 x=")
+    assert lines[1].startswith("[2/2] trial_0001 completed (attempt 2 of 3) y=1 x=")
+
+
+def test_a_resume_says_what_it_found_and_what_is_left(tmp_path):
+    study = write(tmp_path, SHELL_STUDY)
+    assert run_cli("run", study, "-o", "r.json", "--n-trials", "2", "-q", cwd=tmp_path).returncode == 0
+    result = run_cli("run", study, "-o", "r.json", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "resuming: 2 finished trials from r.json; 4 to go"
+    assert result.stderr.splitlines()[1].startswith("[3/6] trial_0002 completed")
+
+
+def test_the_first_ctrl_c_says_what_it_waits_for(tmp_path):
+    text = SHELL_STUDY.replace("command: python -c", "command: touch started_{trial_number}; sleep 30; python -c")
+    process = subprocess.Popen(
+        ["somatize", "run", str(write(tmp_path, text)), "-o", "r.json", "-j", "2"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not ((tmp_path / "started_0").exists() and (tmp_path / "started_1").exists()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.splitlines()[0] == "interrupted: waiting for 2 running trials (Ctrl-C again to stop at once)"
+    assert "study quad interrupted: 0 trials; no completed trial" in stderr
 
 
 # journal and resume -----------------------------------------------------------------

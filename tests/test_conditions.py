@@ -290,3 +290,54 @@ def test_a_constraint_that_cannot_be_evaluated_makes_the_point_infeasible(tmp_pa
     config = config_of(text, tmp_path, strategy="{type: grid, points_per_dim: 10}")
     _, recorder = run_config(config)
     assert recorder.seen and all(p["k"] != 5 for p in recorder.seen)
+
+
+EVERY_PROBLEM = """\
+name: many
+search_space:
+  optimizer: [adam, sgd]
+  momentum: {type: float, low: 0.5, high: 0.99, when: {optimzer: sgd}}
+  nesterov: {type: categorical, choices: [true, false], when: {optimizer: [rmsprop]}}
+  a: {type: float, low: 0, high: 1, when: {b: 1}}
+  b: {type: int, low: 0, high: 3, when: {a: 0.5}}
+  broken: {type: float, low: 2, high: 1, when: {optimizer: sgd}}
+  x: {type: int, low: 1, high: 4}
+constraints:
+  - x * y <= 3
+  - max(x, 2) < 3
+  - x +
+strategy: {type: random, n_trials: 5}
+objective: {metric: loss}
+executor: {command: "echo loss=1"}
+"""
+
+
+def test_every_when_and_constraint_problem_is_reported_at_once(tmp_path):
+    (tmp_path / "s.yaml").write_text(EVERY_PROBLEM)
+    result = cli.invoke(app, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    expected = [
+        (4, "momentum: when names 'optimzer', which is not another searched dimension (did you mean 'optimizer'?)"),
+        (5, "nesterov: when optimizer is 'rmsprop', which optimizer can never be"),
+        (6, "the when conditions of a, b depend on each other in a cycle"),
+        (8, "broken: low (2.0) must be less than high (1.0)"),
+        (11, "constraint 'x * y <= 3' names 'y', not a parameter"),
+        (12, "constraint 'max(x, 2) < 3': a function call is not allowed in a constraint"),
+        (13, "cannot parse constraint 'x +'"),
+    ]
+    assert len(lines) == len(expected), result.stderr
+    for line, (number, message) in zip(lines, expected):
+        assert line.startswith(f"{tmp_path / 's.yaml'}:{number}:") and message in line, line
+
+
+def test_a_refused_call_is_reported_once(tmp_path):
+    text = HALF.replace("  - x + y <= 1\n", "  - \"__import__('os').system('true') == 0\"\n")
+    (tmp_path / "s.yaml").write_text(study_text(text, "{type: random, n_trials: 5}"))
+    result = cli.invoke(app, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2
+    assert result.stderr.count("a function call is not allowed") == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{tmp_path / 's.yaml'}:8:5: constraint \"__import__('os').system('true') == 0\": "
+        "a function call is not allowed in a constraint"
+    ]

@@ -450,3 +450,67 @@ def test_sort_and_filter(study):
     assert [t.id for t in filter_state(study.trials, TrialState.PRUNED)] == ["trial_0003"]
     with pytest.raises(KeyError):
         sort_trials(study, study.trials, "nope")
+
+
+# The live table on a real terminal's size ------------------------------------------------------------------------
+
+CUDA_ERROR = "exit status 1: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total)"
+
+
+def wide_model(finished: int = 40, running: int = 3) -> LiveModel:
+    """A study with eight parameters and two objectives: too wide for 80 columns as it is."""
+    model = LiveModel()
+    params = {f"param_{i}": 0.123456789 * (i + 1) for i in range(8)}
+    model.apply(
+        StudyStarted(study_id="s", study_name="wide", strategy="random", total_trials=100,
+                     objectives=("val_loss", "latency_ms"), directions=("minimize", "minimize"))
+    )  # fmt: skip
+    for number in range(finished + running):
+        trial_id = f"trial_{number:04d}"
+        model.apply(TrialStarted(trial_id=trial_id, number=number, params=params))
+        if number >= finished:
+            continue
+        trial = Trial(number, params, values={"val_loss": 1000.123456 + number, "latency_ms": 12.5})
+        trial.duration_ms = 1234
+        if number % 7 == 3:
+            trial.state, trial.error = TrialState.FAILED, CUDA_ERROR
+            model.apply(TrialFailed(trial_id=trial_id, error=CUDA_ERROR, trial=trial))
+        else:
+            trial.state = TrialState.COMPLETED
+            model.apply(TrialCompleted(trial_id=trial_id, values=dict(trial.values), trial=trial))
+    return model
+
+
+def terminal_text(model: LiveModel, width: int, height: int) -> list[str]:
+    console = Console(width=width, height=height, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(model, now=model.started_at))
+    return console.export_text().splitlines()
+
+
+def test_live_table_at_80_columns_keeps_ids_states_and_values_whole():
+    lines = terminal_text(wide_model(), 80, 30)
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    rows = {line.split(" ")[0]: line for line in lines if line.startswith("trial_")}
+    assert "trial_0042" in rows and "running" in rows["trial_0042"]  # running trials are shown
+    cells = [cell.strip() for cell in rows["trial_0039"].split("│")]
+    assert cells[:2] == ["trial_0039", "completed"] and cells[3:6] == ["1039.12", "12.5", "1.2s"]
+    assert cells[2].startswith("param_") and cells[2].endswith("…")  # the parameters gave way
+    failed = [cell.strip() for cell in rows["trial_0038"].split("│")]
+    assert failed[1] == "failed" and failed[-1].startswith("exit status") and failed[-1].endswith("…")
+    assert len(failed[-1]) > len(failed[2])  # before the reason did
+
+
+def test_live_table_fills_the_terminal_height_with_finished_trials():
+    for height in (30, 50):
+        lines = terminal_text(wide_model(finished=60), 80, height)
+        assert len(lines) == height - 1  # the last line is the cursor's
+        finished = [line for line in lines if line.startswith("trial_") and "running" not in line]
+        assert len(finished) == height - 1 - 3 - 2 - 3  # header lines, table header, running rows
+        assert finished[-1].startswith("trial_0059")  # the latest ones
+
+
+def test_live_table_shows_the_whole_reason_when_there_is_room():
+    failed = next(line for line in terminal_text(wide_model(), 240, 30) if line.startswith("trial_0038"))
+    assert failed.rstrip().endswith(f"│ {CUDA_ERROR}")
+    failed = next(line for line in terminal_text(wide_model(), 300, 30) if line.startswith("trial_0038"))
+    assert failed.rstrip().endswith(f"│ {CUDA_ERROR}") and "param_7=0.987654 │" in failed  # and every parameter

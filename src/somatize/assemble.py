@@ -33,6 +33,12 @@ def build_executor(config: StudyConfig) -> Executor:
     return executor_recipe(config, jobs=config.parallel)()
 
 
+def function_runs_here(config: StudyConfig) -> bool:
+    """Whether a `function:` executor calls the function in this process (see executor_recipe)."""
+    spec = config.executor
+    return spec.function is not None and not config.cluster and config.parallel == 1 and spec.timeout is None
+
+
 def executor_recipe(config: StudyConfig, jobs: int) -> Callable[[], Executor]:
     """A picklable way to build the local executor (a Dask worker builds its own from it)."""
     metrics = [o.metric for o in config.objectives]

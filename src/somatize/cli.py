@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,6 +30,10 @@ SHOW_FORMATS = ("table", "csv", "json")
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    _say(f"somatize: warning: {message}")
 
 
 @contextlib.contextmanager
@@ -99,12 +103,17 @@ def validate(
     ] = None,
 ) -> None:
     """Check study files and summarise each valid one."""
+    from .studyfile.probe import probe_executor
+
     invalid = 0
     for study in studies:
         try:
             with user_errors():
                 config = _load(study, [])
-                print("\n".join(_summary(config, output_sample)))
+                warnings = probe_executor(config)
+                print("\n".join(_summary(config, output_sample)), flush=True)
+                for warning in warnings:
+                    _warn(warning)
         except typer.Exit:
             invalid += 1
     if invalid:
@@ -205,6 +214,7 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
     elif resume:
         raise UsageError("--resume needs a results file; it cannot resume with -o -")
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
+    _before_first_trial(config, study, path, quiet)
     bus = EventBus()
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
@@ -237,6 +247,20 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
     return _exit_code(study)
 
 
+def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
+    """A function that cannot be imported is exit 2; what will not work is a warning; a resume says what it found."""
+    from .assemble import function_runs_here
+    from .studyfile import caveats, planned_trials
+    from .studyfile.probe import probe_executor
+
+    checked = probe_executor(config, in_process=function_runs_here(config), cluster_function=False)
+    for warning in checked + caveats(config):
+        _warn(warning)
+    if study.trials and not quiet:  # only a resume starts with finished trials
+        left = max(0, planned_trials(config.strategy, config.space) - len(study.trials))
+        _say(f"resuming: {len(study.trials)} finished trials from {path}; {left} to go")
+
+
 TOP_TRIALS = 5
 
 
@@ -245,9 +269,10 @@ def _say_top_trials(study, path: Path | None) -> None:
     from .ui.formats import best_so_far_line, format_trials, sort_trials
 
     top = sort_trials(study, study.completed())[:TOP_TRIALS]
-    if top:
+    if top and not _live_progress():  # the live table's own summary has just listed them, fitted to the terminal
         _say(f"top {len(top)} of {len(study.trials)} trials:")
         _say(format_trials(study, "table", top).rstrip("\n"))
+    if top:
         _say(best_so_far_line(study).rstrip("\n"))
     if path is not None:
         _say(f"results: {path}")
@@ -301,16 +326,36 @@ def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> N
 def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
     if quiet:
         return
-    if sys.stderr.isatty():
+    if _live_progress():
         from .ui.live import LiveTable
 
         table = LiveTable(bus.subscribe_queue())
         table.start()
         stack.callback(table.stop)
+        notice = table.interrupted
     else:
         from .ui.lines import PlainProgress
 
-        bus.subscribe(PlainProgress(sys.stderr))
+        progress = PlainProgress(sys.stderr)
+        bus.subscribe(progress)
+        notice = progress.interrupted
+    _INTERRUPT_NOTICES.append(notice)
+    stack.callback(_INTERRUPT_NOTICES.remove, notice)
+
+
+# Who tells people what the first Ctrl-C waits for: the progress display of the run in progress.
+_INTERRUPT_NOTICES: list[Callable[[], None]] = []
+
+
+def _announce_interrupt() -> None:
+    for notice in _INTERRUPT_NOTICES:
+        with contextlib.suppress(Exception):  # a message must never stand in the way of stopping
+            notice()
+
+
+def _live_progress() -> bool:
+    """Whether people see the live table (stderr is a terminal) rather than plain lines."""
+    return sys.stderr.isatty()
 
 
 @contextlib.contextmanager
@@ -328,6 +373,7 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
         nonlocal interrupted
         if not interrupted:
             interrupted = True
+            _announce_interrupt()  # issue 15.10: what the wait is for
             raise KeyboardInterrupt
         LIVE_GROUPS.kill_all()
         _say("somatize: interrupted again; stopped at once (resume with --resume)")
@@ -416,12 +462,19 @@ def show(
     state: Annotated[
         Optional[str], typer.Option("--state", help="Only trials in this state (completed, pruned, failed).")
     ] = None,
-    sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by this metric, best first.")] = None,
+    sort: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sort",
+            help="Sort by an objective (best first), a parameter or duration_ms (ascending); "
+            "-NAME descending, +NAME ascending.",
+        ),
+    ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Show at most N trials.")] = None,
 ) -> None:
     """List the trials of a results file."""
     from .study import TrialState
-    from .ui.formats import best_so_far_line, filter_state, format_trials, sort_trials
+    from .ui.formats import best_so_far_line, filter_state, format_trials, sort_trials_by
 
     with user_errors():
         if fmt not in SHOW_FORMATS:
@@ -434,7 +487,10 @@ def show(
         if state is not None:
             trials = filter_state(trials, state)
         if sort is not None:
-            trials = sort_trials(study, trials, _check_objective(study, sort))
+            try:
+                trials = sort_trials_by(study, trials, sort)
+            except ValueError as exc:
+                raise UsageError(f"--sort {sort}: {exc}") from None
         if limit is not None:
             trials = trials[:limit]
         print(format_trials(study, fmt, trials), end="")

@@ -82,6 +82,8 @@ def parse_constraint(text: str, known: Iterable[str]) -> Constraint:
         _check(tree, names)
     except RecursionError:
         raise ConstraintError(f"constraint {text!r} is nested too deeply") from None
+    except ConstraintError as exc:  # say which constraint: a file may refuse several for the same reason
+        raise ConstraintError(f"constraint {text!r}: {exc}") from None
     known = set(known)
     unknown = sorted(names - known)
     if unknown:

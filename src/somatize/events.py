@@ -55,6 +55,7 @@ class StudyStarted(Event):
     objectives: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     resumed_trials: int = 0
+    retries: int = 0  # re-runs a failed trial gets: a trial has up to retries + 1 attempts
 
 
 @dataclass

@@ -140,6 +140,7 @@ class StudyRunner:
                 objectives=tuple(o.metric for o in study.objectives),
                 directions=tuple(o.direction.value for o in study.objectives),
                 resumed_trials=len(study.trials),
+                retries=self.stop.retries,
             )
         )
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .config import ExecutorConfig, StudyConfig
-from .describe import describe, planned_trials
+from .describe import caveats, describe, planned_trials
 from .loader import load_study
 
-__all__ = ["ExecutorConfig", "StudyConfig", "describe", "load_study", "planned_trials"]
+__all__ = ["ExecutorConfig", "StudyConfig", "caveats", "describe", "load_study", "planned_trials"]

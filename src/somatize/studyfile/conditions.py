@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ..constraints import ConstraintError, parse_constraint
 from ..errors import SpaceError
-from ..space import SearchSpace
-from .problems import Where, show
+from ..space import Dimension, SearchSpace
+from .problems import Where, did_you_mean, show
 
 # Random draws `validate` makes of a continuous space before declaring the constraints unsatisfiable.
 FEASIBILITY_DRAWS = 4000
@@ -30,6 +31,58 @@ def check_when(name: str, value: Any, where: Where) -> dict[str, tuple[Any, ...]
     return out
 
 
+def check_conditions(
+    dims: Sequence[Dimension],
+    conditions: dict[str, dict[str, tuple[Any, ...]]],
+    searched: Sequence[str],
+    where: Where,
+) -> bool:
+    """Report every bad `when:` reference, impossible value and cycle, each at its own node.
+
+    `searched` names every searched dimension, built or not: a parent whose own
+    definition is broken is a valid reference whose values cannot be checked yet.
+    """
+    by_name = {d.name: d for d in dims}
+    ok = True
+    edges: dict[str, set[str]] = {}
+    for name, when in conditions.items():
+        edges[name] = set()
+        for parent, allowed in when.items():
+            place = where / name / "when" / parent
+            if parent == name or parent not in searched:
+                others = [n for n in searched if n != name]
+                hint = did_you_mean(parent, others)
+                place.key_error(f"{name}: when names {parent!r}, which is not another searched dimension{hint}")
+                ok = False
+                continue
+            edges[name].add(parent)
+            dim = by_name.get(parent)
+            for value in allowed if dim is not None else ():
+                if not dim.contains(value):
+                    place.error(f"{name}: when {parent} is {value!r}, which {parent} can never be")
+                    ok = False
+    cycle = _cycle(edges)
+    if cycle:
+        (where / cycle[0] / "when").key_error(
+            f"the when conditions of {', '.join(cycle)} depend on each other in a cycle"
+        )
+        ok = False
+    return ok
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str]:
+    """The conditioned names that can never be placed after their parents (sorted), or []."""
+    placed: set[str] = set()
+    waiting = dict(edges)
+    while True:
+        ready = [name for name, parents in waiting.items() if parents <= placed | (parents - set(edges))]
+        if not ready:
+            return sorted(waiting)
+        for name in ready:
+            placed.add(name)
+            del waiting[name]
+
+
 def build_space(
     space: SearchSpace, conditions: dict[str, dict[str, tuple[Any, ...]]], where: Where
 ) -> SearchSpace | None:
@@ -42,14 +95,20 @@ def build_space(
         return None
 
 
-def check_constraints(value: Any, where: Where, space: SearchSpace) -> SearchSpace | None:
+def check_constraints(
+    value: Any, where: Where, space: SearchSpace | None, names: Sequence[str]
+) -> SearchSpace | None:
     """The space with its constraints, each parsed and checked; None when any is wrong or
-    when no parameter set can satisfy them."""
+    when no parameter set can satisfy them.
+
+    With a broken `space` (None) each constraint is still parsed against the
+    declared `names`, so its problems come in the same report as the space's.
+    """
     if not isinstance(value, list) or not value:
         example = "'batch * layers <= 1024'"
         where.error(f"constraints must be a non-empty list of expressions such as {example}, got {show(value)}")
         return None
-    known = [*space.names, *space.constants]
+    known = [*space.names, *space.constants] if space is not None else list(names)
     parsed = []
     for i, text in enumerate(value):
         if not isinstance(text, str):
@@ -59,7 +118,7 @@ def check_constraints(value: Any, where: Where, space: SearchSpace) -> SearchSpa
             parsed.append(parse_constraint(text, known))
         except ConstraintError as exc:
             (where / i).error(str(exc))
-    if len(parsed) != len(value):
+    if len(parsed) != len(value) or space is None:
         return None
     constrained = replace(space, constraints=tuple(parsed))
     problem = _unsatisfiable(constrained)

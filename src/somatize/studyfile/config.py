@@ -41,6 +41,9 @@ class StudyConfig:
     pruning: dict[str, Any] | None = None
     cluster: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
+    # Where some values were written, for checks made after loading (studyfile/probe.py):
+    # dotted key -> "FILE:LINE:COL" or "--set KEY".
+    locations: dict[str, str] = field(default_factory=dict)
 
     @property
     def primary(self) -> Objective:

@@ -33,7 +33,26 @@ def describe(config: StudyConfig) -> list[str]:
     if config.cluster:
         lines.append(f"cluster: Dask scheduler at {config.cluster}")
     lines.append(_executor_text(config))
+    lines += [f"warning: {caveat}" for caveat in caveats(config)]
     return lines
+
+
+def caveats(config: StudyConfig) -> list[str]:
+    """What the study asks for that somatize will not do yet, one line each (validate and run say them)."""
+    out = []
+    if config.cluster and config.pruning:
+        out.append(
+            f"pruning is off on a Dask cluster: trials there cannot be stopped early yet, "
+            f"so {config.pruning['type']} pruning stops none of them"
+        )
+    if config.strategy["type"] == "bayesian" and len(config.objectives) > 1:
+        others = ", ".join(o.metric for o in config.objectives[1:])
+        out.append(
+            f"the Bayesian strategy searches only the first objective, {config.primary.metric}; "
+            f"{others} {'is' if len(config.objectives) == 2 else 'are'} recorded and on the Pareto front "
+            "but not searched"
+        )
+    return out
 
 
 def planned_trials(strategy: dict[str, Any], space: SearchSpace) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import SpaceError
 from ..executors.command import TRIAL_PLACEHOLDERS
 from ..space import SCALES, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace
-from .conditions import build_space, check_when
+from .conditions import build_space, check_conditions, check_when
 from .fields import as_number, choice, is_int, mapping
 from .problems import Where, show
 
@@ -28,23 +28,29 @@ _INT_LIMIT = 2**53
 
 
 def check_search_space(value: Any, where: Where) -> SearchSpace | None:
+    """The search space, or None after reporting every problem of its dimensions and `when:`s."""
     if not isinstance(value, dict):
         where.error(f"search_space must be a mapping of parameter names to dimensions, got {show(value)}")
         return None
     dims: list[Dimension] = []
     constants: dict[str, Any] = {}
     conditions: dict[str, dict[str, tuple[Any, ...]]] = {}
-    searched = 0
+    searched: list[str] = []
+    ok = True
     for name, spec in value.items():
         place = where / name
-        searched += isinstance(spec, (dict, list))
+        if isinstance(spec, (dict, list)):
+            searched.append(name)
         if not _check_name(name, place):
+            ok = False
             continue
         if isinstance(spec, dict) and "when" in spec:
+            # A bad `when:` does not hide the dimension's own problems: both are reported.
             when = check_when(name, spec["when"], place / "when")
             if when is None:
-                continue
-            conditions[name] = when
+                ok = False
+            else:
+                conditions[name] = when
             spec = {k: v for k, v in spec.items() if k != "when"}
         if isinstance(spec, (dict, list)):
             dim = _dimension(name, spec, place) if isinstance(spec, dict) else _categorical(name, spec, place)
@@ -52,9 +58,10 @@ def check_search_space(value: Any, where: Where) -> SearchSpace | None:
                 dims.append(dim)
         elif _constant_ok(name, spec, place):
             constants[name] = spec
-    if searched == 0:
+    if not searched:
         where.error("search_space needs at least one searched dimension ({type: ...} mapping or a list of choices)")
-    if len(dims) != searched or not dims:
+    ok = check_conditions(dims, conditions, searched, where) and ok
+    if not ok or len(dims) != len(searched) or not dims:
         return None  # the reasons are already reported
     space = SearchSpace(tuple(dims), constants)
     return build_space(space, conditions, where) if conditions else space

@@ -12,7 +12,7 @@ from ..errors import StudyFileError
 from .config import StudyConfig
 from .conditions import check_constraints
 from .dimensions import check_search_space
-from .executor import check_executor, resolve_path
+from .executor import EXECUTOR_KINDS, check_executor, resolve_path
 from .fields import duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
@@ -100,12 +100,13 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         else None
     )
     space = check_search_space(data["search_space"], root / "search_space") if "search_space" in data else None
-    if space is not None and "constraints" in data:
-        space = check_constraints(data["constraints"], root / "constraints", space)
+    declared = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else []
+    if "constraints" in data and (space is not None or declared):
+        space = check_constraints(data["constraints"], root / "constraints", space, declared)
     strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
     objectives = check_objectives(data, root)
     target = check_target(data.get("target"), root / "target", objective_metrics(data))
-    names = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else None
+    names = declared if isinstance(data.get("search_space"), dict) else None
     executor = check_executor(data["executor"], root / "executor", names, base_dir) if "executor" in data else None
     settings = _settings(data, root, base_dir)
     if root.problems or None in (name, space, strategy, objectives, executor):
@@ -127,9 +128,10 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     }
     if space.constraints:
         spec["constraints"] = [c.text for c in space.constraints]
+    locations = {f"executor.{key}": root.problems.location(("executor", key)) for key in EXECUTOR_KINDS}
     return StudyConfig(
         filename, base_dir, name, space, strategy, objectives, executor[0],  # type: ignore[arg-type]
-        target=target, spec=spec, **settings,
+        target=target, spec=spec, locations=locations, **settings,
     )  # fmt: skip
 
 

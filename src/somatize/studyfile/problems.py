@@ -34,16 +34,22 @@ class Problems:
                 del table[stale]
 
     def add(self, path: Path, message: str, *, at_key: bool = False) -> None:
+        order, place = self._locate(path, at_key)
+        self._add_line(order, f"{place}: {message}")
+
+    def location(self, path: Path) -> str:
+        """Where the value at `path` came from: `FILE:LINE:COL`, or `--set KEY` for an override."""
+        return self._locate(path, False)[1]
+
+    def _locate(self, path: Path, at_key: bool) -> tuple[tuple[int, int, int], str]:
         for depth in range(len(path), -1, -1):
             prefix = path[:depth]
             if prefix in self._overrides:
-                self._add_line((2, 0, 0), f"--set {self._overrides[prefix]}: {message}")
-                return
+                return (2, 0, 0), f"--set {self._overrides[prefix]}"
             position = self._position(prefix, at_key and depth == len(path))
             if position is not None:
-                self._add_line((1, position.line, position.column), f"{self._at(position)}: {message}")
-                return
-        self._add_line((1, 1, 1), f"{self.filename}:1:1: {message}")  # an empty document has no nodes
+                return (1, position.line, position.column), self._at(position)
+        return (1, 1, 1), f"{self.filename}:1:1"  # an empty document has no nodes
 
     def add_line(self, line: str) -> None:
         """A problem that is already fully formatted (YAML syntax, a malformed --set)."""

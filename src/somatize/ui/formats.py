@@ -66,6 +66,17 @@ def trial_reason(trial: Trial, width: int = REASON_WIDTH) -> str:
     return ""
 
 
+def attempt_text(attempt: int, attempts: int) -> str:
+    """` (attempt 2 of 3)` for a trial that was retried, else "" (most trials run once)."""
+    return f" (attempt {attempt} of {max(attempt, attempts)})" if attempt > 1 else ""
+
+
+def interrupt_text(running: int) -> str:
+    """What the first Ctrl-C is waiting for."""
+    waiting = f"waiting for {running} running trial{'s' if running != 1 else ''}" if running else "writing the results"
+    return f"interrupted: {waiting} (Ctrl-C again to stop at once)"
+
+
 def duration_text(seconds: float | None) -> str:
     """A duration for people: 1.2s, 3m05s, 2h10m."""
     if seconds is None:
@@ -290,6 +301,54 @@ def sort_trials(study: Study, trials: Iterable[Trial], metric: str | None = None
         return (0, sign * value, trial.number)
 
     return sorted(trials, key=key)
+
+
+def sort_trials_by(study: Study, trials: Iterable[Trial], key: str) -> list[Trial]:
+    """`show --sort KEY`: by an objective, a parameter or duration_ms; `-KEY` descending, `+KEY` ascending.
+
+    Without a sign an objective sorts best first (by its direction) and anything
+    else ascending. A parameter that shares an objective's name is `param.NAME`.
+    Trials without a value (not completed, an inactive parameter, NaN) come
+    last either way; ties keep trial order. ValueError names what can be sorted by.
+    """
+    trials = sorted(trials, key=lambda t: t.number)
+    sign, name = (key[0], key[1:]) if key[:1] in ("-", "+") else ("", key)
+    metrics = [o.metric for o in study.objectives]
+    params = param_names(study, trials)
+    if name in metrics:
+        if not sign:
+            return sort_trials(study, trials, name)
+
+        def value(trial: Trial) -> Any:
+            return trial.values.get(name)
+
+    elif name == "duration_ms":
+
+        def value(trial: Trial) -> Any:
+            return trial.duration_ms
+
+    elif name in params or (name.startswith("param.") and name[len("param.") :] in params):
+        param = name if name in params else name[len("param.") :]
+
+        def value(trial: Trial) -> Any:
+            return trial.params.get(param)
+
+    else:
+        known = f"objectives: {', '.join(metrics)}; parameters: {', '.join(params) or 'none'}; duration_ms"
+        raise ValueError(f"no objective or parameter named {name!r} ({known})")
+    present = [t for t in trials if _sortable(value(t))]
+    absent = [t for t in trials if not _sortable(value(t))]
+    # Numbers before text, so a categorical of mixed choices still sorts; stable, so ties keep trial order.
+    present.sort(key=lambda t: _order(value(t)), reverse=sign == "-")
+    return present + absent
+
+
+def _sortable(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) else (1, value_text(value))
 
 
 def filter_state(trials: Iterable[Trial], state: TrialState | str) -> list[Trial]:

@@ -4,6 +4,7 @@ One line per finished trial and one summary line, e.g.
 
     [3/20] trial_0002 completed f1=0.91 lr=0.01 layers=3 (1.2s) best=0.93
     [4/20] trial_0003 failed: exit status 1: CUDA out of memory (0.4s)
+    [5/20] trial_0004 completed (attempt 2 of 3) f1=0.88 lr=0.02 layers=2 (2.5s) best=0.93
     study mlp-tuning completed: 20 trials (18 completed, 1 pruned, 1 failed); best trial_0007 f1=0.93
 
 `PlainProgress` is an inline bus handler, so it runs in the runner's thread:
@@ -26,7 +27,7 @@ from ..events import (
     TrialPrunedEvent,
     TrialStarted,
 )
-from .formats import duration_text, first_line, params_text, short_number
+from .formats import attempt_text, duration_text, first_line, interrupt_text, params_text, short_number
 
 ERROR_WIDTH = 120
 
@@ -41,6 +42,7 @@ class PlainProgress:
         self.name = "study"
         self.objectives: tuple[str, ...] = ()
         self.total: int | None = None
+        self.attempts = 1  # the most a trial gets: retries + 1
         self.finished = 0
         self.counts = {"completed": 0, "pruned": 0, "failed": 0}
         self.best_id: str | None = None
@@ -75,6 +77,7 @@ class PlainProgress:
         self.objectives = event.objectives
         self.total = event.total_trials
         self.finished = event.resumed_trials
+        self.attempts = event.retries + 1
 
     def _on_trial_finished(self, event: TrialCompleted | TrialPrunedEvent | TrialFailed) -> None:
         self.finished += 1
@@ -85,7 +88,8 @@ class PlainProgress:
         seconds = trial.duration_ms / 1000 if trial is not None and trial.duration_ms is not None else None
         if seconds is None and started is not None:
             seconds = max(0.0, event.time - started)
-        head = f"{self._position()} {event.trial_id} {self._outcome(event, params)}"
+        attempts = trial.attempts if trial is not None else 1
+        head = f"{self._position()} {event.trial_id} {self._outcome(event, params, attempts)}"
         tail = f" ({duration_text(seconds)})" if seconds is not None else ""
         self._pending = (event.trial_id, head + tail)
 
@@ -102,15 +106,22 @@ class PlainProgress:
     def _position(self) -> str:
         return f"[{self.finished}/{self.total}]" if self.total else f"[{self.finished}]"
 
-    def _outcome(self, event: TrialCompleted | TrialPrunedEvent | TrialFailed, params: dict[str, Any]) -> str:
+    def _outcome(
+        self, event: TrialCompleted | TrialPrunedEvent | TrialFailed, params: dict[str, Any], attempts: int
+    ) -> str:
+        tries = attempt_text(attempts, self.attempts)
         if isinstance(event, TrialFailed):
-            return f"failed: {first_line(event.error, ERROR_WIDTH) or 'unknown error'}"
+            return f"failed{tries}: {first_line(event.error, ERROR_WIDTH) or 'unknown error'}"
         if isinstance(event, TrialPrunedEvent):
             step = "" if event.step is None else f" at step {event.step}"
             reason = f": {first_line(event.reason, ERROR_WIDTH)}" if event.reason else ""
-            return f"pruned{step}{reason}"
+            return f"pruned{step}{tries}{reason}"
         values = " ".join(f"{k}={short_number(v)}" for k, v in self._ordered(event.values))
-        return " ".join(part for part in ("completed", values, params_text(params)) if part)
+        return " ".join(part for part in (f"completed{tries}", values, params_text(params)) if part)
+
+    def interrupted(self) -> None:
+        """The first Ctrl-C: say what the wait is for (called from the signal handler)."""
+        self._write(interrupt_text(len(self._started)))
 
     def _ordered(self, values: dict[str, float]) -> list[tuple[str, float]]:
         # Objectives in their declared order, then any other reported value.
@@ -128,7 +139,8 @@ class PlainProgress:
         self._write(line)
 
     def _summary(self, event: StudyCompleted) -> str:
-        status = event.status if event.reason in ("", "n_trials", "exhausted") else f"{event.status} ({event.reason})"
+        plain = event.reason in ("", "n_trials", "exhausted", event.status)
+        status = event.status if plain else f"{event.status} ({event.reason})"
         done = self.counts if sum(self.counts.values()) else None
         total = self.finished if done is None else sum(done.values())
         breakdown = "" if done is None else " (" + ", ".join(f"{n} {k}" for k, n in done.items()) + ")"
@@ -141,9 +153,11 @@ class PlainProgress:
         return f"{line}; best {best_id} {metric}={short_number(value)}"
 
     def _write(self, line: str) -> None:
+        if self.quiet or self.broken:
+            return
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a signal arrived mid-write (reentrant call)
             # A closed or broken stderr must not fail the study (handlers must not raise).
             self.broken = True

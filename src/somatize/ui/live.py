@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -39,12 +39,14 @@ from ..events import (
     TrialStarted,
 )
 from ..study import TrialState
-from .formats import duration_text, first_line, params_text, short_number
+from .formats import attempt_text, duration_text, first_line, interrupt_text, params_text, short_number
 
-RECENT_ROWS = 8
-RUNNING_ROWS = 12
+RECENT_ROWS = 500  # finished rows kept for the table; it shows as many as the terminal is tall
 TOP_TRIALS = 5
-REASON_WIDTH = 40
+REASON_WIDTH = 300  # characters of an error's first line kept; the column shows what fits
+HEAD_LINES = 3  # title, progress and best lines above the table, one line each
+TABLE_HEAD_LINES = 2  # the header row and its rule
+BAR_WIDTH = 30
 STATE_STYLES = {
     TrialState.RUNNING: "cyan",
     TrialState.COMPLETED: "green",
@@ -66,6 +68,7 @@ class TrialRow:
     step: int | None = None
     duration_ms: int | None = None
     reason: str = ""
+    attempt: int = 1  # the attempt that finished it
 
     def seconds(self, now: float) -> float | None:
         if self.duration_ms is not None:
@@ -84,6 +87,7 @@ class LiveModel:
     started_at: float | None = None
     finished_at: float | None = None
     resumed: int = 0
+    attempts: int = 1  # the most a trial gets: retries + 1
     finished: int = 0
     completed: int = 0
     pruned: int = 0
@@ -116,6 +120,7 @@ class LiveModel:
         self.directions = tuple(event.directions)
         self.started_at = event.time
         self.resumed = self.finished = event.resumed_trials
+        self.attempts = event.retries + 1
 
     def _trial_started(self, event: TrialStarted) -> None:
         self.running[event.trial_id] = TrialRow(event.trial_id, event.number, dict(event.params), started=event.time)
@@ -131,7 +136,7 @@ class LiveModel:
         trial = event.trial
         if trial is not None:  # the record is the authority; the row may have missed events
             row.number, row.params, row.duration_ms = trial.number, dict(trial.params), trial.duration_ms
-            row.values = dict(trial.values)
+            row.values, row.attempt = dict(trial.values), trial.attempts
         elif row.started is not None:
             row.duration_ms = round((event.time - row.started) * 1000)
         self.finished += 1
@@ -211,13 +216,36 @@ _HANDLERS = {
 
 
 def render(model: LiveModel, now: float | None = None) -> RenderableType:
-    """The whole live view: header lines above the trial table."""
-    now = time.time() if now is None else now
-    return Group(_title(model), _progress(model, now), _best_line(model), _trial_table(model, now))
+    """The whole live view: header lines above the trial table, laid out for the console it is drawn on."""
+    return _LiveView(model, time.time() if now is None else now)
+
+
+class _LiveView:
+    """Lays the view out at draw time, when the console's width and height are known.
+
+    Every line is one terminal line, so the view's height is known before it is
+    drawn: the table gets the rows left under the header (finished trials fill
+    what the running ones leave). Columns never wrap: the trial id, state,
+    objective values and time keep their full width, the reason column takes
+    what it needs of the rest, and the parameters give way first.
+    """
+
+    def __init__(self, model: LiveModel, now: float):
+        self.model = model
+        self.now = now
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        height = options.height or console.height
+        yield _title(self.model)
+        yield _progress(self.model, self.now, width)
+        yield _best_line(self.model)
+        # One line is left for the cursor, which rich's Live keeps below the view.
+        yield _trial_table(self.model, self.now, width, max(1, height - HEAD_LINES - TABLE_HEAD_LINES - 1))
 
 
 def _title(model: LiveModel) -> Text:
-    text = Text(model.name or "study", style="bold")
+    text = Text(model.name or "study", style="bold", no_wrap=True, overflow="ellipsis")
     for part in (model.strategy, model.status):
         if part:
             text.append(f"  {part}")
@@ -226,7 +254,7 @@ def _title(model: LiveModel) -> Text:
     return text
 
 
-def _progress(model: LiveModel, now: float) -> RenderableType:
+def _progress(model: LiveModel, now: float, width: int) -> RenderableType:
     count = f"{model.finished}/{model.total}" if model.total else str(model.finished)
     parts = [f"{count} trials", f"{model.completed} completed"]
     parts += [f"{n} {label}" for n, label in ((model.pruned, "pruned"), (model.failed, "failed")) if n]
@@ -235,11 +263,12 @@ def _progress(model: LiveModel, now: float) -> RenderableType:
     eta = model.eta(now)
     if eta is not None:
         parts.append(f"ETA {duration_text(eta)}")
-    line = Text("  ".join(parts))
-    if not model.total:
+    line = Text("  ".join(parts), no_wrap=True, overflow="ellipsis")
+    bar = min(BAR_WIDTH, width - len(line) - 1)  # the bar gives way to the counts
+    if not model.total or bar < 10:
         return line
     grid = Table.grid(padding=(0, 1))
-    grid.add_row(ProgressBar(total=model.total, completed=min(model.finished, model.total), width=30), line)
+    grid.add_row(ProgressBar(total=model.total, completed=min(model.finished, model.total), width=bar), line)
     return grid
 
 
@@ -247,7 +276,7 @@ def _best_line(model: LiveModel) -> Text:
     if math.isnan(model.best_value):
         return Text("best: none yet", style="dim")
     metric = model.primary or "value"
-    text = Text("best ")
+    text = Text("best ", no_wrap=True, overflow="ellipsis")
     text.append(f"{metric}={short_number(model.best_value)}", style="bold green")
     if model.best_id:
         text.append(f"  {model.best_id}")
@@ -256,30 +285,58 @@ def _best_line(model: LiveModel) -> Text:
     return text
 
 
-def _trial_table(model: LiveModel, now: float) -> Table:
+def _trial_table(model: LiveModel, now: float, width: int = 10_000, lines: int = 10_000) -> Table:
+    running = list(model.running.values())
+    finished = list(model.recent)
+    shown_running = min(len(running), lines if not finished else max(1, lines // 2))
+    hidden = len(running) - shown_running
+    room = lines - shown_running - (1 if hidden else 0)
+    rows = _pick_finished(model, finished, max(0, room)) + running[:shown_running]
+    cells = [_cells(model, row, now) for row in rows]
+    headers = ["trial", "state", "params", *model.objectives, "time", "reason"]
+    widths = [max([len(headers[i])] + [_width(row[i]) for row in cells]) for i in range(len(headers))]
+    params_width, reason_width = _flexible_widths(widths, width)
     table = Table(expand=False, show_edge=False, pad_edge=False)
-    table.add_column("trial", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=60)
-    for metric in model.objectives:
-        table.add_column(metric, justify="right", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=REASON_WIDTH)
-    for row in _rows(model):
-        table.add_row(*_cells(model, row, now))
-    hidden = len(model.running) - RUNNING_ROWS
+    table.add_column("trial", no_wrap=True, min_width=widths[0])
+    table.add_column("state", no_wrap=True, min_width=widths[1])
+    table.add_column("params", no_wrap=True, overflow="ellipsis", width=params_width)
+    for i, metric in enumerate(model.objectives, 3):
+        table.add_column(metric, justify="right", no_wrap=True, min_width=widths[i])
+    table.add_column("time", justify="right", no_wrap=True, min_width=widths[-2])
+    table.add_column("reason", no_wrap=True, overflow="ellipsis", width=reason_width)
+    for row in cells:
+        table.add_row(*row)
     if hidden > 0:
         table.add_row("", Text(f"+{hidden} more running", style="dim"))
     return table
 
 
-def _rows(model: LiveModel) -> list[TrialRow]:
-    """The best trial (when it has scrolled off), recent finished ones, then running ones."""
-    rows = list(model.recent)
+def _width(cell: RenderableType) -> int:
+    return cell.cell_len if isinstance(cell, Text) else len(str(cell))
+
+
+def _flexible_widths(widths: list[int], width: int) -> tuple[int, int]:
+    """Widths of the params and reason columns: what they need when it fits; otherwise the reason
+    takes what it needs of the room the other columns leave, the params at least a third of it."""
+    params, reason = widths[2], widths[-1]
+    separators = 3 * (len(widths) - 1)  # " │ " between columns; the table has no outer edge
+    room = width - separators - (sum(widths) - params - reason)
+    if params + reason <= room:
+        return params, reason
+    floor = min(params, max(len("params"), room // 3))
+    reason = max(len("reason"), min(reason, room - floor))
+    return max(len("params"), room - reason), reason
+
+
+def _pick_finished(model: LiveModel, finished: list[TrialRow], room: int) -> list[TrialRow]:
+    """The latest finished rows that fit, with the best trial kept at the top when it has scrolled off."""
+    if room <= 0:
+        return []
+    rows = finished[-room:]
     best = model.done.get(model.best_id or "")
     if best is not None and best not in rows:
-        rows.insert(0, best)
-    return rows + list(model.running.values())[:RUNNING_ROWS]
+        rows = [best, *rows[1:]] if len(rows) >= room else [best, *rows]
+    return rows
 
 
 def _cells(model: LiveModel, row: TrialRow, now: float) -> list[RenderableType]:
@@ -290,13 +347,16 @@ def _cells(model: LiveModel, row: TrialRow, now: float) -> list[RenderableType]:
     reason = row.reason
     if row.state is TrialState.RUNNING and row.step is not None:
         reason = f"step {row.step}"
+    tries = attempt_text(row.attempt, model.attempts).strip(" ()")
+    if tries:
+        reason = f"{tries}: {reason}" if reason else tries
     return [trial, state, params_text(row.params), *values, duration_text(row.seconds(now)), reason]
 
 
 def summary(model: LiveModel, n: int = TOP_TRIALS) -> RenderableType:
     """After the run: a status line and the top trials by the primary objective."""
     status = model.status or "stopped"
-    if model.stop_reason not in ("", "n_trials", "exhausted"):
+    if model.stop_reason not in ("", "n_trials", "exhausted", status):
         status += f" ({model.stop_reason})"
     line = Text(
         f"study {model.name or '(unnamed)'} {status}: {model.finished} trials "
@@ -388,6 +448,11 @@ class LiveTable:
         except Exception as exc:  # noqa: BLE001 - the display must never cost the run its results
             self._give_up(exc)
             self._warn()
+
+    def interrupted(self) -> None:
+        """The first Ctrl-C: a line above the view says what the wait is for (called from the signal handler)."""
+        with contextlib.suppress(Exception):  # a message must never stand in the way of stopping
+            self.console.print(Text(interrupt_text(len(self.model.running)), style="bold yellow"))
 
     def _loop(self) -> None:
         next_draw = 0.0
