@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..executors.command import TRIAL_PLACEHOLDERS, placeholders, unknown_placeholders, value_text
+from ..executors.command import TRIAL_PLACEHOLDERS, template_problems, unknown_placeholders, value_text
+from ..executors.shelltemplate import ShellTemplate
+from ..space import CategoricalDimension, SearchSpace
 from .config import ExecutorConfig
 from .fields import duration, mapping, text
 from .problems import Where, did_you_mean, show
@@ -26,9 +28,12 @@ def resolve_path(raw: str, base_dir: Path) -> Path:
 
 
 def check_executor(
-    value: Any, where: Where, parameter_names: Sequence[str] | None, base_dir: Path
+    value: Any, where: Where, parameter_names: Sequence[str] | None, base_dir: Path, space: SearchSpace | None = None
 ) -> tuple[ExecutorConfig, dict[str, Any]] | None:
     """The executor config and its plain-data form for the results file's spec.
+
+    `space`, when it is valid, tells which placeholders only ever hold numbers
+    (the only ones a string command may use in shell arithmetic).
 
     Parts that fail their check come back as None; the loader gives up when
     anything was reported, so the half-built config never escapes.
@@ -42,7 +47,8 @@ def check_executor(
     out: dict[str, Any] = {}
     config: dict[str, Any] = {"workdir": base_dir}
     if "command" in spec:
-        out["command"] = config["command"] = _command(spec["command"], where / "command", parameter_names)
+        numeric = numeric_placeholders(space) if space is not None else None
+        out["command"] = config["command"] = _command(spec["command"], where / "command", parameter_names, numeric)
     if "function" in spec:
         rule = "a dotted path such as mypkg.train:objective or mypkg.train.objective"
         out["function"] = config["function"] = text(spec["function"], where / "function", "function", _FUNCTION, rule)
@@ -56,12 +62,29 @@ def check_executor(
     return ExecutorConfig(**config), out
 
 
-def _command(value: Any, where: Where, names: Sequence[str] | None) -> str | list[str] | None:
+def numeric_placeholders(space: SearchSpace) -> set[str]:
+    """Placeholders whose every value is a number: float and int dimensions, all-number choices and constants."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    names = {"trial_number", "trial_seed"}
+    for dim in space:
+        if not isinstance(dim, CategoricalDimension) or all(number(c) for c in dim.choices):
+            names.add(dim.name)
+    return names | {name for name, value in space.constants.items() if number(value)}
+
+
+def _command(
+    value: Any, where: Where, names: Sequence[str] | None, numeric: Collection[str] | None
+) -> str | list[str] | None:
     if isinstance(value, str):
         if not value.strip() or "\0" in value:
             where.error(f"command must be a non-empty string without NUL characters, got {show(value)}")
             return None
-        return value if _placeholders_ok(value, where, names) else None
+        if not _placeholders_ok(value, where, names):
+            return None
+        return value if _shell_places_ok(value, where, numeric) else None
     if not isinstance(value, list) or not value:
         where.error(f"command must be a string or a non-empty list of strings, got {show(value)}")
         return None
@@ -77,10 +100,10 @@ def _command(value: Any, where: Where, names: Sequence[str] | None) -> str | lis
 
 
 def _placeholders_ok(template: str, where: Where, names: Sequence[str] | None) -> bool:
-    try:
-        placeholders(template)
-    except ValueError as exc:
-        where.error(f"command has a malformed placeholder: {exc} (write {{{{ and }}}} for literal braces)")
+    problems = template_problems(template)
+    for problem in problems:
+        where.error(f"command has a {problem}")
+    if problems:
         return False
     if names is None:  # the search space itself is broken; it is reported there
         return True
@@ -90,6 +113,16 @@ def _placeholders_ok(template: str, where: Where, names: Sequence[str] | None) -
         hint = did_you_mean(name, known) or f" (parameters: {', '.join(names)})"
         where.error(f"unknown placeholder {{{name}}} in command{hint}")
     return not unknown
+
+
+def _shell_places_ok(template: str, where: Where, numeric: Collection[str] | None) -> bool:
+    """Every placeholder of a string command stands where its value can go without being run."""
+    if numeric is None:  # the search space is broken: which parameters are numbers is unknown
+        return True
+    problems = ShellTemplate(template).problems(numeric)
+    for problem in problems:
+        where.error(f"command: {problem}")
+    return not problems
 
 
 def _env(value: Any, where: Where) -> dict[str, str] | None:
