@@ -275,3 +275,22 @@ def test_a_placeholder_in_a_heredoc_delimiter_is_refused(tmp_path: Path) -> None
     result = cli.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"{at(path)}: command: placeholder {{v}} is part of a here-document delimiter")
+
+
+def test_values_bash_would_evaluate_are_refused(tmp_path: Path) -> None:
+    """bash evaluates the argument of test -eq, printf %d, exit, ... as arithmetic, where a[$(cmd)] runs cmd."""
+    space = "  v: ['a[$(touch PWNED)]', 'b[`touch PWNED`]', '[ok] $(fine)', ok]\n  w: ['c[${HOME}]']\n"
+    path = study(tmp_path, space, "printf %d {v} 2>/dev/null; test {v} -gt 1; echo y=1 {args}")
+    result = cli.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    problems = result.stderr.strip().splitlines()
+    assert [p.split(" of {")[0] for p in problems] == [
+        f"{at(path)}: command: the value 'a[$(touch PWNED)]'",
+        f"{at(path)}: command: the value 'b[`touch PWNED`]'",
+        f"{at(path)}: command: the value 'c[${{HOME}}]'",
+    ]
+    assert all(p.endswith("or read the value from $SOMATIZE_PARAMS") for p in problems)
+    executor = ShellExecutor("printf %d {v}", ["f1"], tmp_path, {}, None)
+    outcome = executor.run(request({"v": "a[$(touch PWNED)]"}), _NoReports())
+    assert isinstance(outcome, Failed) and "cannot be given to a shell" in outcome.error
+    assert only_files(tmp_path) == ["study.yaml"]

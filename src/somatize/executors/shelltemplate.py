@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -40,6 +40,7 @@ ADVICE = "use the list form of command (no shell), or read the value from $SOMAT
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]+")
 _SPELLING = {"_": "__", "-": "_d", ".": "_o"}
+_BASH_INDEX_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[.*?(?:\$\(|`|\$\{)", re.DOTALL)  # name[ ... $( ` ${
 
 
 class Place(Enum):
@@ -147,14 +148,23 @@ class ShellTemplate:
         self._script = _assemble(bytes(source), spans, spots, edits)
         self._display = _assemble(bytes(source), spans, spots, [])
 
-    def problems(self, numeric: Collection[str]) -> list[str]:
-        """Why values cannot go where some placeholders stand; `numeric` names the number-only ones."""
+    def problems(self, numeric: Collection[str], choices: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
+        """Why values cannot go where some placeholders stand.
+
+        `numeric` names the placeholders that only ever hold numbers; `choices`
+        maps a placeholder to every text value it can take (categorical
+        choices, constants), each checked against `bash_would_run`.
+        """
         out = []
+        used = set()
         for spot in self.spots:
+            used |= set(choices or {}) if spot.name == "args" else {spot.name}
             if spot.refused:
                 out.append(spot.refused)
             elif spot.place is Place.ARITHMETIC and spot.name not in numeric:
                 out.append(_arithmetic_problem(spot.name))
+        for name, values in (choices or {}).items():
+            out += [_bash_problem(name, value) for value in values if name in used and bash_would_run(value)]
         return list(dict.fromkeys(out))
 
     def render(self, params: Mapping[str, Any], trial: Mapping[str, Any]) -> Command:
@@ -174,6 +184,8 @@ class ShellTemplate:
                 if item.place is Place.ARITHMETIC and not _is_number(value):
                     raise ValueError(_arithmetic_problem(name) + f"; got {value_text(value)!r}")
                 text = "" if value is None else value_text(value)
+                if bash_would_run(text):
+                    raise ValueError(_bash_problem(name, text))
                 if "\0" in text:
                     raise ValueError(f"the value of {{{name}}} holds a NUL character, which no command can take")
                 env[variable(name)] = text
@@ -196,6 +208,25 @@ class ShellTemplate:
                 value = values.get(item.name)
                 out.append(quoted("" if value is None else value_text(value), item.place))
         return "".join(out)
+
+
+def bash_would_run(text: Any) -> bool:
+    """Whether bash could run part of this value as a command, given it where a number is read.
+
+    Not only in `$((...))`: `test -eq`, `printf %d`, `exit`, `shift`, `read -t`
+    and more evaluate their argument as arithmetic, and arithmetic expands an
+    index `a[...]`, command substitution included. So `a[$(cmd)]` runs cmd
+    even from "${VAR}". A value without an index (`name[`) followed by `$(`,
+    a backquote or `${` cannot do that; dash never evaluates a value at all.
+    """
+    return isinstance(text, str) and _BASH_INDEX_CODE.search(text) is not None
+
+
+def _bash_problem(name: str, value: str) -> str:
+    return (
+        f"the value {value!r} of {{{name}}} cannot be given to a shell: where bash reads a number (test -eq, "
+        f"printf %d, $((...)), ...) it would run the command inside [...]; {ADVICE}"
+    )
 
 
 def _is_number(value: Any) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,8 @@ def check_executor(
     out: dict[str, Any] = {}
     config: dict[str, Any] = {"workdir": base_dir}
     if "command" in spec:
-        numeric = numeric_placeholders(space) if space is not None else None
-        out["command"] = config["command"] = _command(spec["command"], where / "command", parameter_names, numeric)
+        values = placeholder_values(space) if space is not None else None
+        out["command"] = config["command"] = _command(spec["command"], where / "command", parameter_names, values)
     if "function" in spec:
         rule = "a dotted path such as mypkg.train:objective or mypkg.train.objective"
         out["function"] = config["function"] = text(spec["function"], where / "function", "function", _FUNCTION, rule)
@@ -62,21 +62,29 @@ def check_executor(
     return ExecutorConfig(**config), out
 
 
-def numeric_placeholders(space: SearchSpace) -> set[str]:
-    """Placeholders whose every value is a number: float and int dimensions, all-number choices and constants."""
+def placeholder_values(space: SearchSpace) -> tuple[set[str], dict[str, list[Any]]]:
+    """The placeholders whose every value is a number, and the text values each other one can take."""
 
     def number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    names = {"trial_number", "trial_seed"}
+    numeric = {"trial_number", "trial_seed"}
+    texts: dict[str, list[Any]] = {}
     for dim in space:
         if not isinstance(dim, CategoricalDimension) or all(number(c) for c in dim.choices):
-            names.add(dim.name)
-    return names | {name for name, value in space.constants.items() if number(value)}
+            numeric.add(dim.name)
+        else:
+            texts[dim.name] = [c for c in dim.choices if isinstance(c, str)]
+    for name, value in space.constants.items():
+        if number(value):
+            numeric.add(name)
+        elif isinstance(value, str):
+            texts[name] = [value]
+    return numeric, texts
 
 
 def _command(
-    value: Any, where: Where, names: Sequence[str] | None, numeric: Collection[str] | None
+    value: Any, where: Where, names: Sequence[str] | None, values: tuple[set[str], dict[str, list[Any]]] | None
 ) -> str | list[str] | None:
     if isinstance(value, str):
         if not value.strip() or "\0" in value:
@@ -84,7 +92,7 @@ def _command(
             return None
         if not _placeholders_ok(value, where, names):
             return None
-        return value if _shell_places_ok(value, where, numeric) else None
+        return value if _shell_places_ok(value, where, values) else None
     if not isinstance(value, list) or not value:
         where.error(f"command must be a string or a non-empty list of strings, got {show(value)}")
         return None
@@ -115,11 +123,11 @@ def _placeholders_ok(template: str, where: Where, names: Sequence[str] | None) -
     return not unknown
 
 
-def _shell_places_ok(template: str, where: Where, numeric: Collection[str] | None) -> bool:
-    """Every placeholder of a string command stands where its value can go without being run."""
-    if numeric is None:  # the search space is broken: which parameters are numbers is unknown
+def _shell_places_ok(template: str, where: Where, values: tuple[set[str], dict[str, list[Any]]] | None) -> bool:
+    """Every placeholder of a string command stands where its values can go without being run."""
+    if values is None:  # the search space is broken: which values there are is unknown
         return True
-    problems = ShellTemplate(template).problems(numeric)
+    problems = ShellTemplate(template).problems(*values)
     for problem in problems:
         where.error(f"command: {problem}")
     return not problems
