@@ -18,6 +18,7 @@ from somatize.cli import app
 from somatize.executors.base import Completed, Failed, TrialRequest
 from somatize.executors.command import compile_template
 from somatize.executors.shell import ShellExecutor
+from somatize.executors.shelltemplate import ShellTemplate
 
 cli = CliRunner()
 TRIAL = {"trial_id": "trial_0003", "trial_number": 3, "trial_seed": 77, "study": "demo"}
@@ -294,3 +295,23 @@ def test_values_bash_would_evaluate_are_refused(tmp_path: Path) -> None:
     outcome = executor.run(request({"v": "a[$(touch PWNED)]"}), _NoReports())
     assert isinstance(outcome, Failed) and "cannot be given to a shell" in outcome.error
     assert only_files(tmp_path) == ["study.yaml"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "echo $(( {v} + 1 ))",
+        'echo "$(( {v} ))"',
+        "echo $[{v}]",
+        "(( x = {v} ))",
+        "[[ {v} -eq 1 ]]",
+        "let x={v}",
+        "echo ${{HOME:{v}}}",
+        "a[{v}]=1",
+        "for ((i=0; i<{v}; i++)); do :; done",
+    ],
+)
+def test_every_arithmetic_place_takes_numbers_only(template: str) -> None:
+    assert "stands where the shell does arithmetic" in " ".join(ShellTemplate(template).problems(set()))
+    assert ShellTemplate(template).problems({"v"}) == []
+    assert ShellTemplate(template.replace("{v}", "1") + "; echo {v}").problems(set()) == []

@@ -250,7 +250,7 @@ def _locate(name: str, node: Any, source: bytes) -> tuple[Spot, Any]:
         if n.type == "heredoc_body" and _quoted_heredoc(n.parent, source):
             return Spot(name, Place.HEREDOC), n.parent
     first = chain[0]
-    for n in chain:
+    for below, n in zip([None, *chain], chain):
         kind = n.type
         if kind in ("heredoc_start", "heredoc_end"):
             why = f"placeholder {{{name}}} is part of a here-document delimiter: make the delimiter a fixed word, or "
@@ -267,7 +267,7 @@ def _locate(name: str, node: Any, source: bytes) -> tuple[Spot, Any]:
             return Spot(name, Place.DOUBLE), None
         if kind in ("command_substitution", "process_substitution"):
             return Spot(name, Place.UNQUOTED), None  # a new command: quoting starts afresh
-        if _arithmetic(n, first, source):
+        if _arithmetic(n, first, source) or kind == "c_style_for_statement" and below.type != "do_group":
             return Spot(name, Place.ARITHMETIC), None
     return Spot(name, Place.UNQUOTED), None
 
