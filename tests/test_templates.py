@@ -50,7 +50,7 @@ SHAPES = {
     "after a comment": ("printf %s {v} > out.txt # the value: {v}", "{v}"),
     "heredoc": ("cat > out.txt <<EOF\nvalue: {v}\nEOF", "value: {v}\n"),
     "heredoc <<-": ("cat > out.txt <<-EOF\n\tvalue: {v}\n\tEOF", "value: {v}\n"),
-    "quoted heredoc": ("cat > out.txt <<'EOF'\n$HOME `x` \\n {v}\nEOF", "$HOME `x` \\n {v}\n"),
+    "quoted heredoc": ("cat > out.txt <<'EOF'\n$HOME `x` \\n \\\n{v}\nEOF", "$HOME `x` \\n \\\n{v}\n"),
     "double-quoted heredoc": ('cat > out.txt <<"EOF"\n$(x) {v}\nEOF', "$(x) {v}\n"),
     "single quotes": ("printf %s 'value: {v}' > out.txt", "value: {v}"),
     "double quotes": ('printf %s "value: {v}" > out.txt', "value: {v}"),
