@@ -315,3 +315,30 @@ def test_every_arithmetic_place_takes_numbers_only(template: str) -> None:
     assert "stands where the shell does arithmetic" in " ".join(ShellTemplate(template).problems(set()))
     assert ShellTemplate(template).problems({"v"}) == []
     assert ShellTemplate(template.replace("{v}", "1") + "; echo {v}").problems(set()) == []
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        'bash -c "python train.py --lr {v}"',
+        "sh -ec 'echo {v}'",
+        'docker run --rm img sh -c "train {v}"',
+        'timeout 60 bash -lc "train {v}"',
+        'sh -c "$(printf %s {v})"',
+        'eval "echo {v}"',
+        "ssh gpu-box train --lr {v}",
+    ],
+)
+def test_text_given_to_another_shell_is_refused(template: str) -> None:
+    (problem,) = ShellTemplate(template).problems(set())
+    assert "is inside a command line that" in problem and "parses again, which would run its value" in problem
+    assert "as an argument after the script" in problem and problem.endswith("read the value from $SOMATIZE_PARAMS")
+
+
+def test_arguments_after_a_shell_script_are_safe(tmp_path: Path) -> None:
+    command = "sh -c 'printf %s \"$1\" > out.txt' _ {v}; bash -c \"printf %s \\\"\\$1\\\" >> out.txt\" _ {v}"
+    assert ShellTemplate(command).problems(set()) == []
+    for value in HOSTILE:
+        outcome = ShellExecutor(command, ["f1"], tmp_path, {}, None).run(request({"v": value}), _NoReports())
+        assert isinstance(outcome, Completed)
+        assert (tmp_path / "out.txt").read_text() == value * 2 and only_files(tmp_path) == ["out.txt"]

@@ -12,12 +12,19 @@ not, inside '...', in a here-document), and the tree-sitter bash grammar
 tells us where that is. Every reference is made of quotes, `$`, braces and
 the variable name only, with its quotes balanced in any context, so even a
 place misjudged on an odd template gives a wrong value, never a value run
-as code. Two kinds of place are refused at validation instead:
+as code. Some places are refused at validation instead:
 
 - where bash evaluates text as arithmetic (`$((...))`, `[[ ]]`, `let`, an
   index, `${x:offset}`): an expanded `a[$(cmd)]` runs there when /bin/sh is
   bash, so only numeric parameters may stand there;
-- a here-document delimiter.
+- a here-document delimiter;
+- text that another shell parses again: the script of `sh -c SCRIPT` (also
+  behind `docker run img`, `timeout 60` and the like), `eval`, ssh's remote
+  command. The inner shell may not even see our environment (docker,
+  ssh), so a value can only go after the script, as `$1`.
+
+Values are checked too: bash reads the argument of `test -eq`, `printf %d`,
+`exit` and others as arithmetic, so a choice like `a[$(cmd)]` is refused.
 
 Inside a quoted here-document (`<<'EOF'`) nothing expands, so one holding a
 placeholder is rewritten as unquoted with `\\`, `$` and backquotes of its
@@ -26,6 +33,8 @@ body escaped: the same text, and references expand in it.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shlex
 from collections.abc import Collection, Mapping, Sequence
@@ -40,6 +49,8 @@ ADVICE = "use the list form of command (no shell), or read the value from $SOMAT
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]+")
 _SPELLING = {"_": "__", "-": "_d", ".": "_o"}
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"}
+_RUN_FLAG = re.compile(r"-[A-Za-z]*c[A-Za-z]*")  # -c, -lc, -ec: the next argument is a script
 _BASH_INDEX_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[.*?(?:\$\(|`|\$\{)", re.DOTALL)  # name[ ... $( ` ${
 
 
@@ -249,6 +260,9 @@ def _locate(name: str, node: Any, source: bytes) -> tuple[Spot, Any]:
     for n in chain:  # in a quoted here-document nothing expands: its inner syntax does not count
         if n.type == "heredoc_body" and _quoted_heredoc(n.parent, source):
             return Spot(name, Place.HEREDOC), n.parent
+    program = _reparsed_by(chain, source)
+    if program is not None:
+        return Spot(name, Place.UNQUOTED, _reparse_problem(name, program)), None
     first = chain[0]
     for below, n in zip([None, *chain], chain):
         kind = n.type
@@ -270,6 +284,53 @@ def _locate(name: str, node: Any, source: bytes) -> tuple[Spot, Any]:
         if _arithmetic(n, first, source) or kind == "c_style_for_statement" and below.type != "do_group":
             return Spot(name, Place.ARITHMETIC), None
     return Spot(name, Place.UNQUOTED), None
+
+
+def _reparsed_by(chain: list[Any], source: bytes) -> str | None:
+    """The program that parses the placeholder's text as a shell command line again, if any.
+
+    `sh -c SCRIPT` (any sh-like shell, also after a wrapper such as `docker
+    run img` or `timeout 60`), `eval ...` and `ssh HOST COMMAND` hand text to a
+    shell; a value inside it would be parsed there. Arguments after the
+    script (`sh -c '...' _ {lr}`, $1 in the script) are not parsed.
+    """
+    for below, node in itertools.pairwise(chain):
+        if node.type != "command":
+            continue
+        name = node.child_by_field_name("name")
+        words = [_text(name, source)] + [_text(a, source) for a in node.children_by_field_name("argument")]
+        nodes = [name, *node.children_by_field_name("argument")]
+        index = next((i for i, n in enumerate(nodes) if n is not None and n.id == below.id), None)
+        if index is None:
+            continue
+        program = os.path.basename(words[0])
+        if program in ("eval", "ssh") and index > 0:
+            return program
+        for i, word in enumerate(words[:index]):
+            if os.path.basename(word) in _SHELLS and _script_index(words, i) == index:
+                return f"{os.path.basename(word)} -c"
+    return None
+
+
+def _script_index(words: list[str], shell: int) -> int | None:
+    """Where the script of `sh [options] -c SCRIPT` stands; None when the shell has no -c."""
+    for j in range(shell + 1, len(words)):
+        if not words[j].startswith("-"):  # the options end at the first other word
+            return None
+        if _RUN_FLAG.fullmatch(words[j]):
+            return j + 1
+    return None
+
+
+def _text(node: Any, source: bytes) -> str:
+    return "" if node is None else source[node.start_byte : node.end_byte].decode(errors="replace")
+
+
+def _reparse_problem(name: str, program: str) -> str:
+    return (
+        f"placeholder {{{name}}} is inside a command line that {program} parses again, which would run its value: "
+        f"pass it as an argument after the script instead (sh -c '... \"$1\"' _ {{{name}}}), or {ADVICE}"
+    )
 
 
 def _arithmetic(node: Any, first: Any, source: bytes) -> bool:
