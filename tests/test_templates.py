@@ -238,19 +238,18 @@ def test_list_form_refuses_format_specs_per_element(tmp_path: Path) -> None:
 
 def test_names_with_dashes_and_dots_are_placeholders(tmp_path: Path) -> None:
     space = "  max-depth: [3, 4]\n  max_depth: [7]\n  opt.lr: [0.5]\n"
-    record = "import json, sys; json.dump(sys.argv[1:], open('argv-%s.json' % sys.argv[1], 'w'))"
-    command = f"{sys.executable} -c {json.dumps(record)} {{max-depth}} {{max_depth}} {{opt.lr}} {{args}}; echo y=1"
-    result = cli.invoke(app, ["run", str(study(tmp_path, space, command)), "-o", str(tmp_path / "r.json"), "-q"])
-    assert result.exit_code == 0, result.output
+    record = "import json, sys; json.dump(sys.argv[2:], open(sys.argv[1] + sys.argv[2] + '.json', 'w')); print('y=1')"
     args = ["--max-depth", "{d}", "--max_depth", "7", "--opt.lr", "0.5"]
-    for depth in ("3", "4"):
-        argv = json.loads((tmp_path / f"argv-{depth}.json").read_text())
-        assert argv == [depth, "7", "0.5", *[a.replace("{d}", depth) for a in args]]
-    listed = [sys.executable, "-c", record.replace("argv-", "list-"), "{max-depth}", "{opt.lr}", "{args}"]
-    text = study(tmp_path, space, "x").read_text().replace('command: "x"', f"command: {json.dumps(listed)}")
-    (tmp_path / "list.yaml").write_text(text + "  workdir: .\n")
-    result = cli.invoke(app, ["run", str(tmp_path / "list.yaml"), "-o", str(tmp_path / "l.json"), "-q"])
-    assert json.loads((tmp_path / "list-3.json").read_text()) == ["3", "0.5", *[a.replace("{d}", "3") for a in args]]
+    string = f"{sys.executable} -c {json.dumps(record)} s {{max-depth}} {{max_depth}} {{opt.lr}} {{args}}"
+    listed = [sys.executable, "-c", record, "l", "{max-depth}", "{max_depth}", "{opt.lr}", "{args}"]
+    for form, command in (("s", string), ("l", listed)):
+        path = study(tmp_path, space, "x", name=f"{form}.yaml")
+        path.write_text(path.read_text().replace('command: "x"', f"command: {json.dumps(command)}"))
+        result = cli.invoke(app, ["run", str(path), "-o", str(tmp_path / f"{form}.results.json"), "-q"])
+        assert result.exit_code == 0, result.output
+        for depth in ("3", "4"):
+            argv = json.loads((tmp_path / f"{form}{depth}.json").read_text())
+            assert argv == [depth, "7", "0.5", *[a.replace("{d}", depth) for a in args]], form
 
 
 # Places where no text value can go ------------------------------------------------
@@ -336,7 +335,7 @@ def test_text_given_to_another_shell_is_refused(template: str) -> None:
 
 
 def test_arguments_after_a_shell_script_are_safe(tmp_path: Path) -> None:
-    command = "sh -c 'printf %s \"$1\" > out.txt' _ {v}; bash -c \"printf %s \\\"\\$1\\\" >> out.txt\" _ {v}"
+    command = 'sh -c \'printf %s "$1" > out.txt\' _ {v}; bash -c "printf %s \\"\\$1\\" >> out.txt" _ {v}'
     assert ShellTemplate(command).problems(set()) == []
     for value in HOSTILE:
         outcome = ShellExecutor(command, ["f1"], tmp_path, {}, None).run(request({"v": value}), _NoReports())
