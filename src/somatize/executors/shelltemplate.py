@@ -126,38 +126,23 @@ class ShellTemplate:
 
     def __init__(self, template: str):
         self.template = template
-        pieces = parse_part(template)  # TemplateError on malformed braces
-        prefix = "SmtzSlot"
-        while prefix in template:
-            prefix += "Q"
-        source = bytearray()
-        spans: list[tuple[int, int]] = []
-        slots: list[Slot] = []
-        for piece in pieces:
-            if isinstance(piece, str):
-                source += piece.encode()
-            else:
-                start = len(source)
-                source += f"{prefix}{len(slots)}Q".encode()
-                spans.append((start, len(source)))
-                slots.append(piece)
-        tree = _parser().parse(bytes(source))
+        source, spans, slots = _with_markers(template)
+        tree = _parser().parse(source)
         heredocs: dict[int, Any] = {}  # quoted here-documents holding a placeholder, by start byte
         spots: list[Spot] = []
         for slot, (start, end) in zip(slots, spans):
-            node = tree.root_node.descendant_for_byte_range(start, end)
-            spot, heredoc = _locate(slot.name, node, bytes(source))
+            spot, heredoc = _locate(slot.name, tree.root_node.descendant_for_byte_range(start, end), source)
             spots.append(spot)
             if heredoc is not None:
                 heredocs[heredoc.start_byte] = heredoc
-        plans = {key: _unquote_heredoc(heredoc, bytes(source)) for key, heredoc in heredocs.items()}
+        plans = {key: _unquote_heredoc(heredoc, source) for key, heredoc in heredocs.items()}
         bad = {key for key, plan in plans.items() if plan is None}
         if bad:  # a delimiter that is no plain word: no value can go in there
             spots = [_refuse_in_heredoc(spot, span, heredocs, bad) for spot, span in zip(spots, spans)]
         edits = [edit for plan in plans.values() if plan for edit in plan]
         self.spots = spots
-        self._script = _assemble(bytes(source), spans, spots, edits)
-        self._display = _assemble(bytes(source), spans, spots, [])
+        self._script = _assemble(source, spans, spots, edits)
+        self._display = _assemble(source, spans, spots, [])
 
     def problems(self, numeric: Collection[str], choices: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
         """Why values cannot go where some placeholders stand.
@@ -166,8 +151,8 @@ class ShellTemplate:
         maps a placeholder to every text value it can take (categorical
         choices, constants), each checked against `bash_would_run`.
         """
-        out = []
-        used = set()
+        out: list[str] = []
+        used: set[str] = set()
         for spot in self.spots:
             used |= set(choices or {}) if spot.name == "args" else {spot.name}
             if spot.refused:
@@ -189,7 +174,7 @@ class ShellTemplate:
                 continue
             if item.refused:
                 raise ValueError(item.refused)
-            names = [name for name in params] if item.name == "args" else [item.name]
+            names = list(params) if item.name == "args" else [item.name]
             for name in names:
                 value = values.get(name)
                 if item.place is Place.ARITHMETIC and not _is_number(value):
@@ -238,6 +223,30 @@ def _bash_problem(name: str, value: str) -> str:
         f"the value {value!r} of {{{name}}} cannot be given to a shell: where bash reads a number (test -eq, "
         f"printf %d, $((...)), ...) it would run the command inside [...]; {ADVICE}"
     )
+
+
+def _with_markers(template: str) -> tuple[bytes, list[tuple[int, int]], list[Slot]]:
+    """The template as the shell will see it, each placeholder a marker word; the markers' byte spans.
+
+    A marker is a plain word, so the grammar places it as it would place the
+    reference that replaces it; byte offsets because tree-sitter counts bytes.
+    """
+    pieces = parse_part(template)  # TemplateError on malformed braces
+    prefix = "SmtzSlot"
+    while prefix in template:
+        prefix += "Q"
+    source = bytearray()
+    spans: list[tuple[int, int]] = []
+    slots: list[Slot] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            source += piece.encode()
+        else:
+            start = len(source)
+            source += f"{prefix}{len(slots)}Q".encode()
+            spans.append((start, len(source)))
+            slots.append(piece)
+    return bytes(source), spans, slots
 
 
 def _is_number(value: Any) -> bool:
