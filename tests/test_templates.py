@@ -149,8 +149,9 @@ def test_a_value_that_cannot_go_fails_the_trial_not_the_study(tmp_path: Path) ->
     executor = ShellExecutor("echo $(( {n} + 1 ))", ["f1"], tmp_path, {}, None)
     outcome = executor.run(request({"n": "a[$(touch pwned)]"}), _NoReports())
     assert isinstance(outcome, Failed) and "arithmetic" in outcome.error
-    outcome = ShellExecutor("echo {v}", ["f1"], tmp_path, {}, None).run(request({"v": "a\0b"}), _NoReports())
-    assert isinstance(outcome, Failed) and "NUL" in outcome.error
+    for command in ("echo {v}", ["echo", "{v}"]):
+        outcome = ShellExecutor(command, ["f1"], tmp_path, {}, None).run(request({"v": "a\0b"}), _NoReports())
+        assert isinstance(outcome, Failed) and "NUL character" in outcome.error and "Traceback" not in outcome.error
     assert not (tmp_path / "pwned").exists()
 
 
@@ -341,3 +342,15 @@ def test_arguments_after_a_shell_script_are_safe(tmp_path: Path) -> None:
         outcome = ShellExecutor(command, ["f1"], tmp_path, {}, None).run(request({"v": value}), _NoReports())
         assert isinstance(outcome, Completed)
         assert (tmp_path / "out.txt").read_text() == value * 2 and only_files(tmp_path) == ["out.txt"]
+
+
+@pytest.mark.parametrize("command", ["echo y=1 {args}", ["echo", "y=1", "{v}"]])
+def test_validate_refuses_a_nul_in_a_value(tmp_path: Path, command: str | list[str]) -> None:
+    path = study(tmp_path, '  v: ["a\\0b", ok]\n', "x")
+    path.write_text(path.read_text().replace('command: "x"', f"command: {json.dumps(command)}"))
+    result = cli.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"{at(path)}: command: the value 'a\\x00b' of {{v}} holds a NUL character, which no command can take\n"
+    )

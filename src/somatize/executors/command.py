@@ -179,6 +179,8 @@ class ArgvTemplate:
                 argv += values["args"]
             else:
                 argv.append("".join(p if isinstance(p, str) else _text(values.get(p.name)) for p in pieces))
+        if any("\0" in arg for arg in argv):
+            raise ValueError("a value holds a NUL character, which no command argument can take")
         return Command(argv)
 
     def display(self, params: Mapping[str, Any], trial: Mapping[str, Any]) -> str:

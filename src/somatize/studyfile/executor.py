@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..executors.command import TRIAL_PLACEHOLDERS, template_problems, unknown_placeholders, value_text
+from ..executors.command import TRIAL_PLACEHOLDERS, placeholders, template_problems, unknown_placeholders, value_text
 from ..executors.shelltemplate import ShellTemplate
 from ..space import CategoricalDimension, SearchSpace
 from .config import ExecutorConfig
@@ -33,7 +33,8 @@ def check_executor(
     """The executor config and its plain-data form for the results file's spec.
 
     `space`, when it is valid, tells which placeholders only ever hold numbers
-    (the only ones a string command may use in shell arithmetic).
+    (the only ones a string command may use in shell arithmetic) and the text
+    values of the others, each checked before any trial runs.
 
     Parts that fail their check come back as None; the loader gives up when
     anything was reported, so the half-built config never escapes.
@@ -92,7 +93,8 @@ def _command(
             return None
         if not _placeholders_ok(value, where, names):
             return None
-        return value if _shell_places_ok(value, where, values) else None
+        ok = _values_ok([value], where, values)
+        return value if _shell_places_ok(value, where, values) and ok else None
     if not isinstance(value, list) or not value:
         where.error(f"command must be a string or a non-empty list of strings, got {show(value)}")
         return None
@@ -104,7 +106,19 @@ def _command(
             ok = False
         elif not _placeholders_ok(part, where / i, names):
             ok = False
-    return value if ok else None
+    return value if ok and _values_ok(value, where, values) else None
+
+
+def _values_ok(parts: list[str], where: Where, values: tuple[set[str], dict[str, list[Any]]] | None) -> bool:
+    """No text value the command gets holds a NUL: neither an argument nor the environment can carry one."""
+    if values is None:
+        return True
+    used = set(placeholders(parts))
+    texts = values[1]
+    bad = [(name, v) for name, vs in texts.items() if name in used or "args" in used for v in vs if "\0" in v]
+    for name, v in bad:
+        where.error(f"command: the value {v!r} of {{{name}}} holds a NUL character, which no command can take")
+    return not bad
 
 
 def _placeholders_ok(template: str, where: Where, names: Sequence[str] | None) -> bool:
