@@ -37,10 +37,9 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Slot:
-    """One `{name}` in a template part; `offset` is where its `{` stands in the part."""
+    """One `{name}` in a template part."""
 
     name: str
-    offset: int
 
 
 Piece = str | Slot
@@ -72,7 +71,7 @@ def scan(part: str) -> tuple[list[Piece], list[str]]:
                 continue
             name = part[i + 1 : end]
             if PARAMETER_NAME.fullmatch(name):
-                pieces += ["".join(literal), Slot(name, i)]
+                pieces += ["".join(literal), Slot(name)]
                 literal = []
             else:
                 problems.append(_malformed(part[i : end + 1]))
