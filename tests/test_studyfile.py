@@ -176,7 +176,7 @@ executor: {function: mypkg.train:objective}
         "{function: mypkg.train.objective}",
         "{function: 'train:Trainer.run'}",
         "{command: [python, train.py, --lr, '{lr}', '{args}']}",
-        "{command: 'echo {{literal}} {lr!r} {lr:.3f} {trial_id} {trial_number} {study} {args}'}",
+        "{command: 'echo {{literal}} {lr} {trial_id} {trial_number} {study} {args}'}",
     ],
 )
 def test_executor_forms(tmp_path, executor):
@@ -240,7 +240,7 @@ CASES = [
     ("  - {metric: f1, direction: maximize}", "  - f1", "10:5", "objective must be a mapping, got 'f1'"),
     ("--act {act}", "--act {actv}", "12:12", "unknown placeholder {actv} in command (did you mean 'act'?)"),
     ("--act {act}", "--act {", "12:12", "malformed placeholder"),
-    ("--act {act}", "--act {0}", "12:12", "invalid placeholder {0}"),
+    ("--act {act}", "--act {0}", "12:12", "malformed placeholder {0}: a placeholder name starts with a letter"),
 ]
 # fmt: on
 

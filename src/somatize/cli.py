@@ -122,16 +122,19 @@ def validate(
 
 def _summary(config, output_sample: Path | None) -> list[str]:
     from .assemble import sample_params
-    from .executors.command import render
+    from .executors.command import compile_template
     from .studyfile import describe
 
     lines = [f"{config.path}: valid"] + [f"  {line}" for line in describe(config)]
     if config.executor.command is not None:
         params = sample_params(config.space)
         trial = {"trial_id": "trial_0000", "trial_number": 0, "trial_seed": 0, "study": config.name}
-        rendered = render(config.executor.command, params, trial)
-        shown = rendered if isinstance(rendered, str) else " ".join(rendered)
-        lines.append(f"  sample command: {shown}")
+        template = compile_template(config.executor.command)
+        lines.append(f"  sample command: {template.display(params, trial)}")
+        command = template.render(params, trial)
+        if command.shell:  # what /bin/sh really gets: the values stay in the environment
+            lines.append(f"  as run by {command.argv[0]}: {command.argv[-1]}")
+            lines.append("    (each value is in an environment variable that the shell expands but never parses)")
     if output_sample is not None:
         from .executors.output import explain_output
 

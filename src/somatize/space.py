@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -21,6 +22,10 @@ Scalar = Union[str, int, float, bool]
 LINEAR = "linear"
 LOG = "log"
 SCALES = (LINEAR, LOG)
+
+# A parameter name, and so a `{placeholder}` name: safe unquoted in any shell word,
+# so `--name` literals need no quoting anywhere in a command.
+PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 def tidy(value: float) -> float:

@@ -85,8 +85,8 @@ FUNCTION_EXECUTOR = """\
   function: __MODULE__:objective"""
 
 COMMAND_EXECUTOR = """\
-  # Runs train.py (next to this file) once per trial. {name} is a parameter's value,
-  # shell-quoted; {trial_seed} a seed for the trial; {args} would give --name value for all.
+  # Runs train.py (next to this file) once per trial. {name} is a parameter's value, passed
+  # verbatim; {trial_seed} a seed for the trial; {args} would give --name value for all.
   # The script prints JSON lines with a "step" (intermediate reports) and a final loss=...
   # To call a Python function in this process instead:  function: mymodule:objective
   command: __PYTHON__ train.py --lr {lr} --layers {layers} --activation {activation} \

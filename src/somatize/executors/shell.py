@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..study import MetricRecord
-from . import command as templates
 from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialRequest
+from .command import Command, compile_template
 from .output import MetricStream, ParsedMetric
 from .processes import LIVE_GROUPS, signal_group
 
@@ -203,6 +203,7 @@ class ShellExecutor(Executor):
         timeout: float | None,
     ):
         self.command = command
+        self._template = compile_template(command)  # parsed once; TemplateError (a ValueError) if malformed
         self.declared = list(declared_metrics)
         self.workdir = Path(workdir)
         self.env = dict(env)
@@ -217,26 +218,26 @@ class ShellExecutor(Executor):
     # The trial ---------------------------------------------------------------
 
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
-        rendered = templates.render(self.command, request.params, self._trial_values(request))
-        shell = isinstance(rendered, str)
-        argv = ["/bin/sh", "-c", rendered] if isinstance(rendered, str) else rendered
-        if not argv:
+        try:
+            command = self._template.render(request.params, self._trial_values(request))
+        except ValueError as exc:  # a value that cannot go where its placeholder stands
+            return Failed(str(exc))
+        if not command.argv:
             return Failed("empty command")
         metrics_file = self._metrics_dir() / f"{request.trial_id}.{next(self._counter)}.metrics"
         try:
-            return self._run(argv, shell, request, reporter, metrics_file)
+            return self._run(command, request, reporter, metrics_file)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 metrics_file.unlink()
 
-    def _run(
-        self, argv: list[str], shell: bool, request: TrialRequest, reporter: Reporter, metrics_file: Path
-    ) -> Outcome:
+    def _run(self, command: Command, request: TrialRequest, reporter: Reporter, metrics_file: Path) -> Outcome:
+        argv, shell = command.argv, command.shell
         try:
             popen = subprocess.Popen(
                 argv,
                 cwd=self.workdir,
-                env=self._environment(request, metrics_file),
+                env=self._environment(request, metrics_file, command.env),
                 stdin=subprocess.DEVNULL,  # `somatize run -` may be reading the study from stdin
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -330,7 +331,9 @@ class ShellExecutor(Executor):
             "study": request.study_name,
         }
 
-    def _environment(self, request: TrialRequest, metrics_file: Path) -> dict[bytes, bytes]:
+    def _environment(
+        self, request: TrialRequest, metrics_file: Path, values: Mapping[str, str]
+    ) -> dict[bytes, bytes]:
         # Bytes, built from a snapshot taken at the first trial: re-encoding the whole
         # environment for every trial was a large part of the per-trial overhead.
         if self._base_env is None:
@@ -342,6 +345,7 @@ class ShellExecutor(Executor):
             "SOMATIZE_STUDY": request.study_name,
             "SOMATIZE_PARAMS": json.dumps(dict(request.params)),
             "SOMATIZE_METRICS_FILE": str(metrics_file),
+            **values,  # the placeholders' values, which a string command's script refers to
         }
         env = dict(self._base_env)
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in trial.items())

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import SpaceError
 from ..executors.command import TRIAL_PLACEHOLDERS
-from ..space import SCALES, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace
+from ..space import PARAMETER_NAME, SCALES, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace
 from .conditions import build_space, check_conditions, check_when
 from .fields import as_number, choice, is_int, mapping
 from .problems import Where, show
@@ -22,7 +21,7 @@ _KEYS_OF = {
     "categorical": ("type", "choices", "default", "when"),
 }
 _REQUIRED = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_NAME = PARAMETER_NAME
 # Beyond 2**53 integers stop being exact as floats, which grid and log sampling use.
 _INT_LIMIT = 2**53
 

@@ -107,7 +107,7 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     objectives = check_objectives(data, root)
     target = check_target(data.get("target"), root / "target", objective_metrics(data))
     names = declared if isinstance(data.get("search_space"), dict) else None
-    executor = check_executor(data["executor"], root / "executor", names, base_dir) if "executor" in data else None
+    executor = check_executor(data["executor"], root / "executor", names, base_dir, space) if "executor" in data else None
     settings = _settings(data, root, base_dir)
     if root.problems or None in (name, space, strategy, objectives, executor):
         return None

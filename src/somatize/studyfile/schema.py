@@ -282,7 +282,8 @@ def _executor() -> dict[str, Any]:
     fields = {
         "command": {
             "description": (
-                "A shell command with {param} placeholders (each value shell-quoted), or a list: argv, no shell. "
+                "A shell command with {param} placeholders (each value passed in an environment variable, never parsed "
+                "by the shell), or a list: argv, no shell. "
                 f"Also {', '.join('{' + p + '}' for p in TRIAL_PLACEHOLDERS)}."
             ),
             "anyOf": [
