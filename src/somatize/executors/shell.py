@@ -6,6 +6,12 @@ incrementally in this thread with a selector: each metric line is reported
 at once, so the live table and the pruner see intermediate values while the
 trial runs. Metrics written to $SOMATIZE_METRICS_FILE are read after a
 successful exit and returned as the trial's final records.
+
+Nothing a trial does can make reading its output block past the timeout or
+grow without bound: pipes are read only when select says so, the metrics
+file only when it is a regular file (not a FIFO or /dev/zero put in its
+place) and only up to the size it had, within the deadline, and its records
+go into a bounded MetricLog (issues 14.12, 14.13).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import re
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -27,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..bounds import MetricLog
 from ..study import MetricRecord
 from . import command as templates
 from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialRequest
@@ -34,6 +42,7 @@ from .output import MetricStream, ParsedMetric
 from .processes import LIVE_GROUPS, signal_group
 
 READ_CHUNK = 64 * 1024
+FILE_CHUNK = 1024 * 1024  # metrics-file reads: fewer, larger reads of a file that may hold millions of lines
 CANCEL_CHECK = 0.25  # longest wait without looking whether the study was interrupted
 POLL_INTERVAL = 0.05  # exit polling, only where pidfd_open is unavailable (not Linux)
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)  # no epoll fd per trial
@@ -186,6 +195,36 @@ def spawn_error(exc: OSError, argv: Sequence[str], workdir: Path) -> str:
     return f"cannot start {argv[0]}: {exc.strerror or exc}"
 
 
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def open_regular_file(path: Path) -> tuple[int | None, str | None]:
+    """A descriptor to read `path` if it is a regular file, else None and why not (no reason: it does not exist).
+
+    A trial may put a FIFO, /dev/zero or a symlink to a device where its
+    metrics file was: such a file is never opened (opening a device can have
+    effects, and a FIFO blocks open() until a writer comes), and O_NONBLOCK
+    guards the moment between the check and the open.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            return None, f"is a {_file_kind(mode)}, not a regular file: not read"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # swapped after the check
+        os.close(fd)
+        return None, f"is a {_file_kind(mode)}, not a regular file: not read"
+    return fd, None
+
+
 class ShellExecutor(Executor):
     """Runs the study's `command:` once per trial and reads metrics from its output."""
 
@@ -246,10 +285,11 @@ class ShellExecutor(Executor):
             return Failed(spawn_error(exc, argv, self.workdir))
         LIVE_GROUPS.add(popen.pid)
         process = TrialProcess(popen, self.STDERR_TAIL_BYTES)
-        stream = MetricStream(self.declared)
+        stream = MetricStream(self.declared, source="stdout")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         supervised = False
         try:
-            outcome = self._supervise(process, stream, reporter)
+            outcome = self._supervise(process, stream, reporter, deadline)
             supervised = True
         finally:
             if not supervised:  # Ctrl-C or an error while waiting: never leave the trial running
@@ -262,11 +302,12 @@ class ShellExecutor(Executor):
             reporter.report(record.name, record.value, record.step)
         if returncode != 0:
             return Failed(exit_error(returncode, process.stderr.lines(self.STDERR_TAIL_LINES), shell))
-        return Completed(self._read_metrics_file(metrics_file))
+        return self._completed(stream, metrics_file, deadline)
 
-    def _supervise(self, process: TrialProcess, stream: MetricStream, reporter: Reporter) -> Outcome | None:
+    def _supervise(
+        self, process: TrialProcess, stream: MetricStream, reporter: Reporter, deadline: float | None
+    ) -> Outcome | None:
         """Read output until the trial ends; an outcome for a timeout or pruning, else None."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         exited_at: float | None = None
         while True:
             now = time.monotonic()
@@ -354,18 +395,39 @@ class ShellExecutor(Executor):
                 self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
             return self._tmpdir
 
-    def _read_metrics_file(self, path: Path) -> list[MetricRecord]:
+    def _completed(self, stdout: MetricStream, metrics_file: Path, deadline: float | None) -> Outcome:
+        """The outcome of a trial that exited 0: its metrics file's records, and why lines were not read."""
+        log = MetricLog(self.declared)
+        file_stream = MetricStream(self.declared, source="metrics file")
+        notes: tuple[str, ...] = ()
         try:
-            handle = path.open("rb")
-        except FileNotFoundError:  # the trial did not use it
-            return []
-        stream = MetricStream(self.declared)
-        parsed: list[ParsedMetric] = []
-        with handle:
-            while chunk := handle.read(READ_CHUNK):
-                parsed += stream.feed(chunk)
-        parsed += stream.close()
-        return [MetricRecord(r.name, r.value, r.step) for r in parsed]
+            problem = self._read_metrics_file(metrics_file, file_stream, log, deadline)
+        except TimeoutError:
+            return Failed(f"timeout after {self.timeout:g} s (reading $SOMATIZE_METRICS_FILE)")
+        if problem is not None:
+            notes = (f"$SOMATIZE_METRICS_FILE {problem}",)
+        unread = {**file_stream.unread_for(self.declared), **stdout.unread_for(self.declared)}
+        thinned = log if log.truncation() is not None else None
+        return Completed(log.records(), unread=unread, notes=notes, thinned=thinned)
+
+    @staticmethod
+    def _read_metrics_file(path: Path, stream: MetricStream, log: MetricLog, deadline: float | None) -> str | None:
+        """Parse the metrics file into `log`; why it was not read, if it was not (TimeoutError past `deadline`)."""
+        fd, problem = open_regular_file(path)
+        if fd is None:
+            return problem
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            left = os.fstat(fd).st_size  # what the file held when the trial ended; a writer left behind is not followed
+            while left > 0:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError
+                chunk = handle.read(min(FILE_CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                log.extend(MetricRecord(r.name, r.value, r.step) for r in stream.feed(chunk))
+        log.extend(MetricRecord(r.name, r.value, r.step) for r in stream.close())
+        return None
 
     def close(self) -> None:
         if self._cleanup is not None:
