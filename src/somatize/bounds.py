@@ -173,4 +173,4 @@ def clip_text(text: str, limit: int = ERROR_CHARS, head: int = _ERROR_HEAD) -> t
     if len(text) <= limit + _MARKER_ROOM:
         return text, 0
     cut = len(text) - limit
-    return f"{text[:head]}\n[... {cut} characters cut ...]\n{text[len(text) - (limit - head):]}", cut
+    return f"{text[:head]}\n[... {cut} characters cut ...]\n{text[len(text) - (limit - head) :]}", cut

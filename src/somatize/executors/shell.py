@@ -16,7 +16,6 @@ go into a bounded MetricLog (issues 14.12, 14.13).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -195,6 +194,16 @@ def spawn_error(exc: OSError, argv: Sequence[str], workdir: Path) -> str:
     return f"cannot start {argv[0]}: {exc.strerror or exc}"
 
 
+def remove_metrics_file(path: Path) -> None:
+    """Remove what the trial left at its metrics-file path: a file, a FIFO, a symlink, even a directory."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):  # unlink(2) of a directory: EISDIR on Linux, EPERM elsewhere
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _file_kind(mode: int) -> str:
     kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
              (stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"))
@@ -265,8 +274,7 @@ class ShellExecutor(Executor):
         try:
             return self._run(argv, shell, request, reporter, metrics_file)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                metrics_file.unlink()
+            remove_metrics_file(metrics_file)
 
     def _run(
         self, argv: list[str], shell: bool, request: TrialRequest, reporter: Reporter, metrics_file: Path
