@@ -363,3 +363,31 @@ def test_explain_output_says_a_json_string_value_is_not_a_number() -> None:
     assert explain_output('{"y": "0.5"}\n', ["y"])[0] == (
         "line 1: '{\"y\": \"0.5\"}' names 'y' but is not read: its value '0.5' is a string; write the number unquoted"
     )
+
+
+def test_validate_output_sample_of_a_long_run_lists_a_bounded_number_of_values(tmp_path: Path) -> None:
+    log = tmp_path / "trial.log"
+    log.write_text("".join(f'{{"step": {i}, "y": {i}}}\n' for i in range(1000)))
+    result = cli.invoke(app, ["validate", str(study_file(tmp_path, "command: echo\n")), "--output-sample", str(log)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(": y = ") == 21  # twenty, then the last
+    assert "... and 980 more values of y, the last line 1000: y = 999.0 (step 999)" in result.stdout
+
+
+def test_a_python_objective_reporting_many_values_keeps_a_bounded_record(tmp_path: Path) -> None:
+    (tmp_path / "chatty.py").write_text(
+        textwrap.dedent(
+            f"""\
+            def objective(params, trial):
+                for step in range({MANY_LINES}):
+                    trial.report({{"y": 5.0 if step == 3333 else 9.0, "note%d" % (step % 120): 1.0}}, step=step)
+                trial.report(7.0)
+            """
+        )
+    )
+    process, trial = run(study_file(tmp_path, "function: chatty:objective\n"))
+    assert process.returncode == 0, process.stderr
+    assert trial["values"] == {"y": 5.0}
+    assert len(trial["metrics"]) <= DECLARED_RECORDS + OTHER_NAMES * OTHER_RECORDS
+    assert trial["truncated"]["metrics"]["y"]["reported"] == MANY_LINES + 1
+    assert trial["truncated"]["metrics_dropped"]["records"] == 20 * MANY_LINES // 120

@@ -78,12 +78,12 @@ def failure(exc: BaseException) -> Failed:
     A huge message (50 MB) is cut here, where it is raised: traceback text
     would repeat it, and a worker process would send it whole to the runner.
     """
-    message = f"{type(exc).__name__}: {exc}"
-    if len(message) <= ERROR_CHARS:
-        return Failed(f"{message}\n{traceback_tail(exc)}")
+    name, detail = type(exc).__name__, str(exc)  # str() of a one-string exception is that string, not a copy
+    if len(detail) <= ERROR_CHARS:
+        return Failed(f"{name}: {detail}\n{traceback_tail(exc)}")
     frames = _frames_tail(exc, 5)[-ERROR_CHARS // 4 :]
-    clipped, cut = clip_text(message, ERROR_CHARS - len(frames) - 1)  # the whole stays within ERROR_CHARS
-    text = f"{clipped}\n{frames}"
+    clipped, cut = clip_text(detail, ERROR_CHARS - len(name) - len(frames) - 3)  # the whole within ERROR_CHARS
+    text = f"{name}: {clipped}\n{frames}"
     return Failed(text, chars=len(text) + cut)
 
 

@@ -267,6 +267,7 @@ class MetricStream:
 # Explaining a captured output (`somatize validate --output-sample`) ------------
 
 _MAX_NOTES_PER_METRIC = 5
+_MAX_VALUES_PER_METRIC = 20  # a captured log of a long run reports thousands
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -294,23 +295,29 @@ def _near_miss(line: str, declared: Collection[str], found: set[str]) -> str | N
 
 
 def explain_output(text: str, declared: Collection[str]) -> list[str]:
-    """Human lines saying which metrics a captured trial output would give."""
+    """Human lines saying which metrics a captured trial output would give (bounded for a long output)."""
     lines: list[str] = []
-    seen: set[str] = set()
+    values: dict[str, int] = {}  # metric -> values read
+    last: dict[str, str] = {}  # metric -> its last value, described, past the ones listed
     notes, max_notes = 0, _MAX_NOTES_PER_METRIC * max(1, len(declared))
     for number, line in enumerate(text.splitlines(), start=1):
         records = parse_metric_line(line, declared)
-        lines += [_describe(r, number) for r in records]
-        found = {r.name for r in records}
-        seen |= found
-        note = _near_miss(line, declared, found)
+        for record in records:
+            values[record.name] = values.get(record.name, 0) + 1
+            if values[record.name] <= _MAX_VALUES_PER_METRIC:
+                lines.append(_describe(record, number))
+            else:
+                last[record.name] = _describe(record, number)
+        note = _near_miss(line, declared, {r.name for r in records})
         if note is not None:
             notes += 1
             if notes <= max_notes:
                 lines.append(f"line {number}: {_shown(line)} {note}")
     if notes > max_notes:
         lines.append(f"... and {notes - max_notes} more lines like these")
+    for name, described in last.items():
+        lines.append(f"... and {values[name] - _MAX_VALUES_PER_METRIC} more values of {name}, the last {described}")
     for name in declared:
-        if name not in seen:
+        if name not in values:
             lines.append(f"{name}: not found (lines like '{name}=0.8', '{name}: 0.8' or {{\"{name}\": 0.8}} are read)")
     return lines
