@@ -230,8 +230,9 @@ def test_a_metrics_file_that_is_not_a_regular_file_is_not_read(tmp_path: Path, r
 
 
 def test_the_timeout_holds_while_reading_a_huge_metrics_file(tmp_path: Path) -> None:
-    # A sparse file of 200 GB: regular, but reading it all would take minutes.
-    process, trial = run(study_file(tmp_path, 'command: truncate -s 200G "$SOMATIZE_METRICS_FILE"\ntimeout: 1\n'))
+    # Five million metric lines, written in a blink, take tens of seconds to parse.
+    command = 'command: yes y=1 | head -c 20000000 > "$SOMATIZE_METRICS_FILE"\ntimeout: 1\n'
+    process, trial = run(study_file(tmp_path, command))
     assert process.returncode == 1
     assert trial["error"] == "timeout after 1 s (reading $SOMATIZE_METRICS_FILE)"
 
@@ -391,3 +392,28 @@ def test_a_python_objective_reporting_many_values_keeps_a_bounded_record(tmp_pat
     assert len(trial["metrics"]) <= DECLARED_RECORDS + OTHER_NAMES * OTHER_RECORDS
     assert trial["truncated"]["metrics"]["y"]["reported"] == MANY_LINES + 1
     assert trial["truncated"]["metrics_dropped"]["records"] == 20 * MANY_LINES // 120
+
+
+def test_of_a_metrics_file_over_the_cap_both_ends_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from somatize.executors import shell
+    from somatize.executors.base import Completed, TrialRequest
+
+    monkeypatch.setattr(shell, "METRICS_FILE_BYTES", 64)
+    lines = "".join(f"y={i}\n" for i in range(100))  # 390 bytes: the first and last 32 are read
+    command = f"printf '{lines}y=[0]' > \"$SOMATIZE_METRICS_FILE\""
+    executor = shell.ShellExecutor(command, ["y"], tmp_path, {}, None)
+    outcome = executor.run(TrialRequest("trial_0000", 0, {}, 1, "demo"), reporter=_NoReporter())
+    assert isinstance(outcome, Completed) and outcome.thinned is not None
+    values = [r.value for r in outcome.metrics]
+    assert values[:3] == [0.0, 1.0, 2.0] and values[-2:] == [98.0, 99.0] and len(values) < 20
+    assert outcome.thinned.truncation() == {"metrics_file": {"bytes": len(lines) + 5, "read": 64}}
+    assert outcome.unread == {}  # y was read
+    executor.close()
+
+
+class _NoReporter:
+    def report(self, name: str, value: float, step: int | None = None) -> None:
+        raise AssertionError("nothing is printed")
+
+    def should_prune(self) -> bool:
+        return False

@@ -95,6 +95,7 @@ class MetricLog:
         self._seq = 0
         self.records_dropped = 0  # records of undeclared names past the cap: none of them is kept
         self.names_dropped: list[str] = []  # the first of those names, for the record
+        self.cuts: dict[str, Any] = {}  # other output cut before its records came here (a huge metrics file)
 
     def add(self, record: MetricRecord) -> bool:
         """Keep the record, or a thinned share of its metric; False when its name is not kept at all."""
@@ -125,6 +126,7 @@ class MetricLog:
         self.records_dropped += other.records_dropped
         for name in other.names_dropped:
             self._note_dropped(name)
+        self.cuts.update(other.cuts)
         return taken
 
     def _new_series(self, name: str) -> _Series | None:
@@ -162,6 +164,7 @@ class MetricLog:
             out["metrics"] = metrics
         if self.records_dropped:
             out["metrics_dropped"] = {"records": self.records_dropped, "names": list(self.names_dropped)}
+        out.update(self.cuts)
         return out or None
 
 

@@ -223,6 +223,16 @@ class MetricStream:
         self._skipping = False
         return self._scan(tail) if tail.strip() else []
 
+    def resync(self, where: str) -> None:
+        """Go on reading from another place in the stream (past a skipped middle): drop bytes up to a newline.
+
+        Line numbers count again from there, and `where` says from where.
+        """
+        self._partial.clear()
+        self._skipping = True
+        self._lines = 0
+        self.source = f"{self.source} ({where})"
+
     def unread_for(self, names: Iterable[str]) -> dict[str, str]:
         """`unread` for the names among `names` that no line gave a value for."""
         return {name: self.unread[name] for name in names if name in self.unread and name not in self._read}
