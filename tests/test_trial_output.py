@@ -395,10 +395,10 @@ def test_a_python_objective_reporting_many_values_keeps_a_bounded_record(tmp_pat
 
 
 def test_of_a_metrics_file_over_the_cap_both_ends_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from somatize.executors import shell
+    from somatize.executors import metrics_file, shell
     from somatize.executors.base import Completed, TrialRequest
 
-    monkeypatch.setattr(shell, "METRICS_FILE_BYTES", 64)
+    monkeypatch.setattr(metrics_file, "METRICS_FILE_BYTES", 64)
     lines = "".join(f"y={i}\n" for i in range(100))  # 390 bytes: the first and last 32 are read
     command = f"printf '{lines}y=[0]' > \"$SOMATIZE_METRICS_FILE\""
     executor = shell.ShellExecutor(command, ["y"], tmp_path, {}, None)

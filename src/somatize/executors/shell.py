@@ -9,9 +9,8 @@ successful exit and returned as the trial's final records.
 
 Nothing a trial does can make reading its output block past the timeout or
 grow without bound: pipes are read only when select says so, the metrics
-file only when it is a regular file (not a FIFO or /dev/zero put in its
-place) and only up to the size it had, within the deadline, and its records
-go into a bounded MetricLog (issues 14.12, 14.13).
+file as metrics_file.py says, within the same deadline, and its records go
+into a bounded MetricLog (issues 14.12, 14.13).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import re
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
@@ -31,19 +29,16 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..bounds import MetricLog
-from ..study import MetricRecord
 from . import command as templates
 from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialRequest
+from .metrics_file import read_metrics_file, remove_metrics_file
 from .output import MetricStream, ParsedMetric
 from .processes import LIVE_GROUPS, signal_group
 
-READ_CHUNK = 64 * 1024  # also the metrics file's: the deadline is checked between reads
-# Of a larger metrics file only the first and last halves are read: 256 MiB is about 2.5 million metric
-# lines, which took about a minute to parse here (1 million JSON lines: 44 s through `somatize run`).
-METRICS_FILE_BYTES = 256 * 1024 * 1024
+READ_CHUNK = 64 * 1024
 CANCEL_CHECK = 0.25  # longest wait without looking whether the study was interrupted
 POLL_INTERVAL = 0.05  # exit polling, only where pidfd_open is unavailable (not Linux)
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)  # no epoll fd per trial
@@ -194,58 +189,6 @@ def spawn_error(exc: OSError, argv: Sequence[str], workdir: Path) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot execute {argv[0]}: permission denied"
     return f"cannot start {argv[0]}: {exc.strerror or exc}"
-
-
-def _parse_span(handle: BinaryIO, length: int, stream: MetricStream, log: MetricLog, deadline: float | None) -> None:
-    """Feed the next `length` bytes of a file to `stream`, its records to `log`; TimeoutError past `deadline`."""
-    while length > 0:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError
-        chunk = handle.read(min(READ_CHUNK, length))  # 64 KiB of metric lines parse in ~50 ms
-        if not chunk:
-            return
-        length -= len(chunk)
-        log.extend(MetricRecord(r.name, r.value, r.step) for r in stream.feed(chunk))
-
-
-def remove_metrics_file(path: Path) -> None:
-    """Remove what the trial left at its metrics-file path: a file, a FIFO, a symlink, even a directory."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except (IsADirectoryError, PermissionError):  # unlink(2) of a directory: EISDIR on Linux, EPERM elsewhere
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-             (stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"))
-    return next((name for test, name in kinds if test(mode)), "special file")
-
-
-def open_regular_file(path: Path) -> tuple[int | None, str | None]:
-    """A descriptor to read `path` if it is a regular file, else None and why not (no reason: it does not exist).
-
-    A trial may put a FIFO, /dev/zero or a symlink to a device where its
-    metrics file was: such a file is never opened (opening a device can have
-    effects, and a FIFO blocks open() until a writer comes), and O_NONBLOCK
-    guards the moment between the check and the open.
-    """
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            return None, f"is a {_file_kind(mode)}, not a regular file: not read"
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"cannot be read: {exc.strerror or exc}"
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):  # swapped after the check
-        os.close(fd)
-        return None, f"is a {_file_kind(mode)}, not a regular file: not read"
-    return fd, None
 
 
 class ShellExecutor(Executor):
@@ -423,7 +366,7 @@ class ShellExecutor(Executor):
         file_stream = MetricStream(self.declared, source="metrics file")
         notes: tuple[str, ...] = ()
         try:
-            problem = self._read_metrics_file(metrics_file, file_stream, log, deadline)
+            problem = read_metrics_file(metrics_file, file_stream, log, deadline)
         except TimeoutError:
             return Failed(f"timeout after {self.timeout:g} s (reading $SOMATIZE_METRICS_FILE)")
         if problem is not None:
@@ -431,30 +374,6 @@ class ShellExecutor(Executor):
         unread = {**file_stream.unread_for(self.declared), **stdout.unread_for(self.declared)}
         thinned = log if log.truncation() is not None else None
         return Completed(log.records(), unread=unread, notes=notes, thinned=thinned)
-
-    @staticmethod
-    def _read_metrics_file(path: Path, stream: MetricStream, log: MetricLog, deadline: float | None) -> str | None:
-        """Parse the metrics file into `log`; why it was not read, if it was not (TimeoutError past `deadline`).
-
-        Only what the file held when the trial ended is read (a writer left behind
-        is not followed), and of a file over METRICS_FILE_BYTES its two ends.
-        """
-        fd, problem = open_regular_file(path)
-        if fd is None:
-            return problem
-        with os.fdopen(fd, "rb", buffering=0) as handle:
-            size = os.fstat(fd).st_size
-            if size <= METRICS_FILE_BYTES:
-                _parse_span(handle, size, stream, log, deadline)
-            else:
-                half = METRICS_FILE_BYTES // 2
-                _parse_span(handle, half, stream, log, deadline)
-                handle.seek(size - half)
-                stream.resync(f"its last {half} bytes")
-                _parse_span(handle, half, stream, log, deadline)
-                log.cuts["metrics_file"] = {"bytes": size, "read": 2 * half}
-        log.extend(MetricRecord(r.name, r.value, r.step) for r in stream.close())
-        return None
 
     def close(self) -> None:
         if self._cleanup is not None:
