@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .bounds import ERROR_CHARS, MetricLog, clip_text
 from .errors import TrialPruned
 from .events import (
     BestUpdated,
@@ -60,18 +61,22 @@ def derive_trial_seed(study_seed: int | None, number: int) -> int:
 
 
 class TrialReporter:
-    """Collects a running trial's intermediate metrics, publishes them, and asks the pruner."""
+    """Collects a running trial's intermediate metrics (bounded), publishes them, and asks the pruner."""
 
-    def __init__(self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = ""):
+    def __init__(
+        self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "", declared: tuple[str, ...] = ()
+    ):
         self.trial = trial
         self.bus = bus
         self.pruner = pruner
         self.metric = metric  # the primary metric: the one the pruner judges
         self.prune_reason: str | None = None
+        self.log = MetricLog({metric, *declared})  # becomes trial.metrics when the attempt ends
 
     def report(self, name: str, value: float, step: int | None = None) -> None:
         record = MetricRecord(name, float(value), step)
-        self.trial.metrics.append(record)
+        if not self.log.add(record):  # an undeclared name past the cap: not kept, not shown
+            return
         self.bus.publish(TrialMetric(trial_id=self.trial.id, name=name, value=record.value, step=step))
         if self.pruner is not None and step is not None and name == self.metric and self.prune_reason is None:
             self.prune_reason = self.pruner.report(self.trial.number, step, record.value)
@@ -104,6 +109,7 @@ class StudyRunner:
         self.seed = seed
         self.parallel = max(1, parallel)  # trials in flight at once
         self.pruner = pruner
+        self._declared = tuple(o.metric for o in study.objectives)  # kept in full (up to a cap); others less
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -256,13 +262,13 @@ class StudyRunner:
             trial.started_at = time.time()
             if self.pruner is not None:
                 self.pruner.start(trial.number)
-            reporter = TrialReporter(trial, self.bus, self.pruner, self.study.primary.metric)
+            reporter = TrialReporter(trial, self.bus, self.pruner, self.study.primary.metric, self._declared)
             clock = time.perf_counter()
             outcome = self._execute(request, reporter)
             trial.duration_ms = round((time.perf_counter() - clock) * 1000)
             if isinstance(outcome, Pruned) and reporter.prune_reason is not None:
                 outcome = Pruned(outcome.step, reporter.prune_reason)  # the pruner's why beats "pruned"
-            self._apply(trial, outcome)
+            self._apply(trial, outcome, reporter.log)
             if trial.state is not TrialState.FAILED:
                 break
 
@@ -276,15 +282,20 @@ class StudyRunner:
         except Exception as exc:  # any error in user code fails the trial, the study goes on
             return failure(exc)
 
-    def _apply(self, trial: Trial, outcome: Outcome) -> None:
-        if isinstance(outcome, Failed):
-            trial.state, trial.error = TrialState.FAILED, outcome.error
-            return
+    def _apply(self, trial: Trial, outcome: Outcome, log: MetricLog) -> None:
         if isinstance(outcome, Completed):
-            trial.metrics.extend(outcome.metrics)
+            if outcome.thinned is not None:  # the executor kept a share of many records: take its counts too
+                final = log.merge(outcome.thinned)
+            else:
+                final = [record for record in outcome.metrics if log.add(record)]
             if self.bus.has_subscribers:
-                for record in outcome.metrics:
+                for record in final:
                     self.bus.publish(TrialMetric(trial_id=trial.id, name=record.name, value=record.value, step=record.step))
+        trial.metrics = log.records()
+        trial.truncated = log.truncation()
+        if isinstance(outcome, Failed):
+            trial.state, trial.error = TrialState.FAILED, self._bounded_error(trial, outcome)
+            return
         trial.values = {}
         for objective in self.study.objectives:
             value = objective.reduce_records(trial.metrics)
@@ -297,8 +308,20 @@ class StudyRunner:
         if primary not in trial.values:
             trial.state = TrialState.FAILED
             trial.error = self._missing_metric_reason(trial, primary)
+            if isinstance(outcome, Completed):  # which line named it, and output that was not read
+                hints = [h for h in (outcome.unread.get(primary), *outcome.notes) if h]
+                trial.error = clip_text("; ".join([trial.error, *hints]))[0]
             return
         trial.state = TrialState.COMPLETED
+
+    @staticmethod
+    def _bounded_error(trial: Trial, outcome: Failed) -> str:
+        """The error text cut to its head and tail, and the trial record saying so."""
+        error, cut = clip_text(outcome.error)
+        if cut or outcome.chars is not None:  # cut here, or already by the executor (a worker's exception)
+            chars = len(outcome.error) if outcome.chars is None else outcome.chars
+            trial.truncated = {**(trial.truncated or {}), "error": {"chars": chars, "kept": ERROR_CHARS}}
+        return error
 
     @staticmethod
     def _missing_metric_reason(trial: Trial, primary: str) -> str:

@@ -147,6 +147,7 @@ class Trial:
     reason: str | None = None
     trial_seed: int | None = None
     attempts: int = 1
+    truncated: dict[str, Any] | None = None  # what of the trial's output was cut (somatize.bounds); None: nothing
 
     @functools.cached_property
     def id(self) -> str:
@@ -159,7 +160,7 @@ class Trial:
         return self.values.get(metric)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "number": self.number,
             "state": self.state.value,
@@ -174,6 +175,9 @@ class Trial:
             "trial_seed": self.trial_seed,
             "attempts": self.attempts,
         }
+        if self.truncated is not None:  # only when something was cut: files without it stay as they were
+            out["truncated"] = self.truncated
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trial:
@@ -196,6 +200,7 @@ class Trial:
             reason=data.get("reason"),
             trial_seed=data.get("trial_seed"),
             attempts=data.get("attempts", 1),
+            truncated=data.get("truncated"),
         )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
+from ..bounds import ERROR_CHARS, MetricLog, clip_text
 from ..study import MetricRecord
 
 
@@ -24,9 +25,20 @@ class TrialRequest:
 
 @dataclass(frozen=True)
 class Completed:
-    """The trial ran to its end; `metrics` are final records not yet reported."""
+    """The trial ran to its end; `metrics` are final records not yet reported.
+
+    An executor that may read very many final records (a metrics file) keeps
+    them in a bounded MetricLog; when that log had to thin them, `thinned` is
+    the log (`metrics` its records), so the trial record can say what was cut.
+    `unread` says, per declared metric, why a line naming it gave no value,
+    and `notes` what output was not read at all (a metrics file that is a
+    FIFO): the runner adds them to the error of a trial without its primary metric.
+    """
 
     metrics: list[MetricRecord] = field(default_factory=list)
+    unread: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    thinned: MetricLog | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,13 @@ class Pruned:
 
 @dataclass(frozen=True)
 class Failed:
-    """An expected failure (non-zero exit, timeout); unexpected ones are exceptions."""
+    """An expected failure (non-zero exit, timeout); unexpected ones are exceptions.
+
+    `chars` is the error's length before the executor cut it (None: not cut).
+    """
 
     error: str
+    chars: int | None = None
 
 
 Outcome = Union[Completed, Pruned, Failed]
@@ -50,9 +66,25 @@ def traceback_tail(exc: BaseException, lines: int = 6) -> str:
     return "\n".join(text[-lines:])
 
 
+def _frames_tail(exc: BaseException, lines: int) -> str:
+    """The last traceback lines without the exception's message (for a message too long to repeat)."""
+    text = "".join(traceback.format_tb(exc.__traceback__)).rstrip().splitlines()
+    return "\n".join(text[-lines:])
+
+
 def failure(exc: BaseException) -> Failed:
-    """An exception raised by user code, as a failed outcome: its message and where it came from."""
-    return Failed(f"{type(exc).__name__}: {exc}\n{traceback_tail(exc)}")
+    """An exception raised by user code, as a failed outcome: its message and where it came from.
+
+    A huge message (50 MB) is cut here, where it is raised: traceback text
+    would repeat it, and a worker process would send it whole to the runner.
+    """
+    name, detail = type(exc).__name__, str(exc)  # str() of a one-string exception is that string, not a copy
+    if len(detail) <= ERROR_CHARS:
+        return Failed(f"{name}: {detail}\n{traceback_tail(exc)}")
+    frames = _frames_tail(exc, 5)[-ERROR_CHARS // 4 :]
+    clipped, cut = clip_text(detail, ERROR_CHARS - len(name) - len(frames) - 3)  # the whole within ERROR_CHARS
+    text = f"{name}: {clipped}\n{frames}"
+    return Failed(text, chars=len(text) + cut)
 
 
 class Reporter(Protocol):

@@ -6,11 +6,15 @@ incrementally in this thread with a selector: each metric line is reported
 at once, so the live table and the pruner see intermediate values while the
 trial runs. Metrics written to $SOMATIZE_METRICS_FILE are read after a
 successful exit and returned as the trial's final records.
+
+Nothing a trial does can make reading its output block past the timeout or
+grow without bound: pipes are read only when select says so, the metrics
+file as metrics_file.py says, within the same deadline, and its records go
+into a bounded MetricLog (issues 14.12, 14.13).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -27,9 +31,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..study import MetricRecord
+from ..bounds import MetricLog
 from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialRequest
 from .command import Command, compile_template
+from .metrics_file import read_metrics_file, remove_metrics_file
 from .output import MetricStream, ParsedMetric
 from .processes import LIVE_GROUPS, signal_group
 
@@ -228,8 +233,7 @@ class ShellExecutor(Executor):
         try:
             return self._run(command, request, reporter, metrics_file)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                metrics_file.unlink()
+            remove_metrics_file(metrics_file)
 
     def _run(self, command: Command, request: TrialRequest, reporter: Reporter, metrics_file: Path) -> Outcome:
         argv, shell = command.argv, command.shell
@@ -247,10 +251,11 @@ class ShellExecutor(Executor):
             return Failed(spawn_error(exc, argv, self.workdir))
         LIVE_GROUPS.add(popen.pid)
         process = TrialProcess(popen, self.STDERR_TAIL_BYTES)
-        stream = MetricStream(self.declared)
+        stream = MetricStream(self.declared, source="stdout")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         supervised = False
         try:
-            outcome = self._supervise(process, stream, reporter)
+            outcome = self._supervise(process, stream, reporter, deadline)
             supervised = True
         finally:
             if not supervised:  # Ctrl-C or an error while waiting: never leave the trial running
@@ -263,11 +268,12 @@ class ShellExecutor(Executor):
             reporter.report(record.name, record.value, record.step)
         if returncode != 0:
             return Failed(exit_error(returncode, process.stderr.lines(self.STDERR_TAIL_LINES), shell))
-        return Completed(self._read_metrics_file(metrics_file))
+        return self._completed(stream, metrics_file, deadline)
 
-    def _supervise(self, process: TrialProcess, stream: MetricStream, reporter: Reporter) -> Outcome | None:
+    def _supervise(
+        self, process: TrialProcess, stream: MetricStream, reporter: Reporter, deadline: float | None
+    ) -> Outcome | None:
         """Read output until the trial ends; an outcome for a timeout or pruning, else None."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         exited_at: float | None = None
         while True:
             now = time.monotonic()
@@ -358,18 +364,20 @@ class ShellExecutor(Executor):
                 self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
             return self._tmpdir
 
-    def _read_metrics_file(self, path: Path) -> list[MetricRecord]:
+    def _completed(self, stdout: MetricStream, metrics_file: Path, deadline: float | None) -> Outcome:
+        """The outcome of a trial that exited 0: its metrics file's records, and why lines were not read."""
+        log = MetricLog(self.declared)
+        file_stream = MetricStream(self.declared, source="metrics file")
+        notes: tuple[str, ...] = ()
         try:
-            handle = path.open("rb")
-        except FileNotFoundError:  # the trial did not use it
-            return []
-        stream = MetricStream(self.declared)
-        parsed: list[ParsedMetric] = []
-        with handle:
-            while chunk := handle.read(READ_CHUNK):
-                parsed += stream.feed(chunk)
-        parsed += stream.close()
-        return [MetricRecord(r.name, r.value, r.step) for r in parsed]
+            problem = read_metrics_file(metrics_file, file_stream, log, deadline)
+        except TimeoutError:
+            return Failed(f"timeout after {self.timeout:g} s (reading $SOMATIZE_METRICS_FILE)")
+        if problem is not None:
+            notes = (f"$SOMATIZE_METRICS_FILE {problem}",)
+        unread = {**file_stream.unread_for(self.declared), **stdout.unread_for(self.declared)}
+        thinned = log if log.truncation() is not None else None
+        return Completed(log.records(), unread=unread, notes=notes, thinned=thinned)
 
     def close(self) -> None:
         if self._cleanup is not None:

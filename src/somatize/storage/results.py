@@ -120,6 +120,7 @@ def check_trial(trial: Trial) -> Trial:
     _check_type(f"{where} attempts", trial.attempts, int, optional=False)
     _check_type(f"{where} error", trial.error, str)
     _check_type(f"{where} reason", trial.reason, str)
+    _check_type(f"{where} truncated", trial.truncated, dict)  # only written back, never interpreted
     _check_time(f"{where} started_at", trial.started_at)
     for record in trial.metrics:
         _check_type(f"{where} metric step", record.step, int)
@@ -131,7 +132,7 @@ def _check_type(what: str, value: Any, kind: type, optional: bool = True) -> Non
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, kind):
-        expected = "an integer" if kind is int else "a string"
+        expected = {int: "an integer", dict: "an object"}.get(kind, "a string")
         raise TypeError(f"{what} must be {expected}{' or null' if optional else ''}, got {repr(value)[:40]}")
 
 
