@@ -36,6 +36,7 @@ WORKER_OPTIONS += ["--memory-limit", "0", "--death-timeout", "30", "--scheduler-
 
 OBJECTIVES = '''
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def nap(params):
 
 def boom(params):
     raise ValueError(f"bad x {params['x']}")
+
+
+def leave(params):
+    if params["how"] == "exit":
+        sys.exit(3)
+    raise KeyboardInterrupt
 
 
 def give_up(params):
@@ -247,6 +254,17 @@ def test_failures_come_back_as_outcomes(cluster: Cluster, tmp_path: Path) -> Non
     finally:
         for executor in (raising, pruning, missing, shell):
             executor.close()
+
+
+@pytest.mark.parametrize(("how", "error"), [("exit", "objective called sys.exit(3)"),
+                                           ("interrupt", "objective raised KeyboardInterrupt")])
+def test_sys_exit_and_keyboard_interrupt_on_a_worker_fail_the_trial(cluster: Cluster, how: str, error: str) -> None:
+    executor = executor_for(cluster, "dask_objectives:leave")
+    try:
+        outcome = executor.run(request({"how": how}), FakeReporter())
+    finally:
+        executor.close()
+    assert isinstance(outcome, Failed) and outcome.error.splitlines()[0] == error, outcome
 
 
 def test_unreachable_scheduler_is_a_usage_error(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import SomatizeError, StudyFileError, UsageError
+from .errors import SomatizeError, StudyFileError, StudyInterrupted, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -328,7 +328,7 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
         nonlocal interrupted
         if not interrupted:
             interrupted = True
-            raise KeyboardInterrupt
+            raise StudyInterrupted  # not a KeyboardInterrupt an objective raised: that fails its trial
         LIVE_GROUPS.kill_all()
         _say("somatize: interrupted again; stopped at once (resume with --resume)")
         os._exit(EXIT_INTERRUPTED)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
+from ..errors import StudyInterrupted
 from ..study import MetricRecord
 
 
@@ -52,7 +54,25 @@ def traceback_tail(exc: BaseException, lines: int = 6) -> str:
 
 def failure(exc: BaseException) -> Failed:
     """An exception raised by user code, as a failed outcome: its message and where it came from."""
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        return Failed(f"objective called sys.exit({code})\n{traceback_tail(exc)}")
+    if isinstance(exc, KeyboardInterrupt):
+        return Failed(f"objective raised KeyboardInterrupt\n{traceback_tail(exc)}")
     return Failed(f"{type(exc).__name__}: {exc}\n{traceback_tail(exc)}")
+
+
+def interrupts_the_study(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt that came out of user code is somatize being interrupted.
+
+    `somatize run`'s signal handler raises StudyInterrupted. Under Python's own
+    SIGINT handler (the Python API) a real Ctrl-C is a plain KeyboardInterrupt,
+    indistinguishable from one the objective raised, so it stops the study too.
+    SystemExit is always the objective's own doing.
+    """
+    if isinstance(exc, StudyInterrupted):
+        return True
+    return isinstance(exc, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 class Reporter(Protocol):

@@ -93,8 +93,8 @@ def run_on_worker(recipe: bytes, request: TrialRequest) -> tuple[Outcome, list[R
         outcome: Outcome = _local_executor(recipe).run(request, reporter)
     except TrialPruned as exc:  # as the runner does for local executors
         outcome = Pruned(exc.step, exc.reason)
-    except Exception as exc:  # noqa: BLE001 - user code: any error fails the trial
-        outcome = failure(exc)
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: any error fails the trial
+        outcome = failure(exc)  # signals reach a Dask worker's main thread, never this task's thread
     return outcome, reporter.reports, _worker_identity()
 
 

@@ -62,7 +62,8 @@ def serve(conn: Connection, target: str, metrics: list[str], base_dir: str, env:
             outcome: Outcome = executor.run(request, reporter)
         except TrialPruned as exc:
             outcome = Pruned(exc.step, exc.reason)
-        except Exception as exc:  # noqa: BLE001 - user code: any error fails the trial
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: any error fails the trial
+            # In a worker even KeyboardInterrupt is the objective's: somatize stops workers by killing them.
             outcome = failure(exc)
         conn.send(("outcome", outcome))
 
