@@ -39,9 +39,14 @@ class Pruned:
 
 @dataclass(frozen=True)
 class Failed:
-    """An expected failure (non-zero exit, timeout); unexpected ones are exceptions."""
+    """An expected failure (non-zero exit, timeout); unexpected ones are exceptions.
+
+    `stops_study`: the executor can run no more trials (a cluster left without
+    workers), so the study stops rather than fail every trial left.
+    """
 
     error: str
+    stops_study: bool = False
 
 
 Outcome = Union[Completed, Pruned, Failed]
