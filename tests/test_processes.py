@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,130 @@ def wait_until(condition, message: str, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, message
         time.sleep(0.02)
+
+
+# Nothing outlives its trial or somatize ----------------------------------------------------------
+
+MARK = "SOMATIZE_TEST_MARK"
+
+SHELL_STUDY = """\
+name: lifetimes
+search_space:
+  x: [0, 1, 2, 3, 4, 5, 6, 7]
+strategy: {{type: grid}}
+objective: {{metric: y, direction: minimize}}
+executor:
+  command: {command}
+"""
+
+NAPS = """\
+import os, time
+
+def nap(params):
+    with open("started", "a") as out:
+        out.write(f"{os.getpid()}\\n")
+    time.sleep(1234.5)
+    return 1.0
+"""
+
+
+def marked(marker: str) -> list[int]:
+    """Live processes whose environment carries the marker (scanning /proc); zombies have none."""
+    wanted = f"{MARK}={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as handle:
+                    if wanted in handle.read().split(b"\0"):
+                        found.append(int(name))
+            except OSError:  # gone, or not ours
+                continue
+    return found
+
+
+def none_left(marker: str, within: float = 5.0) -> list[int]:
+    """The marked processes still there after `within` seconds (an empty list as soon as none are)."""
+    deadline = time.monotonic() + within
+    while (left := marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def commands(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return out
+
+
+def start_somatize(tmp_path: Path, study: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`somatize run` with a unique marker in its environment; stderr goes to a file, never to a pipe
+    that processes left behind would hold open."""
+    marker = uuid.uuid4().hex
+    with (tmp_path / "stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "somatize", "run", study, "-o", "r.json", "-q", *args],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, MARK: marker},
+        )
+    return process, marker
+
+
+def started(tmp_path: Path, count: int, process: subprocess.Popen[bytes]) -> None:
+    path = tmp_path / "started"
+    wait_until(lambda: (path.exists() and len(path.read_text().split()) >= count) or process.poll() is not None,
+               f"{count} trials never started")
+    assert process.poll() is None, (tmp_path / "stderr").read_text()
+
+
+@pytest.mark.parametrize(
+    ("kind", "jobs"), [("shell", 1), ("shell", 4), ("function", 2)], ids=["shell-j1", "shell-j4", "functions-j2"]
+)
+def test_kill_9_of_somatize_ends_every_trial_process(tmp_path: Path, kind: str, jobs: int) -> None:
+    if kind == "shell":
+        command = "echo $$ >> started; sleep 1234.5; echo y={x}"
+        (tmp_path / "s.yaml").write_text(SHELL_STUDY.format(command=json.dumps(command)))
+    else:
+        (tmp_path / "naps.py").write_text(NAPS)
+        study = SHELL_STUDY.format(command="null").replace("command: null", "function: naps:nap")
+        (tmp_path / "s.yaml").write_text(study)
+    process, marker = start_somatize(tmp_path, "s.yaml", "-j", str(jobs))
+    started(tmp_path, jobs, process)
+    assert len(marked(marker)) > jobs  # somatize and its trial processes
+    process.kill()
+    process.wait(10)
+    left = none_left(marker)
+    assert left == [], commands(left)
+
+
+def test_a_setsid_child_of_a_finished_trial_ends_with_the_trial(tmp_path: Path) -> None:
+    command = (
+        "if [ {x} = 0 ]; then setsid sleep 1234.6 </dev/null >/dev/null 2>&1 & echo $! > escaped; echo y=0; "
+        "else echo $$ >> started; sleep 1234.5; fi"
+    )
+    (tmp_path / "s.yaml").write_text(SHELL_STUDY.format(command=json.dumps(command)))
+    process, marker = start_somatize(tmp_path, "s.yaml")
+    try:
+        started(tmp_path, 1, process)  # trial 0 is over: trial 1 runs
+        escaped = int((tmp_path / "escaped").read_text())
+        deadline = time.monotonic() + 5
+        while escaped in marked(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert escaped not in marked(marker), commands([escaped])
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert none_left(marker) == []
+
+
+def test_sighup_is_handled_like_sigterm(tmp_path: Path) -> None:
+    command = "if [ {x} = 0 ]; then echo y=0; else echo $$ >> started; sleep 1234.5; fi"
+    (tmp_path / "s.yaml").write_text(SHELL_STUDY.format(command=json.dumps(command)))
+    process, marker = start_somatize(tmp_path, "s.yaml")
+    started(tmp_path, 1, process)
+    process.send_signal(signal.SIGHUP)  # the terminal was closed
+    assert process.wait(20) == 130, (tmp_path / "stderr").read_text()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["status"] == "interrupted" and [t["params"]["x"] for t in data["trials"]] == [0]
+    assert none_left(marker) == []

@@ -315,12 +315,14 @@ def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
 
 @contextlib.contextmanager
 def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """First Ctrl-C or SIGTERM: stop like Ctrl-C (no new trial, results written, exit 130).
+    """First Ctrl-C, SIGTERM or SIGHUP (terminal closed): stop like Ctrl-C (no new trial,
+    results written, exit 130).
 
     A second one exits at once: running trials are killed and the journal,
-    flushed after every trial, is what remains for --resume.
+    flushed after every trial, is what remains for --resume. Throughout, trial
+    processes are supervised: none outlives its trial or somatize, even `kill -9`.
     """
-    from .executors.processes import LIVE_GROUPS
+    from .executors.processes import LIVE_GROUPS, supervise
 
     interrupted = False
 
@@ -333,9 +335,11 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
         _say("somatize: interrupted again; stopped at once (resume with --resume)")
         os._exit(EXIT_INTERRUPTED)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
-        yield
+        with supervise():
+            yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
