@@ -115,10 +115,12 @@ def supervise() -> Iterator[None]:
         return
     import secrets
 
-    run_tag = secrets.token_hex(8)
+    previous = os.environ.get(PROCESS_TAG)
+    # Under the tag of an outer run (somatize run as a trial of another): what an outer sweep or
+    # watchdog looks for (its tag and tags below it) then covers this run's processes too.
+    run_tag = secrets.token_hex(8) if previous is None else f"{previous}/{secrets.token_hex(8)}"
     watchdog = _start_watchdog(run_tag)
     subreaper = _set_child_subreaper(True)
-    previous = os.environ.get(PROCESS_TAG)
     os.environ[PROCESS_TAG] = run_tag  # the fork server and its workers, and anything else started
     _Supervision.run_tag, _Supervision.subreaper = run_tag, subreaper
     try:
@@ -198,8 +200,7 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
 
 
 def _escaped(tag: str) -> list[int]:
-    """Our live children tagged `tag`, after reaping the zombies among our unknown children."""
-    wanted = f"{PROCESS_TAG}={tag}".encode()
+    """Our live children tagged `tag` (or below it), after reaping the zombies among our unknown children."""
     alive = []
     with SPAWN_LOCK:
         known = LIVE_GROUPS.pids() | _Supervision.known
@@ -212,9 +213,20 @@ def _escaped(tag: str) -> list[int]:
                 if session != own_session:  # an orphan of a trial session; ours (the fork server...) are left
                     with contextlib.suppress(ChildProcessError):
                         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
-            elif state and wanted in _environ(pid).split(b"\0"):
+            elif state and tagged(_environ(pid), tag):
                 alive.append(pid)
     return alive
+
+
+def tagged(environ: bytes, tag: str) -> bool:
+    """Whether a raw /proc/PID/environ holds the tag `tag` or one below it (`tag/...`)."""
+    prefix = f"{PROCESS_TAG}=".encode()
+    wanted = tag.encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            value = entry[len(prefix) :]
+            return value == wanted or value.startswith(wanted + b"/")
+    return False
 
 
 def _children() -> list[int]:
