@@ -238,3 +238,31 @@ def test_sighup_is_handled_like_sigterm(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["status"] == "interrupted" and [t["params"]["x"] for t in data["trials"]] == [0]
     assert none_left(marker) == []
+
+
+def test_closing_the_terminal_stops_like_sigterm_with_results_written(tmp_path: Path) -> None:
+    import pty
+    import select
+
+    command = "if [ {x} = 0 ]; then echo y=0; else echo $$ >> started; sleep 1234.5; fi"
+    (tmp_path / "s.yaml").write_text(SHELL_STUDY.format(command=json.dumps(command)))
+    marker = uuid.uuid4().hex
+    argv = [sys.executable, "-m", "somatize", "run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "r.json")]
+    pid, terminal = pty.fork()  # somatize on a terminal of its own: the live table draws on it
+    if pid == 0:
+        os.chdir(tmp_path)
+        os.execve(sys.executable, argv, {**os.environ, MARK: marker})
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline, "the second trial never started"
+            if select.select([terminal], [], [], 0.05)[0]:
+                with contextlib.suppress(OSError):
+                    os.read(terminal, 65536)  # keep the terminal drained
+    finally:
+        os.close(terminal)  # the terminal is closed: somatize gets SIGHUP, and every write to it fails
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["status"] == "interrupted" and [t["params"]["x"] for t in data["trials"]] == [0]
+    assert none_left(marker) == []

@@ -328,6 +328,8 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
     def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
         nonlocal interrupted
+        if signum == getattr(signal, "SIGHUP", None):
+            _leave_the_closed_terminal()
         if not interrupted:
             interrupted = True
             raise StudyInterrupted  # not a KeyboardInterrupt an objective raised: that fails its trial
@@ -343,6 +345,24 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _leave_the_closed_terminal() -> None:
+    """After a hangup, point stdout and stderr at /dev/null if they were the terminal (a character
+    device): every write to a closed terminal fails (EIO), which would turn the orderly stop into
+    an error instead of exit 130 with the results written."""
+    import stat
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        null_device = os.fstat(devnull).st_rdev
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                status = os.fstat(fd)
+                if stat.S_ISCHR(status.st_mode) and status.st_rdev != null_device:
+                    os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _exit_code(study) -> int:
