@@ -150,6 +150,7 @@ def _start_watchdog(run_tag: str) -> subprocess.Popen[bytes] | None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a closed terminal's SIGHUP and Ctrl-C must not end it first
+            env={k: v for k, v in os.environ.items() if k != PROCESS_TAG},  # untagged: no sweep ends it
         )
     except OSError:
         return None
