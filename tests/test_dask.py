@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -36,6 +37,7 @@ WORKER_OPTIONS += ["--memory-limit", "0", "--death-timeout", "30", "--scheduler-
 
 OBJECTIVES = '''
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +57,12 @@ def nap(params):
 
 def boom(params):
     raise ValueError(f"bad x {params['x']}")
+
+
+def leave(params):
+    if params["how"] == "exit":
+        sys.exit(3)
+    raise KeyboardInterrupt
 
 
 def give_up(params):
@@ -130,11 +138,11 @@ def _logs(root: Path) -> str:
     return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in sorted(root.glob("*.log")))
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("dask")
+@contextlib.contextmanager
+def _local_cluster(root: Path, workers: int) -> Iterator[tuple[Cluster, list[subprocess.Popen[bytes]]]]:
+    """A scheduler and `workers` one-thread workers on 127.0.0.1; (the cluster, [scheduler, worker groups...])."""
     objectives = root / "objectives"
-    objectives.mkdir()
+    objectives.mkdir(parents=True)
     (objectives / "dask_objectives.py").write_text(OBJECTIVES)
     scheduler_file = root / "scheduler.json"
     # Everything starts at once; the workers wait for the scheduler file.
@@ -146,7 +154,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     ]
     client = None
     try:
-        for i in range(2):
+        for i in range(workers):
             processes.append(
                 _spawn(
                     [sys.executable, "-m", "distributed.cli.dask_worker", *WORKER_OPTIONS, str(scheduler_file)]
@@ -158,14 +166,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         client = distributed.Client(address, timeout=30, set_as_default=False)
         running = Cluster(address, client, objectives)
         try:
-            client.wait_for_workers(2, timeout=STARTUP_DEADLINE)
+            client.wait_for_workers(workers, timeout=STARTUP_DEADLINE)
         except Exception as exc:  # noqa: BLE001
             pytest.fail(f"the Dask workers did not start: {exc}\n{_logs(root)}")
-        yield running
+        yield running, processes
     finally:
         if client is not None:
             client.close()
         _stop(processes)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with _local_cluster(tmp_path_factory.mktemp("dask"), workers=2) as (running, _):
+        yield running
 
 
 def _scheduler_address(scheduler_file: Path, scheduler: subprocess.Popen[bytes], root: Path) -> str:
@@ -247,6 +261,17 @@ def test_failures_come_back_as_outcomes(cluster: Cluster, tmp_path: Path) -> Non
     finally:
         for executor in (raising, pruning, missing, shell):
             executor.close()
+
+
+@pytest.mark.parametrize(("how", "error"), [("exit", "objective called sys.exit(3)"),
+                                           ("interrupt", "objective raised KeyboardInterrupt")])
+def test_sys_exit_and_keyboard_interrupt_on_a_worker_fail_the_trial(cluster: Cluster, how: str, error: str) -> None:
+    executor = executor_for(cluster, "dask_objectives:leave")
+    try:
+        outcome = executor.run(request({"how": how}), FakeReporter())
+    finally:
+        executor.close()
+    assert isinstance(outcome, Failed) and outcome.error.splitlines()[0] == error, outcome
 
 
 def test_unreachable_scheduler_is_a_usage_error(tmp_path: Path) -> None:
@@ -385,6 +410,35 @@ def test_run_through_cluster_finishes_when_a_worker_is_killed_mid_study(cluster:
     assert os.getpid() not in ran_on and process.pid not in ran_on
     assert ran_on & worker_pids  # trials ran in the worker processes (the restarted one has a new pid)
     cluster.wait_for_workers(2)
+
+
+def test_a_cluster_left_without_workers_stops_the_study_with_results(tmp_path: Path) -> None:
+    # A cluster of its own: its one worker is killed with its nanny, so nobody brings it back.
+    with _local_cluster(tmp_path / "cluster", workers=1) as (lonely, processes):
+        study = lonely.objectives / "cluster_study.yaml"
+        results = tmp_path / "r.json"
+        study.write_text(CLUSTER_STUDY.format(output=json.dumps(str(results))).replace("sleep: 0.3", "sleep: 30"))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "somatize", "run", str(study), "--cluster", lonely.address, "-q",
+             "--set", "cluster_worker_timeout=1", "--set", "parallel=2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not lonely.client.processing() or not any(lonely.client.processing().values()):
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.05)
+            _signal_group(processes[1], signal.SIGKILL)  # the nanny and its worker
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 1, stderr
+    assert "study stopped (executor_lost); last error: no Dask workers left: none for 1 s" in stderr
+    data = json.loads(results.read_text())
+    assert data["status"] == "failed"
+    assert [t["error"] for t in data["trials"]] == ["no Dask workers left: none for 1 s"] * 2
 
 
 def test_cluster_address_that_nobody_answers_is_exit_2(tmp_path: Path) -> None:

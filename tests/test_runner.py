@@ -196,3 +196,24 @@ def test_resume_continues_numbering_and_keeps_history(function_of):
     StudyRunner(study, sampler, function_of("loss", lambda p: p["a"])).run()
     assert [t.number for t in study.trials] == list(range(7))
     assert [t.params["a"] for t in study.trials] == list(range(7))
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_an_executor_that_can_run_no_more_stops_the_study_without_retries(function_of, parallel):
+    from somatize.executors.base import Failed
+
+    calls = []
+
+    def lost_from_the_third(params):
+        calls.append(params)
+        return Failed("no Dask workers left: none for 1 s", stops_study=True) if len(calls) >= 3 else 1.0
+
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0),))
+    study = Study("t", space, [Objective("loss")], {"type": "random", "n_trials": 20})
+    sampler = make_sampler(study.strategy, space, study.primary, 0)
+    stop = StopConditions(retries=2, max_consecutive_failures=None)
+    StudyRunner(study, sampler, function_of("loss", lost_from_the_third), None, stop, 0, parallel).run()
+    assert study.status == "failed" and study.stop_reason == "executor_lost"
+    failed = [t for t in study.trials if t.state is TrialState.FAILED]
+    assert failed and all(t.error == "no Dask workers left: none for 1 s" and t.attempts == 1 for t in failed)
+    assert len(calls) < 20 and len(study.trials) == len(calls)

@@ -29,7 +29,9 @@ def build_executor(config: StudyConfig) -> Executor:
     if config.cluster:
         from .executors.dask import DaskExecutor
 
-        return DaskExecutor(config.cluster, executor_recipe(config, jobs=1))
+        return DaskExecutor(
+            config.cluster, executor_recipe(config, jobs=1), worker_timeout=config.cluster_worker_timeout
+        )
     return executor_recipe(config, jobs=config.parallel)()
 
 

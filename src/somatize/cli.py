@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import SomatizeError, StudyFileError, UsageError
+from .errors import SomatizeError, StudyFileError, StudyInterrupted, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -363,31 +363,55 @@ def _live_progress() -> bool:
 
 @contextlib.contextmanager
 def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """First Ctrl-C or SIGTERM: stop like Ctrl-C (no new trial, results written, exit 130).
+    """First Ctrl-C, SIGTERM or SIGHUP (terminal closed): stop like Ctrl-C (no new trial,
+    results written, exit 130).
 
     A second one exits at once: running trials are killed and the journal,
-    flushed after every trial, is what remains for --resume.
+    flushed after every trial, is what remains for --resume. Throughout, trial
+    processes are supervised: none outlives its trial or somatize, even `kill -9`.
     """
-    from .executors.processes import LIVE_GROUPS
+    from .executors.processes import LIVE_GROUPS, supervise
 
     interrupted = False
 
     def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
         nonlocal interrupted
+        if signum == getattr(signal, "SIGHUP", None):
+            _leave_the_closed_terminal()
         if not interrupted:
             interrupted = True
             _announce_interrupt()  # issue 15.10: what the wait is for
-            raise KeyboardInterrupt
+            raise StudyInterrupted  # not a KeyboardInterrupt an objective raised: that fails its trial
         LIVE_GROUPS.kill_all()
         _say("somatize: interrupted again; stopped at once (resume with --resume)")
         os._exit(EXIT_INTERRUPTED)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
-        yield
+        with supervise():
+            yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _leave_the_closed_terminal() -> None:
+    """After a hangup, point stdout and stderr at /dev/null if they were the terminal (a character
+    device): every write to a closed terminal fails (EIO), which would turn the orderly stop into
+    an error instead of exit 130 with the results written."""
+    import stat
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        null_device = os.fstat(devnull).st_rdev
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                status = os.fstat(fd)
+                if stat.S_ISCHR(status.st_mode) and status.st_rdev != null_device:
+                    os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _exit_code(study) -> int:

@@ -40,3 +40,11 @@ class TrialPruned(Exception):
         self.reason = reason
         self.step = step
         super().__init__(reason)
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """A real Ctrl-C, SIGTERM or SIGHUP, raised by the command line's signal handler.
+
+    Distinct from a KeyboardInterrupt that user code raises itself, which fails
+    its trial like any other exception instead of stopping the study.
+    """

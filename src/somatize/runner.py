@@ -115,6 +115,7 @@ class StudyRunner:
         self._pruned = 0
         self._consecutive_failures = 0
         self._best: Trial | None = None
+        self._executor_lost = threading.Event()  # a trial's outcome said the executor can run no more
 
     def request_stop(self) -> None:
         """Start no new trial; the running one finishes (used by signal handlers)."""
@@ -216,6 +217,8 @@ class StudyRunner:
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
         if self._stop_requested.is_set():
             return "interrupted"
+        if self._executor_lost.is_set():
+            return "executor_lost"
         if total is not None and len(self.study.trials) + in_flight >= total:
             return "n_trials"
         if self.stop.max_failures is not None and self._failures >= self.stop.max_failures:
@@ -269,6 +272,9 @@ class StudyRunner:
             if isinstance(outcome, Pruned) and reporter.prune_reason is not None:
                 outcome = Pruned(outcome.step, reporter.prune_reason)  # the pruner's why beats "pruned"
             self._apply(trial, outcome, reporter.log)
+            if isinstance(outcome, Failed) and outcome.stops_study:
+                self._executor_lost.set()
+                break
             if trial.state is not TrialState.FAILED:
                 break
 
@@ -387,7 +393,7 @@ class StudyRunner:
         study.trials.sort(key=lambda t: t.number)  # parallel trials finish out of order
         if reason == "interrupted":
             study.status = "interrupted"
-        elif reason in ("max_failures", "max_consecutive_failures"):
+        elif reason in ("max_failures", "max_consecutive_failures", "executor_lost"):
             study.status = "failed"
         else:
             study.status = "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
 from ..bounds import ERROR_CHARS, MetricLog, clip_text
+from ..errors import StudyInterrupted
 from ..study import MetricRecord
 
 
@@ -52,10 +54,13 @@ class Failed:
     """An expected failure (non-zero exit, timeout); unexpected ones are exceptions.
 
     `chars` is the error's length before the executor cut it (None: not cut).
+    `stops_study`: the executor can run no more trials (a cluster left without
+    workers), so the study stops rather than fail every trial left.
     """
 
     error: str
     chars: int | None = None
+    stops_study: bool = False
 
 
 Outcome = Union[Completed, Pruned, Failed]
@@ -78,6 +83,11 @@ def failure(exc: BaseException) -> Failed:
     A huge message (50 MB) is cut here, where it is raised: traceback text
     would repeat it, and a worker process would send it whole to the runner.
     """
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        return Failed(f"objective called sys.exit({code})\n{traceback_tail(exc)}")
+    if isinstance(exc, KeyboardInterrupt):
+        return Failed(f"objective raised KeyboardInterrupt\n{traceback_tail(exc)}")
     name, detail = type(exc).__name__, str(exc)  # str() of a one-string exception is that string, not a copy
     if len(detail) <= ERROR_CHARS:
         return Failed(f"{name}: {detail}\n{traceback_tail(exc)}")
@@ -85,6 +95,19 @@ def failure(exc: BaseException) -> Failed:
     clipped, cut = clip_text(detail, ERROR_CHARS - len(name) - len(frames) - 3)  # the whole within ERROR_CHARS
     text = f"{name}: {clipped}\n{frames}"
     return Failed(text, chars=len(text) + cut)
+
+
+def interrupts_the_study(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt that came out of user code is somatize being interrupted.
+
+    `somatize run`'s signal handler raises StudyInterrupted. Under Python's own
+    SIGINT handler (the Python API) a real Ctrl-C is a plain KeyboardInterrupt,
+    indistinguishable from one the objective raised, so it stops the study too.
+    SystemExit is always the objective's own doing.
+    """
+    if isinstance(exc, StudyInterrupted):
+        return True
+    return isinstance(exc, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 class Reporter(Protocol):

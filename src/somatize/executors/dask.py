@@ -17,10 +17,12 @@ module costs nothing when `--cluster` is not used.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError
@@ -32,6 +34,8 @@ from .base import Executor, Failed, Outcome, Pruned, Reporter, TrialRequest, fai
 CONNECT_TIMEOUT = 10.0  # seconds to reach the scheduler before giving up
 CANCEL_CHECK = 0.5  # longest wait on a task without looking whether the executor was cancelled or closed
 CANCELLED = "cancelled: the study was interrupted"  # the same words as the shell executor
+WORKER_TIMEOUT = 60.0  # seconds without any worker before running trials fail (study key cluster_worker_timeout)
+WORKER_POLL = 1.0  # at most one worker count per this many seconds, however many trials wait
 
 Report = tuple[str, float, "int | None"]  # (name, value, step) as given to Reporter.report
 
@@ -93,8 +97,8 @@ def run_on_worker(recipe: bytes, request: TrialRequest) -> tuple[Outcome, list[R
         outcome: Outcome = _local_executor(recipe).run(request, reporter)
     except TrialPruned as exc:  # as the runner does for local executors
         outcome = Pruned(exc.step, exc.reason)
-    except Exception as exc:  # noqa: BLE001 - user code: any error fails the trial
-        outcome = failure(exc)
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: any error fails the trial
+        outcome = failure(exc)  # signals reach a Dask worker's main thread, never this task's thread
     return outcome, reporter.reports, _worker_identity()
 
 
@@ -106,12 +110,30 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-class DaskExecutor(Executor):
-    """Sends each trial to a Dask cluster; `run` may be called from several threads at once."""
+class NoWorkers(Exception):
+    """The cluster has had no worker for longer than the executor's worker timeout."""
 
-    def __init__(self, address: str, recipe: Callable[[], Executor], connect_timeout: float = CONNECT_TIMEOUT):
+
+class DaskExecutor(Executor):
+    """Sends each trial to a Dask cluster; `run` may be called from several threads at once.
+
+    A task waits in the scheduler for as long as no worker exists; Dask never
+    gives up on it. So a cluster left without workers for `worker_timeout`
+    seconds (None: wait forever) fails the waiting trials and stops the study.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        recipe: Callable[[], Executor],
+        connect_timeout: float = CONNECT_TIMEOUT,
+        worker_timeout: float | None = WORKER_TIMEOUT,
+    ):
         self.address = address
         self.connect_timeout = connect_timeout
+        self.worker_timeout = worker_timeout
+        self._workers_polled_at = -math.inf  # monotonic time of the last worker count
+        self._workerless_since: float | None = None  # monotonic time the cluster was first seen without workers
         self._recipe = pickle.dumps(recipe)  # once, here: an unpicklable recipe fails before any trial
         self._lock = threading.Lock()  # the state below; never held while waiting on the network
         self._connect_lock = threading.Lock()  # one connection attempt at a time
@@ -167,6 +189,8 @@ class DaskExecutor(Executor):
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
         if self._cancelled.is_set():
             return Failed(CANCELLED)
+        if self._workers_gone():
+            return self._no_workers_left()
         try:
             client = self._connected()
         except UsageError as exc:
@@ -187,6 +211,10 @@ class DaskExecutor(Executor):
             self._in_flight.add(future)
         try:
             outcome, reports, where = self._wait(client, future)
+        except NoWorkers:
+            with contextlib.suppress(Exception):  # so it never starts should a worker come back
+                client.cancel([future])
+            return self._no_workers_left()
         except Exception as exc:  # noqa: BLE001 - whatever Dask raises, the trial fails and the study goes on
             return Failed(self._task_error(exc, client))
         finally:
@@ -208,6 +236,39 @@ class DaskExecutor(Executor):
             except WaitTimeout:
                 if self._cancelled.is_set() or client.status in ("closing", "closed"):
                     raise CancelledError() from None
+                if self._workers_gone(client):
+                    raise NoWorkers() from None
+
+    def _workers_gone(self, client: Any = None) -> bool:
+        """Whether the cluster has had no worker for longer than the worker timeout.
+
+        Counts the workers (one call to the scheduler) at most every WORKER_POLL
+        seconds for all waiting trials together; without `client`, only says
+        what the last count found.
+        """
+        if self.worker_timeout is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            poll = client is not None and now - self._workers_polled_at >= WORKER_POLL
+            if poll:
+                self._workers_polled_at = now
+        if poll:
+            try:
+                workers = len(client.nthreads())
+            except Exception:  # noqa: BLE001 - the scheduler is unreachable: the connection checks deal with that
+                workers = None
+            with self._lock:
+                if workers:
+                    self._workerless_since = None
+                elif workers == 0 and self._workerless_since is None:
+                    self._workerless_since = now
+        with self._lock:
+            since = self._workerless_since
+        return since is not None and now - since >= self.worker_timeout
+
+    def _no_workers_left(self) -> Failed:
+        return Failed(f"no Dask workers left: none for {self.worker_timeout:g} s", stops_study=True)
 
     def _task_error(self, exc: Exception, client: Any) -> str:
         """One line saying why a task gave no result."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import TrialPruned
 from ..study import MetricRecord
-from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest
+from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
 
 
 class FunctionLoadError(ImportError):
@@ -109,6 +109,10 @@ def import_module(name: str) -> Any:
         raise FunctionLoadError(f"cannot import module {name!r}: {exc}") from None
     except SyntaxError as exc:
         raise FunctionLoadError(f"cannot import module {name!r}: SyntaxError: {exc}") from None
+    except SystemExit as exc:
+        raise FunctionLoadError(
+            f"cannot import module {name!r}: it called sys.exit({exc.code!r}){_where(exc)}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any error in user code at import time fails the trials
         raise FunctionLoadError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}{_where(exc)}") from None
 
@@ -159,15 +163,18 @@ class FunctionExecutor(Executor):
             # Expected and the same for every trial: the message says it all, no traceback.
             return Failed(str(exc))
         params = dict(request.params)
-        if not self._wants_trial:
-            return self._outcome(fn(params))
-        handle = TrialHandle(request, reporter, self.primary)
+        handle = TrialHandle(request, reporter, self.primary) if self._wants_trial else None
         try:
-            result = fn(params, handle)
+            result = fn(params) if handle is None else fn(params, handle)
         except TrialPruned as exc:
-            if exc.step is None:  # record where it stopped when the objective did not say
+            if exc.step is None and handle is not None:  # record where it stopped when the objective did not say
                 exc.step = handle.last_step
             raise
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # sys.exit() or a KeyboardInterrupt of the objective's own fails its trial, not the study.
+            if interrupts_the_study(exc):
+                raise
+            return failure(exc)
         return self._outcome(result)
 
     def _load(self) -> Callable[..., Any]:

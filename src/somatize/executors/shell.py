@@ -36,7 +36,7 @@ from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialR
 from .command import Command, compile_template
 from .metrics_file import read_metrics_file, remove_metrics_file
 from .output import MetricStream, ParsedMetric
-from .processes import LIVE_GROUPS, signal_group
+from .processes import LIVE_GROUPS, PROCESS_TAG, SPAWN_LOCK, child_tag, signal_group, sweep
 
 READ_CHUNK = 64 * 1024
 CANCEL_CHECK = 0.25  # longest wait without looking whether the study was interrupted
@@ -237,19 +237,11 @@ class ShellExecutor(Executor):
 
     def _run(self, command: Command, request: TrialRequest, reporter: Reporter, metrics_file: Path) -> Outcome:
         argv, shell = command.argv, command.shell
+        tag = child_tag(f"{request.trial_id}.{next(self._counter)}")
         try:
-            popen = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                env=self._environment(request, metrics_file, command.env),
-                stdin=subprocess.DEVNULL,  # `somatize run -` may be reading the study from stdin
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            popen = self._start(argv, self._environment(request, metrics_file, command.env), tag)
         except OSError as exc:
             return Failed(spawn_error(exc, argv, self.workdir))
-        LIVE_GROUPS.add(popen.pid)
         process = TrialProcess(popen, self.STDERR_TAIL_BYTES)
         stream = MetricStream(self.declared, source="stdout")
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -260,6 +252,7 @@ class ShellExecutor(Executor):
         finally:
             if not supervised:  # Ctrl-C or an error while waiting: never leave the trial running
                 self.terminate(process)
+            self._end_leftovers(process, tag)
             returncode = process.close()
             LIVE_GROUPS.discard(popen.pid)
         if outcome is not None:
@@ -310,6 +303,34 @@ class ShellExecutor(Executor):
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    # Starting and ending the trial's processes ------------------------------------
+
+    def _start(self, argv: list[str], env: dict[bytes, bytes], tag: str | None) -> subprocess.Popen[bytes]:
+        """Start the trial in its own session, tagged, and registered before any sweep can see it."""
+        if tag is not None:
+            env[os.fsencode(PROCESS_TAG)] = os.fsencode(tag)
+        with SPAWN_LOCK:
+            popen = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,  # `somatize run -` may be reading the study from stdin
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            LIVE_GROUPS.add(popen.pid)
+        return popen
+
+    def _end_leftovers(self, process: TrialProcess, tag: str | None) -> None:
+        """End what is left of the trial once its main process has: background children in its
+        group, and (under `somatize run`) those that left it with setsid. The main process is not
+        reaped yet, so its group id cannot have been reused."""
+        pgid = process.popen.pid
+        signal_group(pgid, signal.SIGTERM)
+        sweep(tag, self.KILL_GRACE)
+        signal_group(pgid, signal.SIGKILL)
 
     def terminate(self, process: TrialProcess) -> None:
         """SIGTERM the trial's process group, SIGKILL whatever is left after KILL_GRACE."""

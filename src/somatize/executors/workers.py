@@ -10,6 +10,7 @@ killed with its process group and replaced for the next trial.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..errors import TrialPruned
 from .base import Executor, Failed, Outcome, Pruned, Reporter, TrialRequest, failure
-from .processes import LIVE_GROUPS, signal_group
+from .processes import LIVE_GROUPS, PROCESS_TAG, child_tag, signal_group, sweep
 
 CANCEL_CHECK = 0.25  # longest wait without looking at the timeout or an interrupt
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a worker's process group
@@ -62,15 +63,17 @@ def serve(conn: Connection, target: str, metrics: list[str], base_dir: str, env:
             outcome: Outcome = executor.run(request, reporter)
         except TrialPruned as exc:
             outcome = Pruned(exc.step, exc.reason)
-        except Exception as exc:  # noqa: BLE001 - user code: any error fails the trial
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: any error fails the trial
+            # In a worker even KeyboardInterrupt is the objective's: somatize stops workers by killing them.
             outcome = failure(exc)
         conn.send(("outcome", outcome))
 
 
 class _Worker:
-    def __init__(self, process: Any, conn: Connection):
+    def __init__(self, process: Any, conn: Connection, tag: str | None = None):
         self.process = process
         self.conn = conn
+        self.tag = tag  # carried by what the objective starts, so those can be swept with the worker
         self.dead = False
 
     def kill(self) -> None:
@@ -87,6 +90,7 @@ class _Worker:
         self.process.join()
         LIVE_GROUPS.discard(pid)
         self.conn.close()
+        sweep(self.tag, KILL_GRACE)  # what the objective started with setsid, re-parented to somatize
 
     def stop(self) -> None:
         """Ask an idle worker to leave, and make sure it did."""
@@ -135,6 +139,7 @@ class WorkerPoolExecutor(Executor):
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._numbers = itertools.count()
 
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
         worker = self._acquire()
@@ -189,16 +194,18 @@ class WorkerPoolExecutor(Executor):
     def _spawn(self) -> _Worker:
         context = _context()
         parent, child = context.Pipe()
+        tag = child_tag(f"worker.{next(self._numbers)}")
+        env = self.env if tag is None else {**self.env, PROCESS_TAG: tag}
         process = context.Process(
             target=serve,
-            args=(child, self.target, self.metrics, str(self.base_dir), self.env),
+            args=(child, self.target, self.metrics, str(self.base_dir), env),
             name="somatize-worker",
             daemon=True,
         )
         process.start()
         child.close()
         LIVE_GROUPS.add(process.pid)
-        worker = _Worker(process, parent)
+        worker = _Worker(process, parent, tag)
         with self._lock:
             self._all.add(worker)
         return worker

@@ -9,6 +9,10 @@ from typing import Any
 from ..space import SearchSpace
 from ..study import Objective
 
+# Seconds a Dask cluster may have no worker before its waiting trials fail and the study stops: long
+# enough for a nanny or a batch system to bring workers back, short of a run that seems to hang.
+CLUSTER_WORKER_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
@@ -40,6 +44,7 @@ class StudyConfig:
     output: Path | None = None  # from `output:`, resolved against base_dir; None = CLI default
     pruning: dict[str, Any] | None = None
     cluster: str | None = None
+    cluster_worker_timeout: float | None = CLUSTER_WORKER_TIMEOUT  # None: wait for workers forever
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
     # Where some values were written, for checks made after loading (studyfile/probe.py):
     # dotted key -> "FILE:LINE:COL" or "--set KEY".

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StudyFileError
-from .config import StudyConfig
+from .config import CLUSTER_WORKER_TIMEOUT, StudyConfig
 from .conditions import check_constraints
 from .dimensions import check_search_space
 from .executor import EXECUTOR_KINDS, check_executor, resolve_path
@@ -23,7 +23,7 @@ STDIN = "<stdin>"
 TOP_KEYS = (
     "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
     "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
-    "constraints",
+    "cluster_worker_timeout", "constraints",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -125,6 +125,7 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         "output": data.get("output"),
         "pruning": settings["pruning"],
         "cluster": settings["cluster"],
+        "cluster_worker_timeout": settings["cluster_worker_timeout"],
     }
     if space.constraints:
         spec["constraints"] = [c.text for c in space.constraints]
@@ -160,4 +161,9 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
         "output": resolve_path(output, base_dir) if output else None,
         "pruning": check_pruning(get("pruning"), root / "pruning"),
         "cluster": cluster,
+        "cluster_worker_timeout": duration(
+            get("cluster_worker_timeout", CLUSTER_WORKER_TIMEOUT),
+            root / "cluster_worker_timeout",
+            "cluster_worker_timeout",
+        ),
     }

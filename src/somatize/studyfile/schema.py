@@ -18,6 +18,7 @@ from ..samplers import STRATEGIES
 from ..space import LOG, SCALES
 from ..study import REDUCES
 from . import dimensions, executor, loader, sections
+from .config import CLUSTER_WORKER_TIMEOUT
 from .fields import DURATION_NUMBER, DURATION_UNITS
 
 SCHEMA_ID = "https://somatize.dev/schema/study.json"
@@ -355,6 +356,14 @@ def _top_level() -> dict[str, dict[str, Any]]:
         "cluster": _nullable(
             _text("A Dask scheduler address such as tcp://host:8786 (somatize run --cluster).", loader._CLUSTER)
         ),
+        "cluster_worker_timeout": {
+            "title": "cluster_worker_timeout",
+            **_duration(
+                "Seconds the Dask cluster may have no worker before waiting trials fail and the study stops "
+                "(null: wait forever)."
+            ),
+            "default": CLUSTER_WORKER_TIMEOUT,
+        },
         "constraints": {
             "title": "constraints",
             "description": "Expressions over parameters that every trial's parameters must satisfy.",
