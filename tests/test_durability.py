@@ -79,3 +79,32 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     process.communicate(timeout=20)
     assert process.returncode == 130
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "interrupted"
+
+
+SEEDED_STUDY = """\
+name: long
+seed: 11
+search_space:
+  x: {type: float, low: 0.0, high: 1.0}
+strategy: {type: random, n_trials: 1000}
+objective: {metric: y, direction: minimize}
+executor: {function: quick:objective}
+"""
+
+
+def test_kill_9_of_a_seeded_random_study_then_resume_runs_every_planned_trial(tmp_path):
+    (tmp_path / "quick.py").write_text("import time\n\ndef objective(params):\n    time.sleep(0.001)\n    return params['x']\n")
+    (tmp_path / "long.yaml").write_text(SEEDED_STUDY)
+    process = subprocess.Popen(["somatize", "run", "long.yaml", "-o", "r.json", "-q"], cwd=tmp_path)
+    wait_for_journal_trials(tmp_path / "r.journal.jsonl", 100)  # past the 64 redraws a replayed stream exhausts
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    resumed = subprocess.run(
+        ["somatize", "run", "long.yaml", "-o", "r.json", "-q", "--resume"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["stop_reason"] == "n_trials"
+    assert [t["number"] for t in data["trials"]] == list(range(1000))
+    assert len({t["params"]["x"] for t in data["trials"]}) == 1000

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..space import SearchSpace
 from ..study import Objective, Trial
+
+if TYPE_CHECKING:
+    from numpy.random import SeedSequence
 
 
 class Sampler(ABC):
@@ -23,6 +27,8 @@ class Sampler(ABC):
         self.seed = seed
         # Identities of every parameter set proposed or told, so a finite space is never revisited.
         self.seen: set[tuple] = set()
+        # The root of every random stream: the seed, or fresh entropy for an unseeded study.
+        self._entropy = seed if seed is not None else secrets.randbits(64)
 
     @property
     def total(self) -> int | None:
@@ -35,6 +41,18 @@ class Sampler(ABC):
     def exhausted(self) -> bool:
         size = self.space.cardinality()
         return size is not None and len(self.seen) >= size
+
+    def proposal_seed(self, number: int) -> SeedSequence:
+        """The seed of trial `number`'s random draws, from the study's seed and the number alone.
+
+        One stream per trial number, not one per study: a resumed study (a
+        new process, its sampler told the history) then draws for trial 64
+        what an uninterrupted one would have, instead of replaying trial 0's
+        draws, all of them already tried, and stopping as if exhausted.
+        """
+        from numpy.random import SeedSequence
+
+        return SeedSequence([self._entropy, number])
 
     @abstractmethod
     def propose(self, number: int) -> dict[str, Any] | None:

@@ -375,6 +375,7 @@ class BayesianSampler(Sampler):
     def propose(self, number: int) -> dict[str, Any] | None:
         if self.exhausted():
             return None
+        self._reseed(number)
         params = None
         for _ in range(INFEASIBLE_ASKS if self._opt is not None else 0):
             point = self._ask()
@@ -392,6 +393,17 @@ class BayesianSampler(Sampler):
         self.seen.add(key)
         self._pending[key] = self._to_point(params) or []
         return params
+
+    def _reseed(self, number: int) -> None:
+        """Every random choice for trial `number` from its own stream (Sampler.proposal_seed).
+
+        In place, as the acquisition search and the hedge hold this generator;
+        skopt's own generator draws the random initial design.
+        """
+        draws, design = self.proposal_seed(number).spawn(2)
+        self.rng.bit_generator.state = np.random.PCG64(draws).state
+        if self._opt is not None:
+            self._opt.rng = np.random.RandomState(int(design.generate_state(1)[0]))
 
     def _ask(self) -> list[Any]:
         pending = list(self._pending.values())

@@ -17,18 +17,18 @@ CONSTRAINED_REDRAWS = 5000
 class RandomSampler(Sampler):
     def __init__(self, space: SearchSpace, objective: Objective, n_trials: int | None, seed: int | None = None):
         super().__init__(space, objective, n_trials, seed)
-        import numpy as np
-
-        self.rng = np.random.default_rng(seed)
 
     def propose(self, number: int) -> dict[str, Any] | None:
         if self.exhausted():
             return None
+        import numpy as np
+
+        rng = np.random.default_rng(self.proposal_seed(number))
         width = len(self.space)
         space = self.space
         checked = bool(space.constraints)
         for _ in range(REDRAWS if not checked else CONSTRAINED_REDRAWS):
-            params = space.from_unit(self.rng.random(width).tolist())
+            params = space.from_unit(rng.random(width).tolist())
             key = space.key(params)
             if key not in self.seen and (not checked or space.feasible(params)):
                 self.seen.add(key)
@@ -39,6 +39,6 @@ class RandomSampler(Sampler):
         left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
         if not left:
             return None
-        params = left[int(self.rng.integers(len(left)))]
+        params = left[int(rng.integers(len(left)))]
         self.seen.add(self.space.key(params))
         return params
