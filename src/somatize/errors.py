@@ -21,6 +21,10 @@ class ResultsFileError(SomatizeError):
     """A results or journal file that cannot be read."""
 
 
+class StudyBusyError(SomatizeError):
+    """A results file that another live `somatize run` holds the lock of."""
+
+
 class UsageError(SomatizeError):
     """Bad command-line arguments."""
 

@@ -8,16 +8,18 @@ torn last line (killed mid-write) is ignored on reading.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..errors import ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial
-from .results import check_trial, load_json, one_line
+from .paths import check_own_file
+from .results import check_trial, load_json, one_line, write_all
 
 JOURNAL_FORMAT = "somatize.journal"
 
@@ -36,15 +38,24 @@ def journal_path(results_path: Path) -> Path:
 
 
 class Journal:
-    """Appends each finished trial, flushing every line."""
+    """Appends each finished trial, one unbuffered write per line.
+
+    A line is in the file (the kernel's page cache) when the write returns,
+    so a `kill -9` of this process cannot lose it. A write that fails (a full
+    disk) is cut back off, so the journal never keeps half a line, and raises
+    a one-line ResultsFileError.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._handle: IO[str] | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes of whole lines in the file
 
     def begin(self, study: Study) -> None:
         """Start a new journal with the study header and any trials it already has (resumed)."""
         if journal_exists(self.path):
+            self._open()
+            self._drop_torn_tail()
             return
         self._append({"format": JOURNAL_FORMAT, "version": 1, "study": _header(study)})
         for trial in study.trials:
@@ -54,16 +65,43 @@ class Journal:
         if isinstance(event, FINISHED_TRIAL_EVENTS):
             self._append({"trial": event.trial.to_dict()})  # type: ignore[attr-defined]
 
+    def _open(self) -> int:
+        if self._fd is None:
+            check_own_file(self.path, "journal")
+            try:
+                # O_NOFOLLOW: never write through a symlink that appeared at the journal's name.
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, 0o666)
+            except OSError as exc:
+                raise ResultsFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._size = os.fstat(self._fd).st_size
+        return self._fd
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a torn last line (a kill mid-write, which reading skips), so appends start on a line of their own."""
+        fd = self._open()
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            os.ftruncate(fd, whole)
+        self._size = whole
+
     def _append(self, record: Mapping[str, Any]) -> None:
-        if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the study
-        self._handle.write(_encode_line(record) + "\n")
-        self._handle.flush()
+        fd = self._open()
+        line = (_encode_line(record) + "\n").encode("utf-8")
+        try:
+            write_all(fd, line)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)  # frees space: works on a full disk too
+            raise ResultsFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._size += len(line)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def remove(self) -> None:
         """Once the results file holds everything, the journal has done its job."""
@@ -75,7 +113,10 @@ class Journal:
 
 
 def journal_exists(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
+    try:
+        return os.lstat(path).st_size > 0  # lstat: a symlink at the name is not taken for a journal
+    except FileNotFoundError:
+        return False
 
 
 def _header(study: Study) -> dict[str, Any]:
