@@ -96,3 +96,89 @@ def test_a_finite_space_still_ends_when_every_point_was_tried(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     data = json.loads(out.read_text())
     assert len(data["trials"]) == 300 and data["status"] == "completed"
+
+
+# journal records are checked against the study before anything runs --------------------------------------
+
+
+CONDITIONAL = """\
+name: checked
+seed: 3
+search_space:
+  x: {type: float, low: 0.0, high: 1.0}
+  n: {type: int, low: 1, high: 8, step: 1}
+  opt: [adam, sgd]
+  momentum: {type: float, low: 0.5, high: 0.9, when: {opt: sgd}}
+  epochs: 5
+constraints:
+  - n * x <= 6
+strategy: {type: random, n_trials: 6}
+objective: {metric: v, direction: minimize}
+executor: {function: objective:objective}
+"""
+
+
+def crashed_run(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A study with a journal of 3 finished trials, as a kill -9 leaves it; its lines."""
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    study, out = tmp_path / "study.yaml", tmp_path / "r.json"
+    study.write_text(CONDITIONAL)
+    assert run(study, "-o", out, "-q", "--n-trials", 3).exit_code == 0
+    data = json.loads(out.read_text())
+    header = {"format": "somatize.journal", "version": 1, "study": {"id": data["study"]["id"], "spec": data["study"]["spec"]}}
+    return study, out, [json.dumps(header)] + [json.dumps({"trial": t}) for t in data["trials"]]
+
+
+def bad_record(line: str, change) -> str:
+    trial = json.loads(line)["trial"]
+    change(trial)
+    return json.dumps({"trial": trial})
+
+
+BAD_RECORDS = {
+    "x outside its range": (lambda t: t["params"].update(x=5.0), "x=5.0"),
+    "int off the dimension": (lambda t: t["params"].update(n=2.5), "n=2.5"),
+    "unknown choice": (lambda t: t["params"].update(opt="rmsprop"), "opt='rmsprop'"),
+    "a parameter the space lacks": (lambda t: t["params"].update(depth=3), "depth"),
+    "a searched parameter missing": (lambda t: t["params"].pop("x"), "x"),
+    "a constant changed": (lambda t: t["params"].update(epochs=50), "epochs=50"),
+    "inactive parameter present": (lambda t: t["params"].update(opt="adam", momentum=0.6), "momentum"),
+    "constraint violated": (lambda t: t["params"].update(n=8, x=0.99), "constraint"),
+    "a huge trial number": (lambda t: t.update(number=10**18, id="trial_1000000000000000000"), "number"),
+    "a duplicated number": (lambda t: t.update(number=0, id="trial_0000"), "number 0"),
+}
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_resume_refuses_a_journal_record_that_does_not_fit_the_study(tmp_path, case, where):
+    study, out, lines = crashed_run(tmp_path)
+    change, fragment = BAD_RECORDS[case]
+    line = 3 if where == "middle" else len(lines)  # trial 1's record, or trial 2's on the last line
+    lines[line - 1] = bad_record(lines[line - 1], change)
+    journal = tmp_path / "r.journal.jsonl"
+    journal.write_text("\n".join(lines) + "\n")
+    before = journal.read_bytes()
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"somatize: {journal}:{line}: ") and result.stderr.count("\n") == 1, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+    assert journal.read_bytes() == before
+
+
+def test_resume_from_a_results_file_checks_its_trials_too(tmp_path):
+    study, out, _ = crashed_run(tmp_path)
+    data = json.loads(out.read_text())
+    data["trials"][1]["params"]["x"] = -1.0
+    out.write_text(json.dumps(data))
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2 and result.stderr.startswith(f"somatize: {out}: trial 1"), result.stderr
+    assert "x=-1.0" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_resume_accepts_a_journal_written_by_a_run_of_the_study(tmp_path):
+    study, out, lines = crashed_run(tmp_path)
+    (tmp_path / "r.journal.jsonl").write_text("\n".join(lines) + "\n")
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 0, result.output
+    assert [t["number"] for t in trials_of(out)] == list(range(6))

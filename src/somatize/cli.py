@@ -299,7 +299,7 @@ def _say_top_trials(study, path: Path | None) -> None:
 
 def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None:
     """Load earlier trials for --resume, or refuse to start over an unfinished run."""
-    from .storage.journal import journal_exists, read_journal, spec_changes
+    from .storage.journal import check_trials, journal_exists, read_journal, spec_changes
     from .storage.results import read_results
 
     if not resume:
@@ -308,9 +308,10 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None
                              "or write to another file with -o")
         return
     if journal_exists(journal):
-        header, trials, source = *read_journal(journal), journal
+        header, trials, source = *read_journal(journal, study.space), journal
     elif path.exists():
         earlier = read_results(path)
+        check_trials(earlier.trials, study.space, path)
         header, trials, source = {"id": earlier.id, "spec": earlier.spec}, earlier.trials, path
     else:
         raise UsageError(f"nothing to resume: neither {journal} nor {path} exists")

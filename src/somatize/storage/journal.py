@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
+from ..space import SearchSpace
 from ..study import Study, Trial
 from .paths import check_own_file
 from .results import check_trial, load_json, one_line, write_all
@@ -123,8 +124,19 @@ def _header(study: Study) -> dict[str, Any]:
     return {"name": study.name, "id": study.id, "spec": study.spec, "objectives": [o.to_dict() for o in study.objectives]}
 
 
-def read_journal(path: Path) -> tuple[dict[str, Any], list[Trial]]:
-    """The header and the finished trials (the last record of a trial number wins)."""
+# No real study reaches a billion trials (at a millisecond each, eleven days of
+# trials): a larger number in a journal is corruption, not history.
+MAX_TRIAL_NUMBER = 10**9 - 1
+
+
+def read_journal(path: Path, space: SearchSpace | None = None) -> tuple[dict[str, Any], list[Trial]]:
+    """The header and the finished trials, in number order.
+
+    A torn last line (killed mid-write) is skipped. Any other bad line is a
+    one-line ResultsFileError naming the path and line: a line that is not a
+    trial record, a trial number used twice or out of range, and, given the
+    study's `space`, parameters that are not a parameter set of it.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -138,17 +150,44 @@ def read_journal(path: Path) -> tuple[dict[str, Any], list[Trial]]:
                 if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
                     raise ValueError("not a somatize journal")
                 header = _check_header(record["study"])
-            else:
-                trial = check_trial(Trial.from_dict(record["trial"]))
-                trials[trial.number] = trial
+                continue
+            trial = check_trial(Trial.from_dict(record["trial"]))
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
             if index == len(lines) - 1 and index > 0:
                 break  # torn final line from a kill mid-write
             reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
             raise ResultsFileError(f"{path}:{index + 1}: corrupt journal line ({reason})") from None
+        # A whole record that does not fit is refused wherever it is, the last line too.
+        problem = trial_problem(trial, space, trials)
+        if problem is not None:
+            raise ResultsFileError(f"{path}:{index + 1}: {one_line(problem)}")
+        trials[trial.number] = trial
     if header is None:
         raise ResultsFileError(f"{path}: empty journal")
     return header, [trials[n] for n in sorted(trials)]
+
+
+def trial_problem(trial: Trial, space: SearchSpace | None, earlier: Mapping[int, Trial]) -> str | None:
+    """Why a trial read back from disk cannot be part of the study, or None."""
+    if trial.number > MAX_TRIAL_NUMBER:
+        return f"trial number {trial.number} is out of range (at most {MAX_TRIAL_NUMBER})"
+    if trial.number in earlier:
+        return f"trial number {trial.number} appears twice"
+    if space is not None:
+        problem = space.problem(trial.params)
+        if problem is not None:
+            return f"trial {trial.number}'s params do not fit the study: {problem}"
+    return None
+
+
+def check_trials(trials: list[Trial], space: SearchSpace, source: Path) -> None:
+    """The checks of read_journal, for trials read from a results file (no lines to name)."""
+    seen: dict[int, Trial] = {}
+    for trial in trials:
+        problem = trial_problem(trial, space, seen)
+        if problem is not None:
+            raise ResultsFileError(f"{source}: {one_line(problem)}")
+        seen[trial.number] = trial
 
 
 def _check_header(header: Any) -> dict[str, Any]:
