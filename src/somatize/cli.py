@@ -235,13 +235,11 @@ def _claim_output(config, output: str | None, resume: bool, held: contextlib.Exi
 
 def _run_locked(config, path: Path | None, journal_file: Path | None, events: str | None, quiet: bool,
                 resume: bool, again: str) -> int:
-    from .assemble import build_executor, build_study, stop_conditions
+    from .assemble import build_study
+    from .errors import OutputWriteError
     from .events import EventBus
-    from .pruners import make_pruner
-    from .runner import StudyRunner
     from .samplers import make_sampler
-    from .storage.journal import Journal
-    from .storage.results import PeriodicResults, results_json, write_results
+    from .storage.journal import Journal, journal_exists
 
     study = build_study(config)
     journal = None
@@ -250,6 +248,22 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
         _restore(study, path, journal.path, resume, again)
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
     bus = EventBus()
+    try:
+        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet)
+    except OutputWriteError as exc:
+        if journal is None or not journal_exists(journal.path):
+            raise
+        raise OutputWriteError(f"{exc} (the journal {journal.path} keeps {_finished_in(journal.path)}; "
+                               f"with room again, resume: `{again}`)") from None
+
+
+def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journal, events: str | None,
+                          quiet: bool) -> int:
+    from .assemble import build_executor, stop_conditions
+    from .pruners import make_pruner
+    from .runner import StudyRunner
+    from .storage.results import PeriodicResults, results_json, write_results
+
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
             if journal is not None and path is not None:
@@ -328,15 +342,19 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None
 def _unfinished(journal: Path) -> str:
     """What an unfinished journal holds, in words: the run that wrote it stopped before the end
     (killed, a crash, or a second Ctrl-C), as a live run would hold the study's lock."""
+    return f"an unfinished run of this study with {_finished_in(journal)}"
+
+
+def _finished_in(journal: Path) -> str:
     from .errors import ResultsFileError
     from .storage.journal import read_journal
 
     try:
         _, trials = read_journal(journal)
     except ResultsFileError:
-        return "an unfinished run of this study (it cannot be read: --resume says why)"
+        return "trials that cannot be read (--resume says why)"
     finished = sum(t.state.is_finished() for t in trials)
-    return f"an unfinished run of this study with {finished} finished trial{'' if finished == 1 else 's'}"
+    return f"{finished} finished trial{'' if finished == 1 else 's'}"
 
 
 def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> None:

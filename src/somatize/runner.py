@@ -198,8 +198,9 @@ class StudyRunner:
                 for trial in sorted((running.pop(f) for f in done), key=lambda t: t.number):
                     self._record(trial, total)
                     self.sampler.tell(trial)
-        except KeyboardInterrupt:
-            # Trials in flight are dropped, not recorded: --resume runs them again.
+        except BaseException:
+            # Ctrl-C, or a subscriber that failed (the journal on a full disk): trials in
+            # flight are dropped, not recorded, and --resume runs them again.
             self.executor.cancel()
             wait(running, timeout=self.CANCEL_WAIT)
             raise

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResultsFileError
+from ..errors import OutputWriteError, ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..space import SearchSpace
 from ..study import Study, Trial
@@ -96,7 +96,9 @@ class Journal:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._size)  # frees space: works on a full disk too
-            raise ResultsFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+                if self._size == 0:  # not even the header: no journal to keep
+                    os.unlink(self.path)
+            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._size += len(line)
 
     def close(self) -> None:

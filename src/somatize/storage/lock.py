@@ -60,8 +60,9 @@ class StudyLock:
             if not _same_file(fd, self.path):
                 os.close(fd)  # the holder removed the file as we opened it: lock the new one
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):  # the pid only names the holder; a full disk must not stop the lock
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
             self._fd = fd
 
     def release(self) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResultsFileError
+from ..errors import OutputWriteError, ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial
 from .paths import describe_non_regular, results_target, temp_prefix
@@ -67,7 +67,7 @@ def write_results(study: Study, path: Path) -> None:
     try:
         write_atomically(path, results_json(study))
     except OSError as exc:
-        raise ResultsFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def check_writable(path: Path) -> Path:
