@@ -182,3 +182,35 @@ def test_resume_accepts_a_journal_written_by_a_run_of_the_study(tmp_path):
     result = run(study, "-o", out, "-q", "--resume")
     assert result.exit_code == 0, result.output
     assert [t["number"] for t in trials_of(out)] == list(range(6))
+
+
+INTERRUPTING = """\
+import os
+
+calls = 0
+
+
+def objective(params):
+    global calls
+    calls += 1
+    if calls == 3 and os.environ.get("INTERRUPT_ON_THIRD"):
+        raise KeyboardInterrupt  # as Ctrl-C would, mid-study
+    return params["x"]
+"""
+
+
+def test_a_journal_resumed_over_a_torn_last_line_stays_readable_for_the_next_resume(tmp_path, monkeypatch):
+    study, out, lines = crashed_run(tmp_path)
+    (tmp_path / "interrupting.py").write_text(INTERRUPTING)
+    study.write_text(study.read_text().replace("objective:objective", "interrupting:objective"))
+    journal = tmp_path / "r.journal.jsonl"
+    journal.write_text("\n".join(lines) + "\n" + lines[-1][:25])  # killed while writing a fourth record
+    monkeypatch.setenv("INTERRUPT_ON_THIRD", "1")
+    interrupted = run(study, "-o", out, "-q", "--resume")
+    assert interrupted.exit_code == 130, interrupted.output
+    records = [json.loads(line) for line in journal.read_text().splitlines()]  # every line whole
+    assert [r["trial"]["number"] for r in records[1:]] == [0, 1, 2, 3, 4]  # and the two trials run since
+    monkeypatch.delenv("INTERRUPT_ON_THIRD")
+    resumed = run(study, "-o", out, "-q", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert [t["number"] for t in trials_of(out)] == list(range(6))
