@@ -214,3 +214,22 @@ def test_a_journal_resumed_over_a_torn_last_line_stays_readable_for_the_next_res
     resumed = run(study, "-o", out, "-q", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert [t["number"] for t in trials_of(out)] == list(range(6))
+
+
+def test_a_sampler_that_finds_no_feasible_point_does_not_call_the_space_exhausted(tmp_path):
+    # validate finds its first draw feasible (random.Random(0)), the sampler's thousands of draws find none:
+    # a continuous space always has untried points, so this is no "exhausted" study.
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: narrow\nseed: 1\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+        "constraints:\n  - x == 0.8444218515250481\n"
+        "strategy: {type: random, n_trials: 5}\nobjective: {metric: v, direction: minimize}\n"
+        "executor: {function: objective:objective}\n"
+    )
+    result = run(study, "-o", tmp_path / "r.json", "-q")
+    assert result.exit_code == 1, result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["status"] == "failed" and data["stop_reason"] == "no_feasible_point"
+    assert result.stderr == "somatize: study stopped (no_feasible_point): no untried parameter set satisfying " \
+        "the constraints was found in 5000 random draws\n"

@@ -420,6 +420,11 @@ def _exit_code(study) -> int:
     if study.status == "interrupted":
         _say(f"somatize: interrupted after {len(study.trials)} trials; results written")
         return EXIT_INTERRUPTED
+    if study.status == "failed" and study.stop_reason == "no_feasible_point":
+        from .samplers.random import no_feasible_point_message
+
+        _say(f"somatize: study stopped (no_feasible_point): {no_feasible_point_message()}")
+        return EXIT_NO_RESULT
     if study.status == "failed":
         last_error = next((t.error for t in reversed(study.trials) if t.error), "")
         first_line = last_error.splitlines()[0] if last_error else ""

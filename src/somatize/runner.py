@@ -27,7 +27,7 @@ from .events import (
 )
 from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
 from .pruners.base import Pruner
-from .samplers.base import Sampler
+from .samplers.base import NoFeasiblePoint, Sampler
 from .study import MetricRecord, Study, Trial, TrialState
 
 
@@ -159,9 +159,9 @@ class StudyRunner:
             reason = self._reason_to_stop(total, deadline)
             if reason:
                 return reason
-            params = self.sampler.propose(number)
+            params, stop = self._propose(number)
             if params is None:
-                return "exhausted"
+                return stop
             trial = self._start_trial(number, params)
             self._run_attempts(trial)
             number += 1
@@ -185,9 +185,9 @@ class StudyRunner:
                     reason = self._reason_to_stop(total, deadline, in_flight=len(running))
                     if reason:
                         break
-                    params = self.sampler.propose(number)
+                    params, stop = self._propose(number)
                     if params is None:
-                        reason = "exhausted"
+                        reason = stop
                         break
                     trial = self._start_trial(number, params)
                     running[pool.submit(self._run_attempts, trial)] = trial
@@ -206,6 +206,14 @@ class StudyRunner:
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _propose(self, number: int) -> tuple[dict | None, str]:
+        """The sampler's parameters for trial `number`, or None and why the study stops."""
+        try:
+            params = self.sampler.propose(number)
+        except NoFeasiblePoint:
+            return None, "no_feasible_point"
+        return params, "exhausted"
 
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
         if self._stop_requested.is_set():
@@ -364,7 +372,7 @@ class StudyRunner:
         study.trials.sort(key=lambda t: t.number)  # parallel trials finish out of order
         if reason == "interrupted":
             study.status = "interrupted"
-        elif reason in ("max_failures", "max_consecutive_failures"):
+        elif reason in ("max_failures", "max_consecutive_failures", "no_feasible_point"):
             study.status = "failed"
         else:
             study.status = "completed"

@@ -13,11 +13,16 @@ if TYPE_CHECKING:
     from numpy.random import SeedSequence
 
 
+class NoFeasiblePoint(Exception):
+    """Untried parameter sets remain, but none the sampler drew satisfies the constraints."""
+
+
 class Sampler(ABC):
     """Proposes parameter sets and learns from finished trials.
 
-    `propose` returns None when the sampler has nothing left to offer (a grid
-    walked to its end, a finite space exhausted); the study then ends.
+    `propose` returns None only when nothing is left to try (a grid walked to
+    its end, a finite space exhausted); the study then ends, completed. When
+    points remain but the draws find no feasible one, it raises NoFeasiblePoint.
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, n_trials: int | None, seed: int | None):

@@ -40,14 +40,14 @@ from skopt.space import Categorical, Integer, Real
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, SearchSpace
 from ..study import Direction, Objective, Trial, TrialState
 from .acquisition import KINDS, AcquisitionSearch, Hedge
-from .base import Sampler
+from .base import NoFeasiblePoint, Sampler
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
 INITIAL_POINTS = ("random", "sobol", "lhs")
 
 # Random draws tried before enumerating what is left of a finite space.
-from .random import CONSTRAINED_REDRAWS, REDRAWS  # noqa: E402 - grouped with the other limits
+from .random import CONSTRAINED_REDRAWS, REDRAWS, no_feasible_point_message  # noqa: E402 - grouped with the other limits
 
 # Model proposals tried per trial before a random feasible point, when they violate constraints.
 INFEASIBLE_ASKS = 3
@@ -449,8 +449,8 @@ class BayesianSampler(Sampler):
             params = space.from_unit(self.rng.random(width).tolist())
             if space.key(params) not in self.seen and space.feasible(params):
                 return params
-        if space.cardinality() is None:
-            return None  # continuous, yet every draw repeats or violates a constraint
+        if space.cardinality() is None:  # continuous: untried points are always left
+            raise NoFeasiblePoint(no_feasible_point_message())
         left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
         return left[int(self.rng.integers(len(left)))] if left else None
 

@@ -6,12 +6,16 @@ from typing import Any
 
 from ..space import SearchSpace
 from ..study import Objective
-from .base import Sampler
+from .base import NoFeasiblePoint, Sampler
 
 # Draws before falling back to picking among the points not yet seen.
 REDRAWS = 64
 # With constraints a draw may also be infeasible; validate makes sure some draws are not.
 CONSTRAINED_REDRAWS = 5000
+
+
+def no_feasible_point_message() -> str:
+    return f"no untried parameter set satisfying the constraints was found in {CONSTRAINED_REDRAWS} random draws"
 
 
 class RandomSampler(Sampler):
@@ -34,7 +38,7 @@ class RandomSampler(Sampler):
                 self.seen.add(key)
                 return params
         if space.cardinality() is None:
-            return None  # continuous, yet thousands of draws all violate a constraint: give up
+            raise NoFeasiblePoint(no_feasible_point_message())  # continuous: untried points are always left
         # A nearly exhausted finite space: choose uniformly among what is left.
         left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
         if not left:
