@@ -94,7 +94,9 @@ executor: {function: quick:objective}
 
 
 def test_kill_9_of_a_seeded_random_study_then_resume_runs_every_planned_trial(tmp_path):
-    (tmp_path / "quick.py").write_text("import time\n\ndef objective(params):\n    time.sleep(0.001)\n    return params['x']\n")
+    (tmp_path / "quick.py").write_text(
+        "import time\n\ndef objective(params):\n    time.sleep(0.001)\n    return params['x']\n"
+    )
     (tmp_path / "long.yaml").write_text(SEEDED_STUDY)
     process = subprocess.Popen(["somatize", "run", "long.yaml", "-o", "r.json", "-q"], cwd=tmp_path)
     wait_for_journal_trials(tmp_path / "r.journal.jsonl", 100)  # past the 64 redraws a replayed stream exhausts
@@ -114,7 +116,9 @@ def test_kill_9_of_a_seeded_random_study_then_resume_runs_every_planned_trial(tm
 # one run at a time -------------------------------------------------------------------
 
 
-GATED_STUDY = STUDY.replace("command: sleep 0.15; echo y={x}", "command: while [ ! -e go ]; do sleep 0.02; done; echo y={x}")
+GATED_STUDY = STUDY.replace(
+    "command: sleep 0.15; echo y={x}", "command: while [ ! -e go ]; do sleep 0.02; done; echo y={x}"
+)
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path):

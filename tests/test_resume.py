@@ -125,7 +125,8 @@ def crashed_run(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     study.write_text(CONDITIONAL)
     assert run(study, "-o", out, "-q", "--n-trials", 3).exit_code == 0
     data = json.loads(out.read_text())
-    header = {"format": "somatize.journal", "version": 1, "study": {"id": data["study"]["id"], "spec": data["study"]["spec"]}}
+    study_header = {"id": data["study"]["id"], "spec": data["study"]["spec"]}
+    header = {"format": "somatize.journal", "version": 1, "study": study_header}
     return study, out, [json.dumps(header)] + [json.dumps({"trial": t}) for t in data["trials"]]
 
 

@@ -204,14 +204,16 @@ def _results_path(config, output: str | None) -> Path | None:
     return Path(f"{stem}.results.json")
 
 
-def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str = "") -> int:
+def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str) -> int:
     """`again` is the command line that resumes this study, for the message over an unfinished journal."""
     with contextlib.ExitStack() as held:
         path, journal_file = _claim_output(config, output, resume, held)
         return _run_locked(config, path, journal_file, events, quiet, resume, again)
 
 
-def _claim_output(config, output: str | None, resume: bool, held: contextlib.ExitStack) -> tuple[Path | None, Path | None]:
+def _claim_output(
+    config, output: str | None, resume: bool, held: contextlib.ExitStack
+) -> tuple[Path | None, Path | None]:
     """The results file and journal to write, checked, and locked until `held` closes."""
     path = _results_path(config, output)
     if path is None:

@@ -8,7 +8,7 @@ behind never blocks the next run: only a live holder does.
 `StudyLock.acquire(wait=False)` is the whole-run hold of `somatize run`;
 `wait=True` blocks until the holder lets go, which is what one short
 transaction of a process sharing the study needs (issue 15's ask/tell):
-`with lock.held(wait=True): ...` around each journal transaction.
+`with lock.hold(wait=True): ...` around each journal transaction.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from .paths import describe_non_regular
 
 def lock_path(results_path: Path) -> Path:
     """`results/mlp.json` -> `results/mlp.lock`."""
-    name = results_path.name
-    stem = name[: -len(".json")] if name.endswith(".json") else name
-    return results_path.with_name(f"{stem}.lock")
+    return results_path.with_name(f"{results_path.name.removesuffix('.json')}.lock")
 
 
 class StudyLock:
