@@ -234,3 +234,11 @@ def test_a_sampler_that_finds_no_feasible_point_does_not_call_the_space_exhauste
     assert data["status"] == "failed" and data["stop_reason"] == "no_feasible_point"
     assert result.stderr == "somatize: study stopped (no_feasible_point): no untried parameter set satisfying " \
         "the constraints was found in 5000 random draws\n"
+
+
+def test_resume_with_a_narrowed_space_says_the_space_changed(tmp_path):
+    study, out, lines = crashed_run(tmp_path)
+    (tmp_path / "r.journal.jsonl").write_text("\n".join(lines) + "\n")
+    study.write_text(study.read_text().replace("low: 0.0, high: 1.0}", "low: 0.0, high: 0.001}"))
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2 and "the study's search_space changed" in result.stderr, result.stderr

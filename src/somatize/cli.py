@@ -324,10 +324,9 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None
                              "or write to another file with -o")
         return
     if journal_exists(journal):
-        header, trials, source = *read_journal(journal, study.space), journal
+        header, trials, source = *read_journal(journal), journal
     elif path.exists():
         earlier = read_results(path)
-        check_trials(earlier.trials, study.space, path)
         header, trials, source = {"id": earlier.id, "spec": earlier.spec}, earlier.trials, path
     else:
         raise UsageError(f"nothing to resume: neither {journal} nor {path} exists")
@@ -337,6 +336,12 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None
             f"cannot resume from {source}: the study's {' and '.join(changes)} changed; "
             "start afresh with another -o"
         )
+    # The same study, so every trial must fit its space: read again with the checks that
+    # name a bad record's line (after the spec check, which explains a changed space better).
+    if source == journal:
+        trials = read_journal(journal, study.space)[1]
+    else:
+        check_trials(trials, study.space, path)
     study.id = header.get("id") or study.id
     study.trials = [t for t in trials if t.state.is_finished()]
 
