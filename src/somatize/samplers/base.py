@@ -10,7 +10,9 @@ from ..space import SearchSpace
 from ..study import Objective, Trial
 
 if TYPE_CHECKING:
-    from numpy.random import SeedSequence
+    import numpy as np
+
+    from .streams import TrialStreams
 
 
 class NoFeasiblePoint(Exception):
@@ -34,6 +36,7 @@ class Sampler(ABC):
         self.seen: set[tuple] = set()
         # The root of every random stream: the seed, or fresh entropy for an unseeded study.
         self._entropy = seed if seed is not None else secrets.randbits(64)
+        self._streams: TrialStreams | None = None
 
     @property
     def total(self) -> int | None:
@@ -47,17 +50,15 @@ class Sampler(ABC):
         size = self.space.cardinality()
         return size is not None and len(self.seen) >= size
 
-    def proposal_seed(self, number: int) -> SeedSequence:
-        """The seed of trial `number`'s random draws, from the study's seed and the number alone.
+    def rng_for(self, number: int) -> np.random.Generator:
+        """The generator of trial `number`'s random draws, set from the study's seed and the number
+        alone (see streams.py: a resumed study continues instead of replaying). The same object for
+        every number, re-positioned at each call."""
+        if self._streams is None:
+            from .streams import TrialStreams
 
-        One stream per trial number, not one per study: a resumed study (a
-        new process, its sampler told the history) then draws for trial 64
-        what an uninterrupted one would have, instead of replaying trial 0's
-        draws, all of them already tried, and stopping as if exhausted.
-        """
-        from numpy.random import SeedSequence
-
-        return SeedSequence([self._entropy, number])
+            self._streams = TrialStreams(self._entropy)
+        return self._streams.at(number)
 
     @abstractmethod
     def propose(self, number: int) -> dict[str, Any] | None:

@@ -309,7 +309,7 @@ class BayesianSampler(Sampler):
             raise ValueError(f"initial_points must be one of {', '.join(INITIAL_POINTS)}, got {initial_points!r}")
         if n_initial < 1:
             raise ValueError(f"n_initial must be at least 1, got {n_initial}")
-        self.rng = np.random.default_rng(seed)
+        self.rng = self.rng_for(0)  # one generator, set for each trial's draws (_reseed)
         # Sign that turns the primary objective into a loss to minimise.
         self._sign = -1.0 if objective.direction is Direction.MAXIMIZE else 1.0
         self._fixed = {d.name: d.values()[0] for d in space if d.cardinality() == 1}
@@ -400,10 +400,9 @@ class BayesianSampler(Sampler):
         In place, as the acquisition search and the hedge hold this generator;
         skopt's own generator draws the random initial design.
         """
-        draws, design = self.proposal_seed(number).spawn(2)
-        self.rng.bit_generator.state = np.random.PCG64(draws).state
+        rng = self.rng_for(number)  # self.rng, re-positioned
         if self._opt is not None:
-            self._opt.rng = np.random.RandomState(int(design.generate_state(1)[0]))
+            self._opt.rng = np.random.RandomState(int(rng.integers(2**32)))
 
     def _ask(self) -> list[Any]:
         pending = list(self._pending.values())

@@ -25,9 +25,7 @@ class RandomSampler(Sampler):
     def propose(self, number: int) -> dict[str, Any] | None:
         if self.exhausted():
             return None
-        import numpy as np
-
-        rng = np.random.default_rng(self.proposal_seed(number))
+        rng = self.rng_for(number)
         width = len(self.space)
         space = self.space
         checked = bool(space.constraints)
