@@ -175,8 +175,7 @@ def test_a_thread_variable_the_user_set_is_left_alone(tmp_path):
 
 def test_a_worker_that_dies_fails_its_trial_and_the_study_goes_on(tmp_path):
     function_study(tmp_path, n_trials=10, constants="  crash: true\n")
-    # Seed 3: two of its ten draws crash (x > 0.8), not five in a row (the failure-storm limit).
-    done = somatize("run", "f.yaml", "-j", "2", "--seed", "3", "-o", "r.json", "-q", cwd=tmp_path)
+    done = somatize("run", "f.yaml", "-j", "2", "-o", "r.json", "-q", cwd=tmp_path)
     trials = json.loads((tmp_path / "r.json").read_text())["trials"]
     failed = [t for t in trials if t["state"] == "failed"]
     assert failed and all(t["params"]["x"] > 0.8 for t in failed)
