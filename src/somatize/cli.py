@@ -183,8 +183,26 @@ def run(
         if output == "-" and events == "-":
             raise UsageError("-o - and --events - cannot both write to standard output")
         config = _load(study, settings)
-        code = _run_study(config, output, events, quiet, resume)
+        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster)
+        code = _run_study(config, output, events, quiet, resume, again)
     raise typer.Exit(code)
+
+
+def _resume_command(
+    study: str, output: str | None, jobs: int | None, seed: int | None, n_trials: int | None,
+    overrides: list[str], cluster: str | None,
+) -> str:
+    """The `somatize run ... --resume` that continues this run: the same study, output and settings."""
+    import shlex
+
+    words = ["somatize", "run", study]
+    for flag, value in (("-o", output), ("-j", jobs), ("--seed", seed), ("--n-trials", n_trials),
+                        ("--cluster", cluster)):
+        if value is not None:
+            words += [flag, str(value)]
+    for override in overrides:
+        words += ["--set", override]
+    return shlex.join([*words, "--resume"])
 
 
 def _results_path(config, output: str | None) -> Path | None:
@@ -198,32 +216,74 @@ def _results_path(config, output: str | None) -> Path | None:
     return Path(f"{stem}.results.json")
 
 
-def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool) -> int:
-    from .assemble import build_executor, build_study, stop_conditions
-    from .events import EventBus
-    from .pruners import make_pruner
-    from .runner import StudyRunner
-    from .samplers import make_sampler
-    from .storage.journal import Journal, journal_path
-    from .storage.results import PeriodicResults, check_writable, results_json, write_results
+def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str) -> int:
+    """`again` is the command line that resumes this study, for the message over an unfinished journal."""
+    with contextlib.ExitStack() as held:
+        path, journal_file = _claim_output(config, output, resume, held)
+        return _run_locked(config, path, journal_file, events, quiet, resume, again)
 
+
+def _claim_output(
+    config, output: str | None, resume: bool, held: contextlib.ExitStack
+) -> tuple[Path | None, Path | None]:
+    """The results file and journal to write, checked, and locked until `held` closes."""
     path = _results_path(config, output)
+    if path is None:
+        if resume:
+            raise UsageError("--resume needs a results file; it cannot resume with -o -")
+        return None, None
+    from .storage.journal import journal_path
+    from .storage.lock import StudyLock, lock_path
+    from .storage.paths import check_own_file, remove_stale_temp_files
+    from .storage.results import check_writable
+
+    path = check_writable(path)  # a symlink to a regular file: its target
+    journal_file = journal_path(path)
+    check_own_file(journal_file, "journal")
+    lock = StudyLock(lock_path(path), path)
+    lock.acquire()  # held to the end of the run, so no other run writes these files meanwhile
+    held.callback(lock.release)
+    remove_stale_temp_files(path)  # left by a run killed mid-write; under the lock, no live run's file is stale
+    return path, journal_file
+
+
+def _run_locked(config, path: Path | None, journal_file: Path | None, events: str | None, quiet: bool,
+                resume: bool, again: str) -> int:
+    from .assemble import build_study
+    from .errors import OutputWriteError
+    from .events import EventBus
+    from .samplers import make_sampler
+    from .storage.journal import Journal, journal_exists
+
     study = build_study(config)
     journal = None
-    if path is not None:
-        check_writable(path)
-        journal = Journal(journal_path(path))
-        _restore(study, path, journal.path, resume)
-    elif resume:
-        raise UsageError("--resume needs a results file; it cannot resume with -o -")
+    if path is not None and journal_file is not None:
+        journal = Journal(journal_file)
+        _restore(study, path, journal.path, resume, again)
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
     _before_first_trial(config, study, path, quiet)
     bus = EventBus()
+    try:
+        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet)
+    except OutputWriteError as exc:
+        if journal is None or not journal_exists(journal.path):
+            raise
+        raise OutputWriteError(f"{exc} (the journal {journal.path} keeps {_finished_in(journal.path)}; "
+                               f"with room again, resume: `{again}`)") from None
+
+
+def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journal, events: str | None,
+                          quiet: bool) -> int:
+    from .assemble import build_executor, stop_conditions
+    from .pruners import make_pruner
+    from .runner import StudyRunner
+    from .storage.results import PeriodicResults, results_json, write_results
+
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
             if journal is not None and path is not None:
-                journal.begin(study)
                 stack.callback(journal.close)
+                journal.begin(study)
                 bus.subscribe(journal)
                 bus.subscribe(PeriodicResults(study, path))
             _attach_event_log(bus, events, stack)
@@ -281,17 +341,15 @@ def _say_top_trials(study, path: Path | None) -> None:
         _say(f"results: {path}")
 
 
-def _restore(study, path: Path, journal: Path, resume: bool) -> None:
+def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None:
     """Load earlier trials for --resume, or refuse to start over an unfinished run."""
-    from .storage.journal import journal_exists, read_journal, spec_changes
+    from .storage.journal import check_trials, journal_exists, read_journal, spec_changes
     from .storage.results import read_results
 
     if not resume:
         if journal_exists(journal):
-            raise UsageError(
-                f"{journal} holds an unfinished run of this study: continue it with --resume, "
-                "or write to another file with -o"
-            )
+            raise UsageError(f"{journal} holds {_unfinished(journal)}: continue it with `{again}`, "
+                             "or write to another file with -o")
         return
     if journal_exists(journal):
         header, trials, source = *read_journal(journal), journal
@@ -306,8 +364,32 @@ def _restore(study, path: Path, journal: Path, resume: bool) -> None:
             f"cannot resume from {source}: the study's {' and '.join(changes)} changed; "
             "start afresh with another -o"
         )
+    # The same study, so every trial must fit its space: read again with the checks that
+    # name a bad record's line (after the spec check, which explains a changed space better).
+    if source == journal:
+        trials = read_journal(journal, study.space)[1]
+    else:
+        check_trials(trials, study.space, path)
     study.id = header.get("id") or study.id
     study.trials = [t for t in trials if t.state.is_finished()]
+
+
+def _unfinished(journal: Path) -> str:
+    """What an unfinished journal holds, in words: the run that wrote it stopped before the end
+    (killed, a crash, or a second Ctrl-C), as a live run would hold the study's lock."""
+    return f"an unfinished run of this study with {_finished_in(journal)}"
+
+
+def _finished_in(journal: Path) -> str:
+    from .errors import ResultsFileError
+    from .storage.journal import read_journal
+
+    try:
+        _, trials = read_journal(journal)
+    except ResultsFileError:
+        return "trials that cannot be read (--resume says why)"
+    finished = sum(t.state.is_finished() for t in trials)
+    return f"{finished} finished trial{'' if finished == 1 else 's'}"
 
 
 def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> None:
@@ -418,6 +500,11 @@ def _exit_code(study) -> int:
     if study.status == "interrupted":
         _say(f"somatize: interrupted after {len(study.trials)} trials; results written")
         return EXIT_INTERRUPTED
+    if study.status == "failed" and study.stop_reason == "no_feasible_point":
+        from .samplers.random import no_feasible_point_message
+
+        _say(f"somatize: study stopped (no_feasible_point): {no_feasible_point_message()}")
+        return EXIT_NO_RESULT
     if study.status == "failed":
         last_error = next((t.error for t in reversed(study.trials) if t.error), "")
         first_line = last_error.splitlines()[0] if last_error else ""

@@ -21,6 +21,14 @@ class ResultsFileError(SomatizeError):
     """A results or journal file that cannot be read."""
 
 
+class OutputWriteError(ResultsFileError):
+    """A results file or journal that could not be written while a study ran (a full disk)."""
+
+
+class StudyBusyError(SomatizeError):
+    """A results file that another live `somatize run` holds the lock of."""
+
+
 class UsageError(SomatizeError):
     """Bad command-line arguments."""
 

@@ -28,7 +28,7 @@ from .events import (
 )
 from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
 from .pruners.base import Pruner
-from .samplers.base import Sampler
+from .samplers.base import NoFeasiblePoint, Sampler
 from .study import MetricRecord, Study, Trial, TrialState
 
 
@@ -167,9 +167,9 @@ class StudyRunner:
             reason = self._reason_to_stop(total, deadline)
             if reason:
                 return reason
-            params = self.sampler.propose(number)
+            params, stop = self._propose(number)
             if params is None:
-                return "exhausted"
+                return stop
             trial = self._start_trial(number, params)
             self._run_attempts(trial)
             number += 1
@@ -193,9 +193,9 @@ class StudyRunner:
                     reason = self._reason_to_stop(total, deadline, in_flight=len(running))
                     if reason:
                         break
-                    params = self.sampler.propose(number)
+                    params, stop = self._propose(number)
                     if params is None:
-                        reason = "exhausted"
+                        reason = stop
                         break
                     trial = self._start_trial(number, params)
                     running[pool.submit(self._run_attempts, trial)] = trial
@@ -206,13 +206,22 @@ class StudyRunner:
                 for trial in sorted((running.pop(f) for f in done), key=lambda t: t.number):
                     self._record(trial, total)
                     self.sampler.tell(trial)
-        except KeyboardInterrupt:
-            # Trials in flight are dropped, not recorded: --resume runs them again.
+        except BaseException:
+            # Ctrl-C, or a subscriber that failed (the journal on a full disk): trials in
+            # flight are dropped, not recorded, and --resume runs them again.
             self.executor.cancel()
             wait(running, timeout=self.CANCEL_WAIT)
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _propose(self, number: int) -> tuple[dict | None, str]:
+        """The sampler's parameters for trial `number`, or None and why the study stops."""
+        try:
+            params = self.sampler.propose(number)
+        except NoFeasiblePoint:
+            return None, "no_feasible_point"
+        return params, "exhausted"
 
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
         if self._stop_requested.is_set():
@@ -393,7 +402,7 @@ class StudyRunner:
         study.trials.sort(key=lambda t: t.number)  # parallel trials finish out of order
         if reason == "interrupted":
             study.status = "interrupted"
-        elif reason in ("max_failures", "max_consecutive_failures", "executor_lost"):
+        elif reason in ("max_failures", "max_consecutive_failures", "executor_lost", "no_feasible_point"):
             study.status = "failed"
         else:
             study.status = "completed"

@@ -445,6 +445,37 @@ class SearchSpace:
                 return False
         return True
 
+    def problem(self, params: Mapping[str, Any]) -> str | None:
+        """Why `params` is not a runnable parameter set of this space, in words; None when it is.
+
+        The check for parameters read back from disk (a journal on --resume):
+        every searched value in its dimension (`contains`), inactive ones
+        absent, constants as declared, nothing else, every constraint holding.
+        """
+        known = set(self._names) | set(self.constants)  # type: ignore[attr-defined]
+        unknown = next((name for name in params if name not in known), None)
+        if unknown is not None:
+            return f"{unknown!r} is not a parameter of this study"
+        for name, value in self.constants.items():
+            if name not in params or not _same(params[name], value):
+                return f"{name}={params.get(name)!r}, but the study's constant is {name}={value!r}"
+        for dim in self._order:  # type: ignore[attr-defined]
+            if not self.is_active(dim.name, params):
+                if dim.name in params:
+                    return f"{dim.name} is set, but its when: condition does not hold"
+            elif dim.name not in params:
+                return f"{dim.name} is missing"
+            elif not dim.contains(params[dim.name]):
+                return f"{dim.name}={params[dim.name]!r} is not in the search space"
+        for constraint in self.constraints:
+            try:
+                holds = constraint.holds(params)
+            except ConstraintError:
+                holds = False
+            if not holds:
+                return f"the constraint {constraint.text!r} does not hold"
+        return None
+
     def to_spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}
         for dim in self.dimensions:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..space import SearchSpace
 from ..study import Objective, Trial
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .streams import TrialStreams
+
+
+class NoFeasiblePoint(Exception):
+    """Untried parameter sets remain, but none the sampler drew satisfies the constraints."""
 
 
 class Sampler(ABC):
     """Proposes parameter sets and learns from finished trials.
 
-    `propose` returns None when the sampler has nothing left to offer (a grid
-    walked to its end, a finite space exhausted); the study then ends.
+    `propose` returns None only when nothing is left to try (a grid walked to
+    its end, a finite space exhausted); the study then ends, completed. When
+    points remain but the draws find no feasible one, it raises NoFeasiblePoint.
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, n_trials: int | None, seed: int | None):
@@ -23,6 +34,9 @@ class Sampler(ABC):
         self.seed = seed
         # Identities of every parameter set proposed or told, so a finite space is never revisited.
         self.seen: set[tuple] = set()
+        # The root of every random stream: the seed, or fresh entropy for an unseeded study.
+        self._entropy = seed if seed is not None else secrets.randbits(64)
+        self._streams: TrialStreams | None = None
 
     @property
     def total(self) -> int | None:
@@ -35,6 +49,16 @@ class Sampler(ABC):
     def exhausted(self) -> bool:
         size = self.space.cardinality()
         return size is not None and len(self.seen) >= size
+
+    def rng_for(self, number: int) -> np.random.Generator:
+        """The generator of trial `number`'s random draws, set from the study's seed and the number
+        alone (see streams.py: a resumed study continues instead of replaying). The same object for
+        every number, re-positioned at each call."""
+        if self._streams is None:
+            from .streams import TrialStreams
+
+            self._streams = TrialStreams(self._entropy)
+        return self._streams.at(number)
 
     @abstractmethod
     def propose(self, number: int) -> dict[str, Any] | None:

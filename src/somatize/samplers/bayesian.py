@@ -40,14 +40,14 @@ from skopt.space import Categorical, Integer, Real
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, SearchSpace
 from ..study import Direction, Objective, Trial, TrialState
 from .acquisition import KINDS, AcquisitionSearch, Hedge
-from .base import Sampler
+from .base import NoFeasiblePoint, Sampler
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
 INITIAL_POINTS = ("random", "sobol", "lhs")
 
 # Random draws tried before enumerating what is left of a finite space.
-from .random import CONSTRAINED_REDRAWS, REDRAWS  # noqa: E402 - grouped with the other limits
+from .random import CONSTRAINED_REDRAWS, REDRAWS, no_feasible_point_message  # noqa: E402 - grouped with the other limits
 
 # Model proposals tried per trial before a random feasible point, when they violate constraints.
 INFEASIBLE_ASKS = 3
@@ -309,7 +309,7 @@ class BayesianSampler(Sampler):
             raise ValueError(f"initial_points must be one of {', '.join(INITIAL_POINTS)}, got {initial_points!r}")
         if n_initial < 1:
             raise ValueError(f"n_initial must be at least 1, got {n_initial}")
-        self.rng = np.random.default_rng(seed)
+        self.rng = self.rng_for(0)  # one generator, set for each trial's draws (_reseed)
         # Sign that turns the primary objective into a loss to minimise.
         self._sign = -1.0 if objective.direction is Direction.MAXIMIZE else 1.0
         self._fixed = {d.name: d.values()[0] for d in space if d.cardinality() == 1}
@@ -375,6 +375,7 @@ class BayesianSampler(Sampler):
     def propose(self, number: int) -> dict[str, Any] | None:
         if self.exhausted():
             return None
+        self._reseed(number)
         params = None
         for _ in range(INFEASIBLE_ASKS if self._opt is not None else 0):
             point = self._ask()
@@ -392,6 +393,16 @@ class BayesianSampler(Sampler):
         self.seen.add(key)
         self._pending[key] = self._to_point(params) or []
         return params
+
+    def _reseed(self, number: int) -> None:
+        """Every random choice for trial `number` from its own stream (Sampler.proposal_seed).
+
+        In place, as the acquisition search and the hedge hold this generator;
+        skopt's own generator draws the random initial design.
+        """
+        rng = self.rng_for(number)  # self.rng, re-positioned
+        if self._opt is not None:
+            self._opt.rng = np.random.RandomState(int(rng.integers(2**32)))
 
     def _ask(self) -> list[Any]:
         pending = list(self._pending.values())
@@ -437,8 +448,8 @@ class BayesianSampler(Sampler):
             params = space.from_unit(self.rng.random(width).tolist())
             if space.key(params) not in self.seen and space.feasible(params):
                 return params
-        if space.cardinality() is None:
-            return None  # continuous, yet every draw repeats or violates a constraint
+        if space.cardinality() is None:  # continuous: untried points are always left
+            raise NoFeasiblePoint(no_feasible_point_message())
         left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
         return left[int(self.rng.integers(len(left)))] if left else None
 

@@ -8,16 +8,19 @@ torn last line (killed mid-write) is ignored on reading.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from ..errors import ResultsFileError
+from ..errors import OutputWriteError, ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
+from ..space import SearchSpace
 from ..study import Study, Trial
-from .results import check_trial, load_json, one_line
+from .paths import check_own_file
+from .results import check_trial, load_json, one_line, write_all
 
 JOURNAL_FORMAT = "somatize.journal"
 
@@ -36,15 +39,24 @@ def journal_path(results_path: Path) -> Path:
 
 
 class Journal:
-    """Appends each finished trial, flushing every line."""
+    """Appends each finished trial, one unbuffered write per line.
+
+    A line is in the file (the kernel's page cache) when the write returns,
+    so a `kill -9` of this process cannot lose it. A write that fails (a full
+    disk) is cut back off, so the journal never keeps half a line, and raises
+    a one-line ResultsFileError.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._handle: IO[str] | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes of whole lines in the file
 
     def begin(self, study: Study) -> None:
         """Start a new journal with the study header and any trials it already has (resumed)."""
         if journal_exists(self.path):
+            self._open()
+            self._drop_torn_tail()
             return
         self._append({"format": JOURNAL_FORMAT, "version": 1, "study": _header(study)})
         for trial in study.trials:
@@ -54,16 +66,45 @@ class Journal:
         if isinstance(event, FINISHED_TRIAL_EVENTS):
             self._append({"trial": event.trial.to_dict()})  # type: ignore[attr-defined]
 
+    def _open(self) -> int:
+        if self._fd is None:
+            check_own_file(self.path, "journal")
+            try:
+                # O_NOFOLLOW: never write through a symlink that appeared at the journal's name.
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, 0o666)
+            except OSError as exc:
+                raise ResultsFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._size = os.fstat(self._fd).st_size
+        return self._fd
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a torn last line (a kill mid-write, which reading skips), so appends start on a line of their own."""
+        fd = self._open()
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            os.ftruncate(fd, whole)
+        self._size = whole
+
     def _append(self, record: Mapping[str, Any]) -> None:
-        if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the study
-        self._handle.write(_encode_line(record) + "\n")
-        self._handle.flush()
+        fd = self._open()
+        line = (_encode_line(record) + "\n").encode("utf-8")
+        try:
+            write_all(fd, line)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)  # frees space: works on a full disk too
+                if self._size == 0:  # not even the header: no journal to keep
+                    os.unlink(self.path)
+            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._size += len(line)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def remove(self) -> None:
         """Once the results file holds everything, the journal has done its job."""
@@ -75,15 +116,29 @@ class Journal:
 
 
 def journal_exists(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
+    try:
+        return os.lstat(path).st_size > 0  # lstat: a symlink at the name is not taken for a journal
+    except FileNotFoundError:
+        return False
 
 
 def _header(study: Study) -> dict[str, Any]:
     return {"name": study.name, "id": study.id, "spec": study.spec, "objectives": [o.to_dict() for o in study.objectives]}
 
 
-def read_journal(path: Path) -> tuple[dict[str, Any], list[Trial]]:
-    """The header and the finished trials (the last record of a trial number wins)."""
+# No real study reaches a billion trials (at a millisecond each, eleven days of
+# trials): a larger number in a journal is corruption, not history.
+MAX_TRIAL_NUMBER = 10**9 - 1
+
+
+def read_journal(path: Path, space: SearchSpace | None = None) -> tuple[dict[str, Any], list[Trial]]:
+    """The header and the finished trials, in number order.
+
+    A torn last line (killed mid-write) is skipped. Any other bad line is a
+    one-line ResultsFileError naming the path and line: a line that is not a
+    trial record, a trial number used twice or out of range, and, given the
+    study's `space`, parameters that are not a parameter set of it.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -97,17 +152,44 @@ def read_journal(path: Path) -> tuple[dict[str, Any], list[Trial]]:
                 if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
                     raise ValueError("not a somatize journal")
                 header = _check_header(record["study"])
-            else:
-                trial = check_trial(Trial.from_dict(record["trial"]))
-                trials[trial.number] = trial
+                continue
+            trial = check_trial(Trial.from_dict(record["trial"]))
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
             if index == len(lines) - 1 and index > 0:
                 break  # torn final line from a kill mid-write
             reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
             raise ResultsFileError(f"{path}:{index + 1}: corrupt journal line ({reason})") from None
+        # A whole record that does not fit is refused wherever it is, the last line too.
+        problem = trial_problem(trial, space, trials)
+        if problem is not None:
+            raise ResultsFileError(f"{path}:{index + 1}: {one_line(problem)}")
+        trials[trial.number] = trial
     if header is None:
         raise ResultsFileError(f"{path}: empty journal")
     return header, [trials[n] for n in sorted(trials)]
+
+
+def trial_problem(trial: Trial, space: SearchSpace | None, earlier: Mapping[int, Trial]) -> str | None:
+    """Why a trial read back from disk cannot be part of the study, or None."""
+    if trial.number > MAX_TRIAL_NUMBER:
+        return f"trial number {trial.number} is out of range (at most {MAX_TRIAL_NUMBER})"
+    if trial.number in earlier:
+        return f"trial number {trial.number} appears twice"
+    if space is not None:
+        problem = space.problem(trial.params)
+        if problem is not None:
+            return f"trial {trial.number}'s params do not fit the study: {problem}"
+    return None
+
+
+def check_trials(trials: list[Trial], space: SearchSpace, source: Path) -> None:
+    """The checks of read_journal, for trials read from a results file (no lines to name)."""
+    seen: dict[int, Trial] = {}
+    for trial in trials:
+        problem = trial_problem(trial, space, seen)
+        if problem is not None:
+            raise ResultsFileError(f"{source}: {one_line(problem)}")
+        seen[trial.number] = trial
 
 
 def _check_header(header: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -9,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResultsFileError
+from ..errors import OutputWriteError, ResultsFileError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial
+from .paths import describe_non_regular, results_target, temp_prefix
 
 
 def results_json(study: Study) -> str:
@@ -29,38 +31,56 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see half a file."""
+    """Write via a temp file in the same directory and rename, so readers never see half a file.
+
+    A failure (a full disk) leaves the old file as it was and no temp file behind.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    problem = describe_non_regular(path)  # again at every write: a rename would replace a device or FIFO
+    if problem is not None:
+        raise ResultsFileError(f"cannot write {path}: {problem}")
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent or ".")
     try:
         os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_all(fd, text.encode("utf-8"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.replace(tmp, path)
     except BaseException:
-        try:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may take only part of them)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_results(study: Study, path: Path) -> None:
-    write_atomically(path, results_json(study))
+    """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError."""
+    try:
+        write_atomically(path, results_json(study))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def check_writable(path: Path) -> None:
-    """Fail before the first trial when the results could not be written."""
+def check_writable(path: Path) -> Path:
+    """Fail before the first trial when the results could not be written; the file to write to."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ResultsFileError(f"{path}: cannot write results: directory {parent} does not exist")
-    if path.is_dir():
-        raise ResultsFileError(f"{path}: cannot write results: it is a directory")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    target = results_target(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ResultsFileError(f"{path}: cannot write results: permission denied")
+    return target
 
 
 def parse_results(text: str, name: str) -> Study:
@@ -153,6 +173,12 @@ def read_results(path: str | Path) -> Study:
     return parse_results(text, str(path))
 
 
+# How often the results file is rewritten while trials finish: a reader sees
+# progress within seconds, and a study of millisecond trials does not spend
+# its time rewriting a file that grows with every trial.
+PERIODIC_WRITE_SECONDS = 2.0
+
+
 class PeriodicResults:
     """A bus subscriber that rewrites the results file every few seconds while trials finish.
 
@@ -160,11 +186,11 @@ class PeriodicResults:
     of), so a reader of the results file sees progress without waiting for the end.
     """
 
-    def __init__(self, study: Study, path: Path, every_seconds: float = 2.0):
+    def __init__(self, study: Study, path: Path, every_seconds: float | None = None):
         self.study = Study(study.name, study.space, study.objectives, study.strategy, study.spec, study.id,
                            list(study.trials), "running", study.started_at)
         self.path = path
-        self.every_seconds = every_seconds
+        self.every_seconds = PERIODIC_WRITE_SECONDS if every_seconds is None else every_seconds
         self._last_write = time.monotonic()
 
     def __call__(self, event: Event) -> None:

@@ -1,0 +1,244 @@
+"""`run --resume` as a user drives it: the study goes on where it stopped, and the journal is checked first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from somatize.cli import app
+
+cli = CliRunner()
+
+OBJECTIVE = """\
+def objective(params):
+    return sum(float(v) for v in params.values() if not isinstance(v, str))
+"""
+
+SPACES = {
+    "continuous": "  x: {type: float, low: 0.0, high: 1.0}\n  y: {type: float, low: -1.0, high: 1.0, scale: linear}\n",
+    "discrete": "  x: {type: int, low: 0, high: 29}\n  k: [a, b, c, d, e, f, g, h, i, j]\n",
+}
+
+STRATEGIES = {
+    "random": "{type: random, n_trials: 10}",
+    "grid": "{type: grid, points_per_dim: 20}",
+    # An initial design longer than the study keeps the test fast; the model's path has its own test below.
+    "bayesian": "{type: bayesian, n_trials: 10, n_initial: 1000}",
+}
+
+
+def study_file(tmp_path: Path, strategy: str, space: str = "continuous", seed: int | None = 7) -> Path:
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "name: resumed\n" + (f"seed: {seed}\n" if seed is not None else "")
+        + "search_space:\n" + SPACES[space]
+        + f"strategy: {STRATEGIES[strategy]}\n"
+        + "objective: {metric: v, direction: minimize}\n"
+        + "executor: {function: objective:objective}\n"
+    )
+    return path
+
+
+def run(*args: object):
+    return cli.invoke(app, ["run", *map(str, args)])
+
+
+def trials_of(results: Path) -> list[dict]:
+    return json.loads(results.read_text())["trials"]
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_a_seeded_study_resumed_after_64_trials_runs_every_planned_trial(tmp_path, strategy, space):
+    study, out = study_file(tmp_path, strategy, space), tmp_path / "r.json"
+    first = run(study, "-o", out, "-q", "--n-trials", 64)
+    assert first.exit_code == 0, first.output
+    resumed = run(study, "-o", out, "-q", "--n-trials", 100, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    data = json.loads(out.read_text())
+    assert data["status"] == "completed" and data["stop_reason"] == "n_trials"
+    assert [t["number"] for t in data["trials"]] == list(range(100))
+    keys = {json.dumps(t["params"], sort_keys=True) for t in data["trials"]}
+    assert len(keys) == 100  # never the same parameter set twice
+    assert not (tmp_path / "r.journal.jsonl").exists()
+
+
+@pytest.mark.parametrize("strategy", ["random", "grid"])
+def test_a_resumed_study_proposes_what_an_uninterrupted_one_would_have(tmp_path, strategy):
+    study = study_file(tmp_path, strategy)
+    assert run(study, "-o", tmp_path / "whole.json", "-q", "--n-trials", 90).exit_code == 0
+    assert run(study, "-o", tmp_path / "parts.json", "-q", "--n-trials", 64).exit_code == 0
+    assert run(study, "-o", tmp_path / "parts.json", "-q", "--n-trials", 90, "--resume").exit_code == 0
+    whole, parts = trials_of(tmp_path / "whole.json"), trials_of(tmp_path / "parts.json")
+    assert [t["params"] for t in parts] == [t["params"] for t in whole]
+
+
+def test_a_bayesian_study_resumed_past_its_initial_design_runs_every_planned_trial(tmp_path):
+    study, out = study_file(tmp_path, "bayesian"), tmp_path / "r.json"
+    text = study.read_text().replace("n_initial: 1000", "n_initial: 4")
+    study.write_text(text)
+    assert run(study, "-o", out, "-q", "--n-trials", 8).exit_code == 0
+    resumed = run(study, "-o", out, "-q", "--n-trials", 14, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    trials = trials_of(out)
+    assert [t["number"] for t in trials] == list(range(14))
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 14
+
+
+def test_a_finite_space_still_ends_when_every_point_was_tried(tmp_path):
+    study, out = study_file(tmp_path, "random", "discrete"), tmp_path / "r.json"
+    assert run(study, "-o", out, "-q", "--n-trials", 250).exit_code == 0
+    resumed = run(study, "-o", out, "-q", "--n-trials", 400, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    data = json.loads(out.read_text())
+    assert len(data["trials"]) == 300 and data["status"] == "completed"
+
+
+# journal records are checked against the study before anything runs --------------------------------------
+
+
+CONDITIONAL = """\
+name: checked
+seed: 3
+search_space:
+  x: {type: float, low: 0.0, high: 1.0}
+  n: {type: int, low: 1, high: 8, step: 1}
+  opt: [adam, sgd]
+  momentum: {type: float, low: 0.5, high: 0.9, when: {opt: sgd}}
+  epochs: 5
+constraints:
+  - n * x <= 6
+strategy: {type: random, n_trials: 6}
+objective: {metric: v, direction: minimize}
+executor: {function: objective:objective}
+"""
+
+
+def crashed_run(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A study with a journal of 3 finished trials, as a kill -9 leaves it; its lines."""
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    study, out = tmp_path / "study.yaml", tmp_path / "r.json"
+    study.write_text(CONDITIONAL)
+    assert run(study, "-o", out, "-q", "--n-trials", 3).exit_code == 0
+    data = json.loads(out.read_text())
+    study_header = {"id": data["study"]["id"], "spec": data["study"]["spec"]}
+    header = {"format": "somatize.journal", "version": 1, "study": study_header}
+    return study, out, [json.dumps(header)] + [json.dumps({"trial": t}) for t in data["trials"]]
+
+
+def bad_record(line: str, change) -> str:
+    trial = json.loads(line)["trial"]
+    change(trial)
+    return json.dumps({"trial": trial})
+
+
+BAD_RECORDS = {
+    "x outside its range": (lambda t: t["params"].update(x=5.0), "x=5.0"),
+    "int off the dimension": (lambda t: t["params"].update(n=2.5), "n=2.5"),
+    "unknown choice": (lambda t: t["params"].update(opt="rmsprop"), "opt='rmsprop'"),
+    "a parameter the space lacks": (lambda t: t["params"].update(depth=3), "depth"),
+    "a searched parameter missing": (lambda t: t["params"].pop("x"), "x"),
+    "a constant changed": (lambda t: t["params"].update(epochs=50), "epochs=50"),
+    "inactive parameter present": (lambda t: t["params"].update(opt="adam", momentum=0.6), "momentum"),
+    "constraint violated": (lambda t: t["params"].update(n=8, x=0.99), "constraint"),
+    "a huge trial number": (lambda t: t.update(number=10**18, id="trial_1000000000000000000"), "number"),
+    "a duplicated number": (lambda t: t.update(number=0, id="trial_0000"), "number 0"),
+}
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_resume_refuses_a_journal_record_that_does_not_fit_the_study(tmp_path, case, where):
+    study, out, lines = crashed_run(tmp_path)
+    change, fragment = BAD_RECORDS[case]
+    line = 3 if where == "middle" else len(lines)  # trial 1's record, or trial 2's on the last line
+    lines[line - 1] = bad_record(lines[line - 1], change)
+    journal = tmp_path / "r.journal.jsonl"
+    journal.write_text("\n".join(lines) + "\n")
+    before = journal.read_bytes()
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"somatize: {journal}:{line}: ") and result.stderr.count("\n") == 1, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+    assert journal.read_bytes() == before
+
+
+def test_resume_from_a_results_file_checks_its_trials_too(tmp_path):
+    study, out, _ = crashed_run(tmp_path)
+    data = json.loads(out.read_text())
+    data["trials"][1]["params"]["x"] = -1.0
+    out.write_text(json.dumps(data))
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2 and result.stderr.startswith(f"somatize: {out}: trial 1"), result.stderr
+    assert "x=-1.0" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_resume_accepts_a_journal_written_by_a_run_of_the_study(tmp_path):
+    study, out, lines = crashed_run(tmp_path)
+    (tmp_path / "r.journal.jsonl").write_text("\n".join(lines) + "\n")
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 0, result.output
+    assert [t["number"] for t in trials_of(out)] == list(range(6))
+
+
+INTERRUPTING = """\
+import os
+
+calls = 0
+
+
+def objective(params):
+    global calls
+    calls += 1
+    if calls == 3 and os.environ.get("INTERRUPT_ON_THIRD"):
+        raise KeyboardInterrupt  # as Ctrl-C would, mid-study
+    return params["x"]
+"""
+
+
+def test_a_journal_resumed_over_a_torn_last_line_stays_readable_for_the_next_resume(tmp_path, monkeypatch):
+    study, out, lines = crashed_run(tmp_path)
+    (tmp_path / "interrupting.py").write_text(INTERRUPTING)
+    study.write_text(study.read_text().replace("objective:objective", "interrupting:objective"))
+    journal = tmp_path / "r.journal.jsonl"
+    journal.write_text("\n".join(lines) + "\n" + lines[-1][:25])  # killed while writing a fourth record
+    monkeypatch.setenv("INTERRUPT_ON_THIRD", "1")
+    interrupted = run(study, "-o", out, "-q", "--resume")
+    assert interrupted.exit_code == 130, interrupted.output
+    records = [json.loads(line) for line in journal.read_text().splitlines()]  # every line whole
+    assert [r["trial"]["number"] for r in records[1:]] == [0, 1, 2, 3, 4]  # and the two trials run since
+    monkeypatch.delenv("INTERRUPT_ON_THIRD")
+    resumed = run(study, "-o", out, "-q", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert [t["number"] for t in trials_of(out)] == list(range(6))
+
+
+def test_a_sampler_that_finds_no_feasible_point_does_not_call_the_space_exhausted(tmp_path):
+    # validate finds its first draw feasible (random.Random(0)), the sampler's thousands of draws find none:
+    # a continuous space always has untried points, so this is no "exhausted" study.
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: narrow\nseed: 1\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+        "constraints:\n  - x == 0.8444218515250481\n"
+        "strategy: {type: random, n_trials: 5}\nobjective: {metric: v, direction: minimize}\n"
+        "executor: {function: objective:objective}\n"
+    )
+    result = run(study, "-o", tmp_path / "r.json", "-q")
+    assert result.exit_code == 1, result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["status"] == "failed" and data["stop_reason"] == "no_feasible_point"
+    assert result.stderr == "somatize: study stopped (no_feasible_point): no untried parameter set satisfying " \
+        "the constraints was found in 5000 random draws\n"
+
+
+def test_resume_with_a_narrowed_space_says_the_space_changed(tmp_path):
+    study, out, lines = crashed_run(tmp_path)
+    (tmp_path / "r.journal.jsonl").write_text("\n".join(lines) + "\n")
+    study.write_text(study.read_text().replace("low: 0.0, high: 1.0}", "low: 0.0, high: 0.001}"))
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2 and "the study's search_space changed" in result.stderr, result.stderr
