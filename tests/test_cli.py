@@ -116,7 +116,7 @@ def f(params):
         ("objectives:nope", "module 'objectives' has no attribute 'nope'"),
         ("objectivs:f", "cannot import module 'objectivs': No module named 'objectivs'"),
         ("raising:f", "cannot import module 'raising': RuntimeError: no GPU here (raising.py:1)"),
-        ("exiting:f", "cannot import module 'exiting': it called sys.exit(3)"),
+        ("exiting:f", "cannot import module 'exiting': it called sys.exit(3) (exiting.py:2)"),
     ],
 )
 def test_validate_reports_a_function_that_cannot_be_imported(tmp_path, target, message):
@@ -492,7 +492,7 @@ def test_show_sort_by_an_unknown_name_names_the_option_and_the_choices(results):
 
 def test_a_retried_trial_shows_its_attempt_in_the_progress_lines(tmp_path):
     text = SHELL_STUDY.replace("executor:\n", "retries: 2\nexecutor:\n").split("  command:")[0]
-    text += "  command: \"sh -c 'if [ -e m_{trial_number} ]; then echo y=1; else touch m_{trial_number}; exit 1; fi'\"\n"
+    text += "  command: \"if [ -e m_{trial_number} ]; then echo y=1; else touch m_{trial_number}; exit 1; fi\"\n"
     result = run_cli("run", write(tmp_path, text), "-o", "r.json", "--n-trials", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()

@@ -187,6 +187,8 @@ def test_resume_accepts_a_journal_written_by_a_run_of_the_study(tmp_path):
 
 INTERRUPTING = """\
 import os
+import signal
+import time
 
 calls = 0
 
@@ -195,7 +197,8 @@ def objective(params):
     global calls
     calls += 1
     if calls == 3 and os.environ.get("INTERRUPT_ON_THIRD"):
-        raise KeyboardInterrupt  # as Ctrl-C would, mid-study
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, mid-study (a KeyboardInterrupt raised here fails the trial)
+        time.sleep(5)  # the handler interrupts this
     return params["x"]
 """
 

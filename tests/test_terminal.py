@@ -86,7 +86,7 @@ strategy: {type: random, n_trials: 3}
 objective: {metric: y}
 retries: 2
 executor:
-  command: "sh -c 'if [ -e m_{trial_number} ]; then echo y={x}; else touch m_{trial_number}; exit 1; fi'"
+  command: "if [ -e m_{trial_number} ]; then echo y={x}; else touch m_{trial_number}; exit 1; fi"
 """
 
 
