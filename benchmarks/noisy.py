@@ -360,6 +360,10 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         print(f"[{done}/{len(jobs)} {elapsed:5.0f} s] {job[0]} {job[1]} seed {job[2]}: "
               f"{result['regret']:.4g} ({result['seconds']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
+        if args.json:  # as it goes, so that a long run stopped early keeps what it measured
+            Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
     for path in args.include:
         results += json.loads(Path(path).read_text())["results"]
     print(f"Seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; load average {load:.2f} at the start; "
@@ -367,8 +371,6 @@ def main() -> None:
     print("Regret of the reported parameters (test functions: noise-free value - minimum; models: loss on the "
           "fixed split or averaged over 5 other splits), median [IQR]:\n")  # fmt: skip
     print(tables(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
 
 
 if __name__ == "__main__":
