@@ -132,7 +132,8 @@ search_space:
   layers: {type: int, low: 1, high: 8, step: 1}
 constraints:
   - batch_size * layers <= 1024
-strategy: {type: bayesian, n_trials: 5, n_initial: 2, acquisition: LCB, estimator: RF, initial_points: lhs}
+strategy: {type: bayesian, n_trials: 5, n_initial: 2, acquisition: LCB, estimator: RF, initial_points: lhs,
+           noise: 0.05}
 objectives:
   - {metric: acc, direction: maximize, reduce: last}
 target: {value: "0.9"}
@@ -168,6 +169,9 @@ INVALID = {
     "n_trials zero": BASE.replace("n_trials: 10", "n_trials: 0"),
     "n_trials missing": BASE.replace(STRATEGY, "strategy: {type: random}"),
     "bad acquisition": BASE.replace(STRATEGY, "strategy: {type: bayesian, n_trials: 9, acquisition: UCB}"),
+    "bad noise": BASE.replace(STRATEGY, "strategy: {type: bayesian, n_trials: 9, noise: loud}"),
+    "negative noise": BASE.replace(STRATEGY, "strategy: {type: bayesian, n_trials: 9, noise: -0.5}"),
+    "noise on random": BASE.replace(STRATEGY, "strategy: {type: random, n_trials: 9, noise: auto}"),
     "bad direction": BASE.replace("direction: maximize", "direction: max"),
     "bad reduce": BASE.replace("direction: maximize", "direction: maximize, reduce: mean"),
     "reserved metric": BASE.replace("metric: f1", "metric: step"),

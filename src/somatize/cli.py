@@ -528,8 +528,11 @@ def best(
     pareto: Annotated[
         bool, typer.Option("--pareto", help="List the Pareto front of a multi-objective study (table or json).")
     ] = False,
+    observed: Annotated[
+        bool, typer.Option("--observed", help="The best observed trial, even where the model recommends another.")
+    ] = False,
 ) -> None:
-    """Print the best trial of a results file."""
+    """Print the best trial of a results file: a Bayesian study's recommendation, else the best observed."""
     from .ui.formats import format_best, format_param, format_trials
 
     with user_errors():
@@ -552,6 +555,15 @@ def best(
         if trial is None:
             _say(f"somatize: no completed trial in {results}")
             raise typer.Exit(EXIT_NO_RESULT)
+        best_observed = trial
+        recommended = None if observed or metric not in (None, study.primary.metric) else study.recommended_trial()
+        if recommended is not None and recommended.number != trial.number:
+            trial = recommended
+            if param is not None or fmt != "table":  # the table says it itself
+                _say(
+                    f"somatize: {trial.id} is the recommended trial (best predicted {study.primary.metric}); "
+                    f"the best observed is {best_observed.id} (--observed prints it)"
+                )
         if param is not None:
             try:
                 print(format_param(trial, param))
@@ -559,7 +571,7 @@ def best(
                 known = ", ".join(trial.params) or "none"
                 raise UsageError(f"no parameter {param!r} in the best trial (parameters: {known})") from None
             return
-        print(format_best(study, trial, fmt, metric))
+        print(format_best(study, trial, fmt, metric, best_observed=best_observed))
 
 
 def _check_objective(study, objective: str | None) -> str | None:

@@ -29,7 +29,7 @@ from .events import (
 from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
 from .pruners.base import Pruner
 from .samplers.base import NoFeasiblePoint, Sampler
-from .study import MetricRecord, Study, Trial, TrialState
+from .study import MetricRecord, Recommendation, Study, Trial, TrialState
 
 
 @dataclass(frozen=True)
@@ -395,11 +395,18 @@ class StudyRunner:
     def _best_value(self) -> float:
         return math.nan if self._best is None else self._best.values[self.study.primary.metric]
 
+    def _recommendation(self) -> Recommendation | None:
+        try:
+            return self.sampler.recommend()
+        except Exception:  # noqa: BLE001 - a model that cannot be refitted must not cost the results
+            return None
+
     def _finish(self, reason: str) -> None:
         study = self.study
         study.finished_at = time.time()
         study.stop_reason = reason
         study.trials.sort(key=lambda t: t.number)  # parallel trials finish out of order
+        study.recommended = self._recommendation()
         if reason == "interrupted":
             study.status = "interrupted"
         elif reason in ("max_failures", "max_consecutive_failures", "executor_lost", "no_feasible_point"):

@@ -204,6 +204,29 @@ class Trial:
         )
 
 
+@dataclass(frozen=True)
+class Recommendation:
+    """The trial a model-based sampler recommends (SPEC §9): its number, and the model's
+    predicted mean and standard deviation of the primary metric there, in its units.
+
+    `noise` is the model's observation noise as a standard deviation in the same
+    units, when it has one.
+    """
+
+    number: int
+    mean: float
+    sd: float
+    noise: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recommendation:
+        number = data["number"]
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ValueError(f"recommended_trial number must be an integer, got {number!r}")
+        noise = data.get("noise")
+        return cls(number, _number(data["mean"]), _number(data["sd"]), None if noise is None else _number(noise))
+
+
 def new_study_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
@@ -223,6 +246,8 @@ class Study:
     started_at: float | None = None
     finished_at: float | None = None
     stop_reason: str | None = None
+    # Set by the runner from its sampler at the end of a run (Bayesian studies).
+    recommended: Recommendation | None = None
 
     def __post_init__(self) -> None:
         if not self.objectives:
@@ -264,6 +289,15 @@ class Study:
             if best is None or objective.direction.better(value, best_value):
                 best, best_value = trial, value
         return best
+
+    def recommended_trial(self) -> Trial | None:
+        """The trial the sampler recommended, when it did and the trial is here and completed."""
+        if self.recommended is None:
+            return None
+        for trial in self.trials:
+            if trial.number == self.recommended.number and trial.state is TrialState.COMPLETED:
+                return trial
+        return None
 
     def pareto_front(self) -> list[Trial]:
         """Non-dominated completed trials over all objectives (empty with one objective)."""
@@ -309,7 +343,25 @@ class Study:
                 "params": best.params,
             },
             "pareto_front": [t.id for t in self.pareto_front()],
+            **self._recommended_dict(),
             "trials": [t.to_dict() for t in self.trials],
+        }
+
+    def _recommended_dict(self) -> dict[str, Any]:
+        trial = self.recommended_trial()
+        if trial is None or self.recommended is None:
+            return {}
+        value = trial.values.get(self.primary.metric)
+        return {
+            "recommended_trial": {
+                "id": trial.id,
+                "number": trial.number,
+                "value": None if value is None else _json_number(value),
+                "params": trial.params,
+                "mean": _json_number(self.recommended.mean),
+                "sd": _json_number(self.recommended.sd),
+                "noise": None if self.recommended.noise is None else _json_number(self.recommended.noise),
+            }
         }
 
     @classmethod
@@ -334,4 +386,11 @@ class Study:
             finished_at=from_iso(data.get("finished_at")),
             stop_reason=data.get("stop_reason"),
         )
+        recommended = data.get("recommended_trial")  # absent from files before SPEC §9, and for other strategies
+        if recommended is not None:
+            if not isinstance(recommended, Mapping):
+                raise ValueError("recommended_trial must be an object")
+            study.recommended = Recommendation.from_dict(recommended)
+            if study.recommended_trial() is None:
+                raise ValueError(f"recommended_trial names no completed trial (number {study.recommended.number})")
         return study

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from ..space import SearchSpace
-from ..study import Objective, Trial
+from ..study import Objective, Recommendation, Trial
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,3 +67,8 @@ class Sampler(ABC):
     def tell(self, trial: Trial) -> None:
         """Learn from a finished trial (also used to replay history on resume)."""
         self.seen.add(self.space.key(trial.params))
+
+    def recommend(self) -> Recommendation | None:
+        """The finished trial this sampler recommends, with its model's prediction there; None
+        when it has no model to judge by (grid, random), as `best_trial` is then the answer."""
+        return None

@@ -35,11 +35,13 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from skopt import Optimizer
 from skopt.learning import GradientBoostingQuantileRegressor
+from skopt.learning.gaussian_process.kernels import WhiteKernel
 from skopt.space import Categorical, Integer, Real
 
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, SearchSpace
-from ..study import Direction, Objective, Trial, TrialState
-from .acquisition import KINDS, AcquisitionSearch, Hedge
+from ..study import Direction, Objective, Recommendation, Trial, TrialState
+from . import noise as obs_noise
+from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import NoFeasiblePoint, Sampler
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
@@ -51,10 +53,10 @@ from .random import CONSTRAINED_REDRAWS, REDRAWS, no_feasible_point_message  # n
 
 # Model proposals tried per trial before a random feasible point, when they violate constraints.
 INFEASIBLE_ASKS = 3
-# A fixed, tiny noise term (of the normalised variance) rather than a fitted
-# one: skopt's fitted noise has a floor of 1e-5 that blurs the optimum of a
-# noise-free objective, which hyperparameter objectives with fixed seeds are.
-# Branin regret after 50 trials (median of 10 seeds): 5.5e-5 at 1e-6, 2.5e-6 at 1e-8.
+# The noise term (of the normalised variance) with `noise: none`: fixed and
+# tiny. skopt's own fitted noise has a floor of 1e-5 that blurs the optimum of
+# a noise-free objective. Branin regret after 50 trials (median of 10 seeds):
+# 5.5e-5 at 1e-6, 2.5e-6 at 1e-8. `noise: auto` fits it instead (noise.py).
 GP_NOISE: Any = 1e-8
 # Values told to the surrogate go through log1p((y - best) / spread) first: the
 # order is kept, and an objective spanning orders of magnitude (a Rosenbrock
@@ -75,6 +77,8 @@ FIT_GTOL = 1e-2
 # Regret after 50 trials did not suffer (Hartmann6 0.002 against 0.0099 when
 # searching at every trial, 10 seeds; the other four problems alike).
 RESEARCH_AFTER = 0.1
+# Joint posterior draws for the expected best value under noise (`_expected_best`).
+BEST_DRAWS = 128
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -107,9 +111,45 @@ class _QuantileGBRT(GradientBoostingQuantileRegressor):
         return mid, (high - low) / 2.0
 
 
-def _gaussian_process(axes: list[_Axis], seed: int | None) -> Any:
+class ObservationNoise(WhiteKernel):
+    """A white-noise kernel whose level is scaled per training observation by `weights`.
+
+    Only the training covariance (`k(X)` with the training rows) carries the
+    weights; a call with any other number of rows (there is none in fitting or
+    prediction) falls back to an unweighted level.
+    """
+
+    def __init__(self, noise_level: float = 1.0, noise_level_bounds: Any = (1e-5, 1e5), weights: Any = None):
+        super().__init__(noise_level=noise_level, noise_level_bounds=noise_level_bounds)
+        self.weights = weights
+
+    def _scale(self, n: int) -> np.ndarray:
+        if self.weights is None or len(self.weights) != n:
+            return np.ones(n)
+        return np.asarray(self.weights, dtype=float)
+
+    def __call__(self, X: Any, Y: Any = None, eval_gradient: bool = False) -> Any:
+        if Y is not None:
+            return super().__call__(X, Y, eval_gradient)
+        n = len(X)
+        K = np.diag(self.noise_level * self._scale(n))
+        if not eval_gradient:
+            return K
+        if self.hyperparameter_noise_level.fixed:
+            return K, np.empty((n, n, 0))
+        return K, K[:, :, np.newaxis]  # d K / d log(level) = K
+
+    def diag(self, X: Any) -> np.ndarray:
+        return self.noise_level * self._scale(len(X))
+
+
+def _gaussian_process(axes: list[_Axis], seed: int | None, noise_mode: str = obs_noise.NONE) -> Any:
     """skopt's GP surrogate as skopt builds it for "GP" (ARD Matern 5/2 times a constant,
-    Hamming for all-categorical spaces), built here so its fitting can be scheduled."""
+    Hamming for all-categorical spaces), built here so its fitting can be scheduled.
+
+    With `noise_mode` auto or fixed, the kernel gets an `ObservationNoise` term
+    (fitted, or set before each fit); skopt's GP drops it again for
+    predictions, which are of the noise-free objective."""
     from skopt.learning import GaussianProcessRegressor
     from skopt.learning.gaussian_process.kernels import ConstantKernel, HammingKernel, Matern
     from skopt.space import Space
@@ -121,10 +161,15 @@ def _gaussian_process(axes: list[_Axis], seed: int | None) -> Any:
         shape = HammingKernel(length_scale=np.ones(n))
     else:
         shape = Matern(length_scale=np.ones(n), length_scale_bounds=[(0.01, 100.0)] * n, nu=2.5)
+    kernel = ConstantKernel(1.0, (0.01, 1000.0)) * shape
+    if noise_mode != obs_noise.NONE:
+        bounds = "fixed" if noise_mode == obs_noise.FIXED else (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)
+        kernel = kernel + ObservationNoise(obs_noise.NOISE_START, bounds)
     return GaussianProcessRegressor(
-        kernel=ConstantKernel(1.0, (0.01, 1000.0)) * shape,
+        kernel=kernel,
         normalize_y=True,
-        noise=GP_NOISE,
+        # "gaussian" makes skopt keep our noise term for fitting and zero it for predictions.
+        noise=GP_NOISE if noise_mode == obs_noise.NONE else "gaussian",
         n_restarts_optimizer=GP_RESTARTS,
         optimizer=_HyperparameterSearch(n),
         random_state=seed,
@@ -135,8 +180,9 @@ def _gaussian_process(axes: list[_Axis], seed: int | None) -> Any:
 class _HyperparameterSearch:
     """scikit-learn's L-BFGS-B search of a GP's log-hyperparameters, with priors.
 
-    The log-hyperparameters are [amplitude, n_scales length scales] (the
-    noise is fixed). Without priors, maximum likelihood on a few dozen points
+    The log-hyperparameters are [amplitude, n_scales length scales] and, with
+    `noise: auto`, the noise level last (noise.py has its prior). Without
+    priors, maximum likelihood on a few dozen points
     happily picks length scales far below the spacing of the data (or far
     above the space), and the model then either interpolates noise or sees a
     plane. The priors, Optuna's GP sampler's (the data are in the unit cube
@@ -166,27 +212,39 @@ class _HyperparameterSearch:
             grad[1 : n + 1] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
             value += float(np.exp(amplitude) - amplitude)
             grad[0] += np.exp(amplitude) - 1.0
+            if len(log_theta) > n + 1:
+                prior, slope = obs_noise.noise_log_prior(float(log_theta[n + 1]))
+                value += prior
+                grad[n + 1] += slope
             return value, grad
 
         result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"gtol": FIT_GTOL})
         return result.x, float(result.fun)
 
 
-def _fitted_kernel(model: Any) -> Any:
+def _fitted_kernel(model: Any, noise_bounds: Any = "fixed") -> Any:
     """The kernel a GP was fitted to, as the starting point of the next fit.
 
-    skopt zeroes the fitted noise term for prediction; it is restored here,
-    fixed at its value.
+    skopt zeroes the fitted noise term for prediction; it is restored here at
+    its value, fixed unless `noise_bounds` lets the next fit move it.
     """
     from sklearn.base import clone
     from skopt.learning.gaussian_process.gpr import _param_for_white_kernel_in_Sum
-    from skopt.learning.gaussian_process.kernels import WhiteKernel
 
     kernel = clone(model.kernel_)
     present, name = _param_for_white_kernel_in_Sum(kernel)
     if present:
-        kernel.set_params(**{name: WhiteKernel(noise_level=float(model.noise_ or 0.0), noise_level_bounds="fixed")})
+        level = max(float(model.noise_ or 0.0), obs_noise.NOISE_FLOOR)
+        kernel.set_params(**{name: ObservationNoise(level, noise_bounds)})
     return kernel
+
+
+def _noise_term(kernel: Any) -> str | None:
+    """The parameter name of a kernel's ObservationNoise term, if it has one."""
+    from skopt.learning.gaussian_process.gpr import _param_for_white_kernel_in_Sum
+
+    present, name = _param_for_white_kernel_in_Sum(kernel)
+    return name if present and isinstance(kernel.get_params()[name], ObservationNoise) else None
 
 
 def _is_gp(model: Any) -> bool:
@@ -200,10 +258,10 @@ def _fit(model: Any, X: Any, y: Any) -> Any:
         return model.fit(X, y)
 
 
-def _estimator(name: str, seed: int | None, axes: list[_Axis]) -> Any:
+def _estimator(name: str, seed: int | None, axes: list[_Axis], noise_mode: str = obs_noise.NONE) -> Any:
     """skopt accepts RF/ET by name; GP is built here, GBRT needs the repaired class above."""
     if name == "GP":
-        return _gaussian_process(axes, seed)
+        return _gaussian_process(axes, seed, noise_mode)
     if name != "GBRT":
         return name
     from sklearn.ensemble import GradientBoostingRegressor
@@ -287,6 +345,12 @@ class BayesianSampler(Sampler):
     them. Proposals not yet told are pending; later proposals come from the
     surrogate conditioned on its own prediction at each pending point (Kriging
     believer), so parallel trials never share a point.
+
+    `noise` (auto, none, or a standard deviation in the objective's units; see
+    noise.py) is the GP's observation noise. With noise modelled, expected
+    improvement is taken against the expected best noise-free value at the
+    evaluated points rather than the best (perhaps lucky) observation, and
+    `recommend` names the evaluated trial of best posterior mean.
     """
 
     def __init__(
@@ -299,6 +363,7 @@ class BayesianSampler(Sampler):
         acquisition: str = "EI",
         estimator: str = "GP",
         initial_points: str = "random",
+        noise: str | float = obs_noise.AUTO,
     ):
         super().__init__(space, objective, n_trials, seed)
         if estimator not in ESTIMATORS:
@@ -309,6 +374,10 @@ class BayesianSampler(Sampler):
             raise ValueError(f"initial_points must be one of {', '.join(INITIAL_POINTS)}, got {initial_points!r}")
         if n_initial < 1:
             raise ValueError(f"n_initial must be at least 1, got {n_initial}")
+        # Trees have no noise term: the option is the GP's.
+        self._noise_mode, self._noise_sd = obs_noise.parse_noise(noise)
+        if estimator != "GP":
+            self._noise_mode = obs_noise.NONE
         self.rng = self.rng_for(0)  # one generator, set for each trial's draws (_reseed)
         # Sign that turns the primary objective into a loss to minimise.
         self._sign = -1.0 if objective.direction is Direction.MAXIMIZE else 1.0
@@ -320,6 +389,8 @@ class BayesianSampler(Sampler):
         # What was told, in order: the loss, or None for a failure (told as the worst loss).
         self._raw: list[float | None] = []
         self._losses: list[float] = []
+        # The trial number of each value told, for a completed trial; None for the others.
+        self._numbers: list[int | None] = []
         self._n_initial = n_initial
         self._kinds = KINDS if acquisition == "gp_hedge" else (acquisition,)
         self._hedge = Hedge(self.rng)
@@ -339,7 +410,7 @@ class BayesianSampler(Sampler):
     ) -> Any:
         return Optimizer(
             [a.skopt_dim for a in self._axes],
-            base_estimator=_estimator(estimator, seed, self._axes),
+            base_estimator=_estimator(estimator, seed, self._axes, self._noise_mode),
             n_initial_points=n_initial,
             initial_point_generator=initial_points,
             acq_func=acquisition,
@@ -348,6 +419,10 @@ class BayesianSampler(Sampler):
             acq_optimizer="sampling",
             random_state=seed,
         )
+
+    @property
+    def _noisy(self) -> bool:
+        return self._noise_mode != obs_noise.NONE
 
     # Conversions at the boundary ------------------------------------------------
 
@@ -427,18 +502,56 @@ class BayesianSampler(Sampler):
         hyperparameters kept, so its uncertainty there collapses and it looks
         elsewhere. Measured on Branin with 4 trials in flight
         (benchmarks/parallel.py), this kept regret at the sequential level
-        where a constant lie (best or mean loss) did not.
+        where a constant lie (best or mean loss) did not. Under noise the
+        fantasised values are told as exact (noise.PENDING_NOISE), or their
+        uncertainty would not collapse, and they count towards the best value
+        (`_expected_best`), so that next to one no improvement is expected.
+
+        The value to improve on is the best observation for a noise-free GP;
+        with noise modelled it is the expected best of the noise-free objective
+        at the evaluated (and fantasised) points. Measured with 4 proposals in
+        flight and noise larger than the signal (tests/test_noise.py), the
+        best observation as the bar let the second to fourth proposals land
+        within 0.001 of the first (a lucky draw sets a bar that the model only
+        hopes to beat by its own uncertainty, which the believer has just
+        removed there); with the expected best they stayed 0.05-0.3 apart.
         """
         space = self._opt.space
         model = self._fitted()
         X, y = space.transform(self._opt.Xi), np.asarray(self._opt.yi, dtype=float)
         if pending:
             P = space.transform(pending)
-            model = self._conditioned(model, np.vstack([X, P]), np.concatenate([y, model.predict(P)]))
+            X_all = np.vstack([X, P])
+            model = self._conditioned(model, X_all, np.concatenate([y, model.predict(P)]), len(X))
+        else:
+            X_all = X
+        if self._noisy and _is_gp(model):
+            best, incumbent = self._expected_best(model, X_all)
+        else:
+            best, incumbent = float(y.min()), X[int(np.argmin(y))]
         assert self._search is not None
-        proposals = self._search.best(model, self._kinds, float(y.min()), X[int(np.argmin(y))])
+        proposals = self._search.best(model, self._kinds, best, incumbent)
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
         return space.inverse_transform(point[None])[0]
+
+    def _expected_best(self, model: Any, X: np.ndarray) -> tuple[float, np.ndarray]:
+        """The value for EI to improve on under noise, and the incumbent (the row of best mean).
+
+        The expected minimum of the noise-free objective over the evaluated (and
+        fantasised) points, from joint draws of the GP's posterior there: the bar
+        of noisy EI (Letham et al. 2019) taken as one number. It lies below the
+        best posterior mean (so the search still explores) and above a lucky
+        observation (so a single draw does not set a bar nothing is expected to beat).
+        """
+        mean, cov = model.predict(X, return_cov=True)
+        mean = np.asarray(mean, dtype=float)
+        incumbent = X[int(np.argmin(mean))]
+        try:
+            root = np.linalg.cholesky(cov + 1e-10 * np.eye(len(X)) * max(float(np.trace(cov)) / len(X), 1e-12))
+        except np.linalg.LinAlgError:
+            return float(mean.min()), incumbent
+        draws = mean[:, None] + root @ self.rng.standard_normal((len(X), BEST_DRAWS))
+        return float(np.mean(draws.min(axis=0))), incumbent
 
     def _random_unseen(self) -> dict[str, Any] | None:
         """A uniformly random feasible parameter set not proposed or told before."""
@@ -467,9 +580,11 @@ class BayesianSampler(Sampler):
             point = self._to_point(trial.params)
             if point is None:
                 return
-        self._tell(point, self._loss(trial))
+        loss = self._loss(trial)
+        number = trial.number if trial.state is TrialState.COMPLETED and loss is not None else None
+        self._tell(point, loss, number)
 
-    def _tell(self, point: list[Any], loss: float | None) -> None:
+    def _tell(self, point: list[Any], loss: float | None, number: int | None = None) -> None:
         """Tell one point; None (a failure, a constraint violation) is told as the worst loss.
 
         The surrogate is fitted to all of skopt's `yi`, so every earlier value
@@ -482,19 +597,35 @@ class BayesianSampler(Sampler):
         if loss is not None:
             self._losses.append(loss)
         self._raw.append(loss)
+        self._numbers.append(number)
         values = self._model_values()
         self._opt.yi[:] = values[:-1]
         self._opt.tell(point, values[-1], fit=False)
 
+    def _warp(self) -> tuple[float, float] | None:
+        """(best, spread) of the warp log1p((y - best) / spread), or None when values are told as they are."""
+        if not WARP_Y or not self._losses:
+            return None
+        best = min(self._losses)
+        spread = statistics.median(self._losses) - best
+        return best, spread if spread > 0 else 1.0
+
     def _model_values(self) -> list[float]:
         penalty = self._penalty()
         raw = [penalty if y is None else y for y in self._raw]
-        if not WARP_Y or not self._losses:
+        warp = self._warp()
+        if warp is None:
             return raw
-        best = min(self._losses)
-        spread = statistics.median(self._losses) - best
-        spread = spread if spread > 0 else 1.0
+        best, spread = warp
         return [math.log1p((y - best) / spread) for y in raw]
+
+    def _to_loss(self, value: float, sd: float) -> tuple[float, float]:
+        """A value and deviation of the surrogate, in the objective's units (the warp's slope carries sd)."""
+        warp = self._warp()
+        if warp is None:
+            return self._sign * value, sd
+        best, spread = warp
+        return self._sign * (best + spread * math.expm1(value)), spread * math.exp(value) * sd
 
     def _fitted(self) -> Any:
         """The surrogate fitted to every value told so far (refitted only when one arrived).
@@ -510,25 +641,51 @@ class BayesianSampler(Sampler):
             return self._model
         model = clone(self._opt.base_estimator_)
         if self._model is not None and _is_gp(model):
-            model.set_params(kernel=_fitted_kernel(self._model), n_restarts_optimizer=0)
-            if told - self._searched_at < RESEARCH_AFTER * told:
-                model.set_params(optimizer=None)  # the last hyperparameters, conditioned on the new data
-            else:
+            search = told - self._searched_at >= RESEARCH_AFTER * told
+            bounds = (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)
+            noise_bounds = bounds if search and self._noise_mode == obs_noise.AUTO else "fixed"
+            model.set_params(kernel=_fitted_kernel(self._model, noise_bounds), n_restarts_optimizer=0)
+            if search:
                 self._searched_at = told
-        model = _fit(model, self._opt.space.transform(self._opt.Xi), self._opt.yi)
+            else:
+                model.set_params(optimizer=None)  # the last hyperparameters, conditioned on the new data
+        yi = np.asarray(self._opt.yi, dtype=float)
+        if self._noisy and _is_gp(model):
+            model.set_params(kernel=self._noise_weighted(model.kernel, yi))
+        model = _fit(model, self._opt.space.transform(self._opt.Xi), yi)
         self._model, self._model_told = model, told
         if len(self._kinds) > 1:
             self._hedge.update(model.predict)
         return model
 
-    @staticmethod
-    def _conditioned(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
-        """`model` refitted to (X, y) with its hyperparameters kept."""
+    def _noise_weighted(self, kernel: Any, values: np.ndarray, pending: int = 0) -> Any:
+        """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py), and its
+        level set from `noise:` when fixed; `pending` fantasised values after them are noise-free."""
+        name = _noise_term(kernel)
+        if name is None:
+            return kernel
+        term = kernel.get_params()[name]
+        weights = obs_noise.weights(values) if self._warp() is not None else np.ones(len(values))
+        level, bounds = term.noise_level, term.noise_level_bounds
+        if self._noise_mode == obs_noise.FIXED:
+            warp = self._warp()
+            spread = warp[1] if warp is not None else 1.0
+            std = float(np.std(values)) or 1.0  # as the GP's normalize_y does
+            level, bounds = obs_noise.level_for_sd(self._noise_sd, spread, std), "fixed"
+        if pending:
+            weights = np.concatenate([weights, np.full(pending, obs_noise.PENDING_NOISE / level)])
+        return _replace(kernel, name, ObservationNoise(level, bounds, weights))
+
+    def _conditioned(self, model: Any, X: np.ndarray, y: np.ndarray, told: int) -> Any:
+        """`model` refitted to (X, y) with its hyperparameters kept; rows past `told` are fantasies."""
         from sklearn.base import clone
 
         refit = clone(model)
         if _is_gp(model):
-            refit.set_params(kernel=_fitted_kernel(model), optimizer=None)
+            kernel = _fitted_kernel(model)
+            if self._noisy:
+                kernel = self._noise_weighted(kernel, y[:told], pending=len(y) - told)
+            refit.set_params(kernel=kernel, optimizer=None)
         return _fit(refit, X, y)
 
     def _tell_penalty(self, point: list[Any]) -> None:
@@ -554,3 +711,48 @@ class BayesianSampler(Sampler):
         # Before any genuine value the constant is arbitrary: every penalty is
         # raised to the worst real loss as soon as one arrives.
         return max(self._losses) if self._losses else 0.0
+
+    # Recommending -----------------------------------------------------------------
+
+    def recommend(self) -> Recommendation | None:
+        """The completed trial to recommend, with the surrogate's mean and sd there (objective units).
+
+        With noise modelled: the evaluated point of best posterior mean (ties
+        to the earliest trial), an estimate that a single lucky draw does not
+        fool. Noise-free (`noise: none`, or a tree surrogate): the best
+        observation, which is then the best estimate.
+        """
+        rows = [i for i, number in enumerate(self._numbers) if number is not None]
+        if self._opt is None or not rows:
+            return None
+        with _quiet():
+            model = self._fitted()
+            X = self._opt.space.transform([self._opt.Xi[i] for i in rows])
+            means, sds = Posterior(model)(np.asarray(X, dtype=float))
+        numbers = [self._numbers[i] for i in rows]
+        if self._noisy and _is_gp(model):
+            score = means
+        else:
+            score = np.array([self._raw[i] for i in rows], dtype=float)
+        chosen = min(range(len(rows)), key=lambda k: (score[k], numbers[k]))
+        mean, sd = self._to_loss(float(means[chosen]), float(sds[chosen]))
+        return Recommendation(int(numbers[chosen]), mean, sd, self.noise_sd())  # type: ignore[arg-type]
+
+    def noise_sd(self) -> float | None:
+        """The GP's observation noise as a standard deviation in the objective's units, or None
+        without a noise model (`noise: none`, trees, nothing fitted yet)."""
+        model = self._model
+        if not self._noisy or model is None or not _is_gp(model) or model.noise_ is None:
+            return None
+        warp = self._warp()
+        spread = warp[1] if warp is not None else 1.0
+        return obs_noise.sd_in_objective_units(float(model.noise_), spread, float(model.y_train_std_))
+
+
+def _replace(kernel: Any, name: str, term: Any) -> Any:
+    """A copy of `kernel` with its parameter `name` (a kernel term) replaced by `term`."""
+    from sklearn.base import clone
+
+    kernel = clone(kernel)
+    kernel.set_params(**{name: term})
+    return kernel

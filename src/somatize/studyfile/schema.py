@@ -173,7 +173,17 @@ def _search_space() -> dict[str, Any]:
 # strategy and pruning ------------------------------------------------------------
 
 
-def _option(key: str, rule: int | tuple[str, ...]) -> dict[str, Any]:
+def _option(key: str, rule: sections.OptionRule) -> dict[str, Any]:
+    if isinstance(rule, sections.WordOrNumber):
+        return {
+            "anyOf": [
+                {"enum": list(rule.words)},
+                {"type": "number", "minimum": rule.minimum},
+                {"type": "string", "pattern": _NUMERIC_TEXT},
+            ],
+            "description": f"{' | '.join(rule.words)} | a number: {rule.unit}.",
+            "examples": [*rule.words, 0.01],
+        }
     if isinstance(rule, tuple):
         return {"enum": list(rule)}
     return {"type": "integer", "minimum": rule}
@@ -187,7 +197,9 @@ def _options_by_type(
     rules = []
     for kind, options in table.items():
         for key, rule in options.items():
-            properties[key] = {**value_of(key, rule), "description": f"{kind} only."}
+            value = value_of(key, rule)
+            described = " ".join([f"{kind} only.", *value.get("description", "").split()])
+            properties[key] = {**value, "description": described}
         rules.append(
             {
                 "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 from ..samplers import STRATEGIES
 from ..study import REDUCES, Direction, Objective
-from .fields import choice, integer, mapping, number, text
+from .fields import as_number, choice, integer, mapping, number, text
 from .problems import Where, did_you_mean, show
 
+
+@dataclass(frozen=True)
+class WordOrNumber:
+    """An option that is one of `words` or a number of at least `minimum` (what it means: `unit`)."""
+
+    words: tuple[str, ...]
+    minimum: float
+    unit: str
+
+
+OptionRule = Union[int, tuple[str, ...], WordOrNumber]
 # Each strategy's own options: an int is the option's minimum (an integer option), a tuple its choices.
 # The checks below and the JSON Schema (schema.py) both read this table.
-_STRATEGY_OPTIONS: dict[str, dict[str, int | tuple[str, ...]]] = {
+_STRATEGY_OPTIONS: dict[str, dict[str, OptionRule]] = {
     "grid": {"points_per_dim": 1},
     "random": {},
     "bayesian": {
@@ -20,6 +32,8 @@ _STRATEGY_OPTIONS: dict[str, dict[str, int | tuple[str, ...]]] = {
         "acquisition": ("gp_hedge", "EI", "PI", "LCB"),
         "estimator": ("GP", "RF", "ET", "GBRT"),
         "initial_points": ("random", "sobol", "lhs"),
+        # samplers/noise.py: auto (fitted), none, or the noise's standard deviation.
+        "noise": WordOrNumber(("auto", "none"), 0.0, "a standard deviation, in the primary metric's units"),
     },
 }
 STRATEGY_KEYS = ("type", "n_trials", *(k for options in _STRATEGY_OPTIONS.values() for k in options))
@@ -70,10 +84,24 @@ def check_strategy(value: Any, where: Where) -> dict[str, Any] | None:
     return out
 
 
-def _option(value: Any, where: Where, key: str, rule: int | tuple[str, ...]) -> Any:
+def _option(value: Any, where: Where, key: str, rule: OptionRule) -> Any:
+    if isinstance(rule, WordOrNumber):
+        return _word_or_number(value, where, key, rule)
     if isinstance(rule, tuple):
         return choice(value, where, key, rule)
     return integer(value, where, key, rule)
+
+
+def _word_or_number(value: Any, where: Where, key: str, rule: WordOrNumber) -> str | float | None:
+    if isinstance(value, str) and value in rule.words:
+        return value
+    found = as_number(value)
+    if found is not None and found >= rule.minimum:
+        return float(found)
+    hint = did_you_mean(value, rule.words) if isinstance(value, str) else ""
+    words = ", ".join(rule.words)
+    where.error(f"{key} must be {words} or a number >= {rule.minimum:g} ({rule.unit}), got {show(value)}{hint}")
+    return None
 
 
 def check_objectives(document: dict[str, Any], where: Where) -> list[Objective] | None:

@@ -100,10 +100,17 @@ def _json_number(value: float | None) -> float | str | None:
 # best ---------------------------------------------------------------------------
 
 
-def format_best(study: Study, trial: Trial, fmt: str, objective: str | None = None) -> str:
-    """The best trial in one of BEST_FORMATS, without a trailing newline (the caller prints it)."""
+def format_best(
+    study: Study, trial: Trial, fmt: str, objective: str | None = None, best_observed: Trial | None = None
+) -> str:
+    """The best trial in one of BEST_FORMATS, without a trailing newline (the caller prints it).
+
+    When `trial` is the study's recommended trial and `best_observed` another
+    one, the table and json formats say which is which (SPEC §9).
+    """
+    other = best_observed if best_observed is not None and best_observed.number != trial.number else None
     if fmt == "json":
-        return _best_json(study, trial, objective)
+        return _best_json(study, trial, objective, other)
     if fmt == "params":
         return "\n".join(f"{name}={value_text(value)}" for name, value in trial.params.items())
     if fmt == "env":
@@ -115,7 +122,7 @@ def format_best(study: Study, trial: Trial, fmt: str, objective: str | None = No
 
         return yaml.safe_dump(trial.params, sort_keys=False, allow_unicode=True).rstrip("\n")
     if fmt == "table":
-        return _best_table(study, trial, objective)
+        return _best_table(study, trial, objective, other)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(BEST_FORMATS)}")
 
 
@@ -131,26 +138,40 @@ def env_name(name: str) -> str:
     return f"_{text}" if not text or text[0].isdigit() else text
 
 
-def _best_json(study: Study, trial: Trial, objective: str | None) -> str:
+def _best_json(study: Study, trial: Trial, objective: str | None, best_observed: Trial | None) -> str:
     metric = study.objective(objective).metric
-    document = {
+    document: dict[str, Any] = {
         "id": trial.id,
         "number": trial.number,
         "value": _json_number(trial.values.get(metric)),
         "values": {name: _json_number(value) for name, value in trial.values.items()},
         "params": trial.params,
     }
+    recommendation = study.recommended
+    if best_observed is not None and recommendation is not None:
+        document["recommended"] = True
+        document["predicted"] = {"mean": _json_number(recommendation.mean), "sd": _json_number(recommendation.sd)}
+        document["best_observed"] = {"id": best_observed.id, "value": _json_number(best_observed.values.get(metric))}
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
-def _best_table(study: Study, trial: Trial, objective: str | None) -> str:
+def _best_table(study: Study, trial: Trial, objective: str | None, best_observed: Trial | None) -> str:
     # Plain aligned text: full-precision values, nothing to import, easy to copy from.
     chosen = study.objective(objective)
-    rows: list[tuple[str, str]] = [("study", study.name), ("trial", trial.id)]
+    recommendation = study.recommended if best_observed is not None else None
+    note = "  (recommended: best predicted mean)" if recommendation is not None else ""
+    rows: list[tuple[str, str]] = [("study", study.name), ("trial", trial.id + note)]
     for obj in study.objectives:
         value = trial.values.get(obj.metric)
-        note = obj.direction.value + (", best by" if obj.metric == chosen.metric else "")
+        note = obj.direction.value + (", best by" if obj.metric == chosen.metric and recommendation is None else "")
         rows.append((obj.metric, f"{'' if value is None else value_text(value)}  ({note})"))
+    if recommendation is not None and best_observed is not None:
+        noise = "" if recommendation.noise is None else f", noise sd {short_number(recommendation.noise)}"
+        rows.append(("predicted", f"{short_number(recommendation.mean)} ± {short_number(recommendation.sd)}"
+                                  f"  (the model's mean ± sd{noise})"))  # fmt: skip
+        observed = best_observed.values.get(chosen.metric)
+        rows.append(("best observed", f"{best_observed.id}: {chosen.metric} {short_number(observed)}"
+                                      "  (a single draw; --observed prints it)"))  # fmt: skip
     if trial.params:
         rows.append(("params:", ""))
         rows += [(f"  {name}", value_text(value)) for name, value in trial.params.items()]

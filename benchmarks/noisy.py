@@ -1,0 +1,377 @@
+"""Noisy objectives and real hyperparameter tuning: somatize against Optuna TPE, Optuna GP and random search.
+
+    pip install -e '.[bench]' scikit-learn   # and torch==2.13.0 (CPU) for Optuna's GPSampler
+    nice -n 19 python benchmarks/noisy.py [--seeds 10] [--json raw.json] > tables.md
+
+Problems (none of them tuned on before this suite was written):
+- noisy test functions: six-hump camel (2-D), Hartmann-3 and Styblinski-Tang
+  (6-D), each observed with additive Gaussian noise of 5% of its range, 60
+  evaluations;
+- three scikit-learn models on data sets scikit-learn ships (no downloads),
+  40 evaluations of 3-fold cross-validation, each in two forms: `fixed`, one
+  split for every trial (deterministic), and `noisy`, a new split (and model
+  seed) per trial, as when tuning with a reshuffled validation set.
+
+What is scored is the parameter set each tool reports as its answer:
+somatize's `recommended_trial` (the best posterior mean) when there is one,
+else its best trial; Optuna's `study.best_trial`; random search's best trial.
+Its *regret* is the noise-free value there minus the known minimum (test
+functions); for the models, the loss there on the fixed split (`fixed`) or
+averaged over 5 other splits (`noisy`), where the minimum is unknown and the
+loss itself is shown. Median [interquartile range] over seeds 0..N-1.
+
+Runs are sequential on one thread (the machine is shared): `--seeds 3` for development.
+Tables go to stdout as Markdown, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+SAMPLERS = ("somatize-bayesian", "somatize-bayesian-noise-none", "somatize-random", "optuna-tpe", "optuna-gp")
+REFERENCE_SPLITS = (101, 102, 103, 104, 105)
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    space: dict[str, Any]  # a study file's search_space
+    observe: Callable[[dict[str, Any], int], float]  # (params, evaluation seed) -> the noisy loss a tool sees
+    truth: Callable[[dict[str, Any]], float]  # the noise-free (or fixed-split) loss
+    minimum: float | None  # known minimum of `truth`, or None (then the loss is reported)
+    evals: int
+
+
+# Noisy test functions ---------------------------------------------------------------
+
+
+def camel(p: dict[str, Any]) -> float:
+    x, y = p["x"], p["y"]
+    return (4 - 2.1 * x**2 + x**4 / 3) * x**2 + x * y + (-4 + 4 * y**2) * y**2
+
+
+_H3_ALPHA = (1.0, 1.2, 3.0, 3.2)
+_H3_A = ((3.0, 10, 30), (0.1, 10, 35), (3.0, 10, 30), (0.1, 10, 35))
+_H3_P = ((0.3689, 0.1170, 0.2673), (0.4699, 0.4387, 0.7470), (0.1091, 0.8732, 0.5547), (0.0381, 0.5743, 0.8828))
+
+
+def hartmann3(p: dict[str, Any]) -> float:
+    x = [p[f"x{i}"] for i in range(3)]
+    terms = zip(_H3_ALPHA, _H3_A, _H3_P)
+    return -sum(a * math.exp(-sum(A[j] * (x[j] - P[j]) ** 2 for j in range(3))) for a, A, P in terms)
+
+
+def styblinski6(p: dict[str, Any]) -> float:
+    return 0.5 * sum(v**4 - 16 * v**2 + 5 * v for v in (p[f"x{i}"] for i in range(6)))
+
+
+def _noisy(name: str, fn: Callable, space: dict[str, Any], minimum: float, maximum: float) -> Problem:
+    sd = 0.05 * (maximum - minimum)
+
+    def observe(params: dict[str, Any], seed: int) -> float:
+        return fn(params) + sd * float(np.random.default_rng(seed).normal())
+
+    return Problem(name, space, observe, fn, minimum, 60)
+
+
+def _box(n: int, low: float, high: float) -> dict[str, Any]:
+    return {f"x{i}": {"type": "float", "low": low, "high": high} for i in range(n)}
+
+
+# Ranges: the minimum is known; the maximum is that of the box's corners and a dense grid.
+FUNCTIONS = [
+    _noisy("camel2-noisy", camel, {"x": {"type": "float", "low": -3.0, "high": 3.0},
+                                   "y": {"type": "float", "low": -2.0, "high": 2.0}}, -1.0316284535, 162.9),
+    _noisy("hartmann3-noisy", hartmann3, _box(3, 0.0, 1.0), -3.86278214782076, 0.0),
+    _noisy("styblinski6-noisy", styblinski6, _box(6, -5.0, 5.0), -39.16616570377142 * 6, 750.0 - 0.0),
+]  # fmt: skip
+
+
+# Real tuning tasks on scikit-learn's bundled data -------------------------------------
+
+
+def _svm(params: dict[str, Any], split: int) -> float:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    X, y = _data(load_breast_cancer)
+    weight = None if params["class_weight"] == "none" else params["class_weight"]
+    model = make_pipeline(
+        StandardScaler(), SVC(C=params["C"], gamma=params["gamma"], kernel=params["kernel"], class_weight=weight)
+    )
+    cv = StratifiedKFold(3, shuffle=True, random_state=split)
+    return 1.0 - float(cross_val_score(model, X, y, scoring="roc_auc", cv=cv).mean())
+
+
+def _knn(params: dict[str, Any], split: int) -> float:
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _data(load_diabetes)
+    model = make_pipeline(
+        StandardScaler(),
+        KNeighborsRegressor(n_neighbors=params["n_neighbors"], weights=params["weights"], p=params["p"]),
+    )
+    cv = KFold(3, shuffle=True, random_state=split)
+    return 1.0 - float(cross_val_score(model, X, y, scoring="r2", cv=cv).mean())
+
+
+def _forest(params: dict[str, Any], split: int) -> float:
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    X, y = _data(load_wine)
+    model = ExtraTreesClassifier(
+        n_estimators=10,
+        max_features=params["max_features"],
+        min_samples_leaf=params["min_samples_leaf"],
+        max_depth=params["max_depth"],
+        criterion=params["criterion"],
+        bootstrap=params["bootstrap"],
+        random_state=split,
+    )
+    cv = StratifiedKFold(3, shuffle=True, random_state=split)
+    return -float(cross_val_score(model, X, y, scoring="neg_log_loss", cv=cv).mean())
+
+
+_DATA: dict[Any, Any] = {}
+
+
+def _data(loader: Callable) -> Any:
+    if loader not in _DATA:
+        _DATA[loader] = loader(return_X_y=True)
+    return _DATA[loader]
+
+
+MODELS = {
+    "svm-breast_cancer": (_svm, {
+        "C": {"type": "float", "low": 1e-3, "high": 1e3, "scale": "log"},
+        "gamma": {"type": "float", "low": 1e-5, "high": 1.0, "scale": "log"},
+        "kernel": {"type": "categorical", "choices": ["rbf", "sigmoid"]},
+        "class_weight": {"type": "categorical", "choices": ["none", "balanced"]},
+    }),
+    "knn-diabetes": (_knn, {
+        "n_neighbors": {"type": "int", "low": 1, "high": 100, "scale": "log"},
+        "weights": {"type": "categorical", "choices": ["uniform", "distance"]},
+        "p": {"type": "int", "low": 1, "high": 3},
+    }),
+    "forest-wine": (_forest, {
+        "max_features": {"type": "float", "low": 0.05, "high": 1.0},
+        "min_samples_leaf": {"type": "int", "low": 1, "high": 32, "scale": "log"},
+        "max_depth": {"type": "int", "low": 1, "high": 12},
+        "criterion": {"type": "categorical", "choices": ["gini", "entropy"]},
+        "bootstrap": {"type": "categorical", "choices": [True, False]},
+    }),
+}  # fmt: skip
+
+
+def _tuning(name: str, fn: Callable, space: dict[str, Any], noisy: bool) -> Problem:
+    if not noisy:
+        return Problem(f"{name}-fixed", space, lambda p, seed: fn(p, 0), lambda p: fn(p, 0), None, 40)
+
+    def reference(params: dict[str, Any]) -> float:
+        return statistics.mean(fn(params, split) for split in REFERENCE_SPLITS)
+
+    # A new split per evaluation, never one of the reference splits.
+    return Problem(f"{name}-noisy", space, lambda p, seed: fn(p, 1000 + seed % 10**6), reference, None, 40)
+
+
+PROBLEMS = {p.name: p for p in FUNCTIONS}
+for _name, (_fn, _space) in MODELS.items():
+    for _noisy_cv in (False, True):
+        _problem = _tuning(_name, _fn, _space, _noisy_cv)
+        PROBLEMS[_problem.name] = _problem
+
+
+# One run: the parameters the tool reports --------------------------------------------
+
+
+def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[str, Any]:
+    from somatize import MetricRecord, Objective, SearchSpace, Study, StudyRunner, make_sampler
+    from somatize.executors.base import Completed, Executor
+
+    counter = iter(range(10**9))
+
+    class InProcess(Executor):
+        def run(self, request: Any, reporter: Any) -> Any:
+            value = problem.observe(dict(request.params), seed * 100_003 + next(counter))
+            return Completed([MetricRecord("value", value)])
+
+    space = SearchSpace.from_spec(problem.space)
+    strategy = {**strategy, "n_trials": problem.evals}
+    study = Study(problem.name, space, [Objective("value")], strategy)
+    sampler = make_sampler(strategy, space, Objective("value"), seed)
+    StudyRunner(study, sampler, InProcess(), seed=seed).run()
+    chosen = study.recommended_trial() or study.best_trial()
+    assert chosen is not None
+    return {"params": chosen.params, "observed": chosen.values["value"]}
+
+
+def run_optuna(problem: Problem, seed: int, kind: str) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed) if kind == "tpe" else optuna.samplers.GPSampler(seed=seed)
+    counter = iter(range(10**9))
+
+    def objective(trial: Any) -> float:
+        params: dict[str, Any] = {}
+        for name, dim in problem.space.items():
+            log = dim.get("scale") == "log"
+            if dim["type"] == "categorical":
+                params[name] = trial.suggest_categorical(name, dim["choices"])
+            elif dim["type"] == "int":
+                params[name] = trial.suggest_int(name, dim["low"], dim["high"], log=log)
+            else:
+                params[name] = trial.suggest_float(name, dim["low"], dim["high"], log=log)
+        return problem.observe(params, seed * 100_003 + next(counter))
+
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=problem.evals)
+    return {"params": dict(study.best_trial.params), "observed": float(study.best_value)}
+
+
+def run_job(problem_name: str, sampler: str, seed: int) -> dict[str, Any]:
+    problem = PROBLEMS[problem_name]
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence and experimental-feature warnings, thousands of them
+        if sampler == "somatize-bayesian":
+            answer = run_somatize(problem, seed, {"type": "bayesian"})
+        elif sampler == "somatize-bayesian-noise-none":
+            answer = run_somatize(problem, seed, {"type": "bayesian", "noise": "none"})
+        elif sampler == "somatize-random":
+            answer = run_somatize(problem, seed, {"type": "random"})
+        else:
+            answer = run_optuna(problem, seed, sampler.removeprefix("optuna-"))
+        seconds = time.perf_counter() - started
+        truth = problem.truth(answer["params"])
+    regret = truth - problem.minimum if problem.minimum is not None else truth
+    return {"problem": problem_name, "sampler": sampler, "seed": seed, "seconds": seconds, "regret": regret,
+            "observed": answer["observed"], "params": answer["params"]}  # fmt: skip
+
+
+def missing(sampler: str) -> str | None:
+    needs = {"optuna-tpe": ("optuna",), "optuna-gp": ("optuna", "torch")}.get(sampler, ())
+    for module in needs:
+        try:
+            __import__(module)
+        except ImportError as error:
+            return str(error)
+    return None
+
+
+# Tables --------------------------------------------------------------------------------
+
+
+def median_iqr(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3g}"
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{q2:.3g} [{q1:.3g}, {q3:.3g}]"
+
+
+def tables(results: list[dict[str, Any]]) -> str:
+    problems = [p for p in PROBLEMS if any(r["problem"] == p for r in results)]
+    samplers = [s for s in SAMPLERS if any(r["sampler"] == s for r in results)]
+    out = ["| problem | " + " | ".join(samplers) + " |", "|---|" + "---|" * len(samplers)]
+    medians: dict[tuple[str, str], float] = {}
+    for problem in problems:
+        cells = []
+        for sampler in samplers:
+            runs = [r["regret"] for r in results if r["problem"] == problem and r["sampler"] == sampler]
+            if runs:
+                medians[problem, sampler] = statistics.median(runs)
+            cells.append(median_iqr(runs) if runs else "-")
+        out.append(f"| {problem} | " + " | ".join(cells) + " |")
+    out += ["", "Wall seconds per run (median; objective included):", "",
+            "| problem | " + " | ".join(samplers) + " |", "|---|" + "---:|" * len(samplers)]  # fmt: skip
+    for problem in problems:
+        cells = []
+        for sampler in samplers:
+            runs = [r["seconds"] for r in results if r["problem"] == problem and r["sampler"] == sampler]
+            cells.append(f"{statistics.median(runs):.2f}" if runs else "-")
+        out.append(f"| {problem} | " + " | ".join(cells) + " |")
+    if "somatize-bayesian" in samplers:
+        out += ["", "somatize-bayesian's median against each peer's (ratio; below 1 is better):", "",
+                "| problem | " + " | ".join(s for s in samplers if s != "somatize-bayesian") + " |",
+                "|---|" + "---:|" * (len(samplers) - 1)]  # fmt: skip
+        for problem in problems:
+            ours = medians.get((problem, "somatize-bayesian"))
+            cells = []
+            for sampler in samplers:
+                if sampler == "somatize-bayesian":
+                    continue
+                theirs = medians.get((problem, sampler))
+                cells.append("-" if ours is None or not theirs else f"{ours / theirs:.2f}")
+            out.append(f"| {problem} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--json", help="write raw per-seed results here")
+    parser.add_argument("--include", action="append", default=[], help="add the runs of an earlier --json file")
+    args = parser.parse_args()
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+    problems = [p for p in args.problems.split(",") if p]
+    samplers = []
+    for sampler in (s for s in args.samplers.split(",") if s):
+        reason = missing(sampler)
+        if reason:
+            print(f"{sampler}: skipped ({reason})", file=sys.stderr)
+        else:
+            samplers.append(sampler)
+    unknown = sorted(set(problems) - set(PROBLEMS)) + sorted(set(samplers) - set(SAMPLERS))
+    if unknown:
+        parser.error(f"unknown: {', '.join(unknown)}")
+    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    jobs = [(p, s, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)
+            for p in problems for s in samplers]  # fmt: skip
+    results = []
+    for done, job in enumerate(jobs, 1):
+        result = run_job(*job)
+        results.append(result)
+        elapsed = time.perf_counter() - started
+        print(f"[{done}/{len(jobs)} {elapsed:5.0f} s] {job[0]} {job[1]} seed {job[2]}: "
+              f"{result['regret']:.4g} ({result['seconds']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
+        if args.json:  # as it goes, so that a long run stopped early keeps what it measured
+            Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
+    for path in args.include:
+        results += json.loads(Path(path).read_text())["results"]
+    print(f"Seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; load average {load:.2f} at the start; "
+          f"{(time.perf_counter() - started) / 60:.1f} min.\n")  # fmt: skip
+    print("Regret of the reported parameters (test functions: noise-free value - minimum; models: loss on the "
+          "fixed split or averaged over 5 other splits), median [IQR]:\n")  # fmt: skip
+    print(tables(results))
+
+
+if __name__ == "__main__":
+    main()
