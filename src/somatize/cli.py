@@ -156,6 +156,9 @@ def run(
     ] = None,
     cluster: Annotated[Optional[str], typer.Option("--cluster", help="Dask scheduler address.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")] = False,
+    mlflow: Annotated[
+        Optional[str], typer.Option("--mlflow", metavar="URI", help="Log every trial to this MLflow tracking URI.")
+    ] = None,
 ) -> None:
     """Run a study: sample parameters, run trials, write results as JSON."""
     with user_errors():
@@ -170,7 +173,7 @@ def run(
             settings.append(f"cluster={cluster}")
         if output == "-" and events == "-":
             raise UsageError("-o - and --events - cannot both write to standard output")
-        config = _load(study, settings)
+        config = _with_tracking(_load(study, settings), mlflow)
         code = _run_study(config, output, events, quiet, resume)
     raise typer.Exit(code)
 
@@ -214,6 +217,7 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
                 bus.subscribe(journal)
                 bus.subscribe(PeriodicResults(study, path))
             _attach_event_log(bus, events, stack)
+            _attach_tracker(bus, config, study, quiet, stack)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)
             stack.callback(executor.close)  # also when connecting to a cluster fails
@@ -296,6 +300,37 @@ def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> N
             raise UsageError(f"{events}: cannot write events: {exc.strerror}") from None
     bus.subscribe(log)
     stack.callback(log.close)
+
+
+def _with_tracking(config, uri: str | None):
+    """--mlflow URI over the study file's mlflow: key; exit 2 before any trial when the extra is missing."""
+    if uri is None and config.mlflow is None:
+        return config
+    from dataclasses import replace
+
+    from .trackers.mlflow import EXTRA_HINT, mlflow_installed
+
+    if not mlflow_installed():
+        where = "--mlflow" if uri is not None else f"{config.path}: mlflow:"
+        raise UsageError(f"{where} needs the mlflow extra: {EXTRA_HINT}")
+    return config if uri is None else replace(config, mlflow={**(config.mlflow or {}), "tracking_uri": uri})
+
+
+def _attach_tracker(bus, config, study, quiet: bool, stack: contextlib.ExitStack) -> None:
+    if config.mlflow is None:
+        return
+    from .trackers.mlflow import QUEUE_EVENTS, MlflowTracker
+
+    tracker = MlflowTracker(
+        bus.subscribe_queue(QUEUE_EVENTS),
+        study,
+        config.mlflow.get("tracking_uri"),
+        config.mlflow.get("experiment"),
+        warn=lambda message: _say(f"somatize: warning: {message}"),
+        say=(lambda message: None) if quiet else (lambda message: _say(f"somatize: {message}")),
+    )
+    tracker.start()
+    stack.callback(tracker.close)
 
 
 def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:

@@ -40,6 +40,7 @@ class StudyConfig:
     output: Path | None = None  # from `output:`, resolved against base_dir; None = CLI default
     pruning: dict[str, Any] | None = None
     cluster: str | None = None
+    mlflow: dict[str, str] | None = None  # {tracking_uri?, experiment?}: log trials to MLflow
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
 
     @property
