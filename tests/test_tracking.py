@@ -258,6 +258,13 @@ def test_mlflow_key_problems_point_at_their_node(tmp_path):
     ]
 
 
+def test_validate_says_where_the_runs_will_go(tmp_path):
+    path = study(tmp_path, "shown", mlflow={"tracking_uri": "mlruns", "experiment": "team-runs"})
+    outcome = cli.invoke(app, ["validate", str(path)])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"  mlflow: experiment team-runs at {tmp_path / 'mlruns'}\n" in outcome.stdout
+
+
 def test_validate_best_and_show_never_import_mlflow(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(

@@ -196,7 +196,7 @@ class MlflowTracker:
 
     def _start_trial(self, trial_id: str, number: int, params: dict[str, Any], started: float) -> None:
         if self._parent is None:
-            return  # the study_started event was dropped: nothing to nest under (never seen in practice)
+            return  # study_started was dropped from a full buffer: nothing to nest under; close() counts the loss
         tags = {
             _PARENT_TAG: self._parent,
             _RUN_NAME_TAG: trial_id,
