@@ -127,6 +127,7 @@ VALIDATOR_KEYS = {
     "target": sections.TARGET_KEYS,
     "executor": executor.EXECUTOR_KEYS,
     "pruning": sections.PRUNING_KEYS,
+    "mlflow": sections.MLFLOW_KEYS,
 }
 
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from somatize.cli import app
 from somatize.report import default_report_path, render_report
-from somatize.report.data import history, param_axes, samples
+from somatize.report.data import curves, history, param_axes, samples
+from somatize.report.figures import curves_figure
 from somatize.report.importance import parameter_importance
 from somatize.space import CategoricalDimension, SearchSpace
 from somatize.storage.results import read_results
@@ -55,6 +56,17 @@ def unstable(params, trial):
 
 def broken(params):
     raise ValueError("nothing works")
+
+
+def curves(params, trial):
+    """A learning curve per trial: loss falls with the steps, faster for a good lr; gelu diverges at step 3."""
+    base = tune(params)
+    for step in range(10):
+        trial.report(base + 2.0 / (step + 1), step=step)
+        if params["act"] == "gelu" and params["layers"] == 4 and step == 3:
+            raise RuntimeError("diverged")
+        if trial.should_prune():
+            raise somatize.TrialPruned()
 '''
 
 SPACE = """\
@@ -83,6 +95,9 @@ executor: {function: 'report_objectives:pareto'}
     "unstable": f"name: unstable\nseed: 2\n{SPACE}strategy: {{type: random, n_trials: 12}}\n"
     "objective: {metric: loss, direction: minimize}\npruning: {type: median, warmup_steps: 1, min_trials: 2}\n"
     "executor: {function: 'report_objectives:unstable'}\n",
+    "curves": f"name: curves\nseed: 4\n{SPACE}strategy: {{type: random, n_trials: 200}}\n"
+    "objective: {metric: loss, direction: minimize}\npruning: {type: median, warmup_steps: 2, min_trials: 5}\n"
+    "executor: {function: 'report_objectives:curves'}\n",
     "broken": f"name: broken\nseed: 3\n{SPACE}strategy: {{type: random, n_trials: 3}}\n"
     "objective: {metric: loss}\nexecutor: {function: 'report_objectives:broken'}\n",
 }
@@ -179,6 +194,44 @@ def test_pruned_trials_are_plotted_at_their_last_reported_value(results):
         assert point.value == [r.value for r in point.trial.metrics if r.name == "loss"][-1]
     best = [p.value for p in points.best_so_far]
     assert best == sorted(best, reverse=True)  # minimize: never gets worse
+
+
+def test_learning_curves_have_every_stepped_report_one_legend_entry_per_state_and_the_best_bold(results, tmp_path):
+    study = read_results(results["curves"])
+    stepped = {t.id: [(r.step, r.value) for r in t.metrics if r.step is not None] for t in study.trials}
+    by_state = {state: [t for t in study.trials if t.state is state] for state in TrialState}
+    assert len(study.trials) == 200 and all(by_state[s] for s in (TrialState.PRUNED, TrialState.FAILED))
+    fig = curves_figure(study, curves(study))
+    traces = {trace.name: trace for trace in fig.data}
+    best = study.best_trial()
+    assert list(traces) == [
+        f"completed ({len(by_state[TrialState.COMPLETED])})", f"pruned ({len(by_state[TrialState.PRUNED])})",
+        f"failed ({len(by_state[TrialState.FAILED])})", "pruned: stopped here", f"best: {best.id}",
+    ]
+    for state in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED):
+        trace = traces[f"{state.value} ({len(by_state[state])})"]
+        assert trace.line.width == 1 and trace.mode == "lines"
+        drawn = [(t, (x, y)) for t, x, y in zip(trace.text, trace.x, trace.y) if x is not None]
+        assert drawn == [(t.id, point) for t in by_state[state] for point in stepped[t.id]]  # every report, by trial
+        assert trace.x.count(None) == len(by_state[state]) - 1  # one break between trials: thin separate lines
+        assert "%{text}" in trace.hovertemplate  # hover names the trial
+    stops = traces["pruned: stopped here"]
+    assert list(stops.text) == [t.id for t in by_state[TrialState.PRUNED]]
+    assert list(zip(stops.x, stops.y)) == [stepped[t.id][-1] for t in by_state[TrialState.PRUNED]]
+    assert all(x == t.pruned_step for x, t in zip(stops.x, by_state[TrialState.PRUNED]) if t.pruned_step is not None)
+    bold = traces[f"best: {best.id}"]
+    assert list(zip(bold.x, bold.y)) == stepped[best.id] and bold.line.width > 1
+    out = tmp_path / "curves.html"
+    assert report(results["curves"], "-o", out).exit_code == 0
+    page = out.read_text()
+    assert "<h2>Learning curves</h2>" in page and 'id="curves-plot"' in page and '<a href="#curves">' in page
+
+
+def test_no_learning_curves_when_no_trial_reports_steps(results, tmp_path):
+    assert curves(read_results(results["tune"])) is None
+    out = tmp_path / "tune.html"
+    assert report(results["tune"], "-o", out).exit_code == 0
+    assert "Learning curves" not in out.read_text()
 
 
 def test_a_study_with_no_completed_trial_still_renders(results, tmp_path):
@@ -337,12 +390,30 @@ def test_every_plot_renders_offline_in_chromium(results, tmp_path, chromium):
     assert len(a_values) == 16 and a_values == sorted(a_values, reverse=True)
 
 
-def dump_dom(chromium: str, url: str, profile: Path) -> str:
+def test_learning_curves_of_200_trials_render_in_chromium(results, tmp_path, chromium):
+    page = tmp_path / "curves.html"
+    assert report(results["curves"], "-o", page).exit_code == 0
+    study = read_results(results["curves"])
+    dom = dump_dom(chromium, page.as_uri(), tmp_path / "profile", budget=10000)
+    plot = re.split(r'(?=<div id="[^"]+" class="plotly-graph-div)', dom)
+    curves_div = next(p for p in plot if p.startswith('<div id="curves-plot"'))
+    assert '<svg class="main-svg"' in curves_div
+    legend = re.findall(r'class="legendtext"[^>]*>([^<]*)<', curves_div)
+    counts = {state: sum(t.state is state for t in study.trials) for state in TrialState}
+    assert legend == [  # plotly lists a legend group's entries together
+        f"completed ({counts[TrialState.COMPLETED]})", f"pruned ({counts[TrialState.PRUNED]})",
+        "pruned: stopped here", f"failed ({counts[TrialState.FAILED]})", f"best: {study.best_trial().id}",
+    ]
+    assert len(re.findall(r'<g class="trace scatter', curves_div)) == 5  # one trace per state, not per trial
+    assert curves_div.count('class="js-line"') >= 4 and curves_div.count('class="point"') >= counts[TrialState.PRUNED]
+
+
+def dump_dom(chromium: str, url: str, profile: Path, budget: int = 2000) -> str:
     """The page's DOM after load, as headless Chromium builds it (its scripts run, network off)."""
     argv = [
         chromium, "--headless", "--disable-gpu", "--no-sandbox", "--enable-unsafe-swiftshader",
         f"--user-data-dir={profile}", "--no-first-run", "--disable-background-networking",
-        "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=2000", "--dump-dom", url,
+        "--host-resolver-rules=MAP * ~NOTFOUND", f"--virtual-time-budget={budget}", "--dump-dom", url,
     ]
     browser = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
     assert browser.returncode == 0, browser.stderr[-2000:]

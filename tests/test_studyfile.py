@@ -140,6 +140,7 @@ def test_spec_is_plain_json_and_canonical(tmp_path):
         "name", "seed", "search_space", "strategy", "objectives", "target", "executor", "parallel", "retries",
         "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
         "cluster_worker_timeout",
+        "mlflow",
     }  # fmt: skip
     assert set(spec) == expected
 

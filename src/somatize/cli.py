@@ -168,6 +168,9 @@ def run(
     ] = None,
     cluster: Annotated[Optional[str], typer.Option("--cluster", help="Dask scheduler address.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")] = False,
+    mlflow: Annotated[
+        Optional[str], typer.Option("--mlflow", metavar="URI", help="Log every trial to this MLflow tracking URI.")
+    ] = None,
 ) -> None:
     """Run a study: sample parameters, run trials, write results as JSON."""
     with user_errors():
@@ -182,22 +185,22 @@ def run(
             settings.append(f"cluster={cluster}")
         if output == "-" and events == "-":
             raise UsageError("-o - and --events - cannot both write to standard output")
-        config = _load(study, settings)
-        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster)
+        config = _with_tracking(_load(study, settings), mlflow)
+        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow)
         code = _run_study(config, output, events, quiet, resume, again)
     raise typer.Exit(code)
 
 
 def _resume_command(
     study: str, output: str | None, jobs: int | None, seed: int | None, n_trials: int | None,
-    overrides: list[str], cluster: str | None,
+    overrides: list[str], cluster: str | None, mlflow: str | None = None,
 ) -> str:
     """The `somatize run ... --resume` that continues this run: the same study, output and settings."""
     import shlex
 
     words = ["somatize", "run", study]
     for flag, value in (("-o", output), ("-j", jobs), ("--seed", seed), ("--n-trials", n_trials),
-                        ("--cluster", cluster)):
+                        ("--cluster", cluster), ("--mlflow", mlflow)):
         if value is not None:
             words += [flag, str(value)]
     for override in overrides:
@@ -287,6 +290,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
                 bus.subscribe(journal)
                 bus.subscribe(PeriodicResults(study, path))
             _attach_event_log(bus, events, stack)
+            _attach_tracker(bus, config, study, quiet, stack)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)
             stack.callback(executor.close)  # also when connecting to a cluster fails
@@ -406,6 +410,37 @@ def _attach_event_log(bus, events: str | None, stack: contextlib.ExitStack) -> N
             raise UsageError(f"{events}: cannot write events: {exc.strerror}") from None
     bus.subscribe(log)
     stack.callback(log.close)
+
+
+def _with_tracking(config, uri: str | None):
+    """--mlflow URI over the study file's mlflow: key; exit 2 before any trial when the extra is missing."""
+    if uri is None and config.mlflow is None:
+        return config
+    from dataclasses import replace
+
+    from .trackers.mlflow import EXTRA_HINT, mlflow_installed
+
+    if not mlflow_installed():
+        where = "--mlflow" if uri is not None else f"{config.path}: mlflow:"
+        raise UsageError(f"{where} needs the mlflow extra: {EXTRA_HINT}")
+    return config if uri is None else replace(config, mlflow={**(config.mlflow or {}), "tracking_uri": uri})
+
+
+def _attach_tracker(bus, config, study, quiet: bool, stack: contextlib.ExitStack) -> None:
+    if config.mlflow is None:
+        return
+    from .trackers.mlflow import QUEUE_EVENTS, MlflowTracker
+
+    tracker = MlflowTracker(
+        bus.subscribe_queue(QUEUE_EVENTS),
+        study,
+        config.mlflow.get("tracking_uri"),
+        config.mlflow.get("experiment"),
+        warn=lambda message: _say(f"somatize: warning: {message}"),
+        say=(lambda message: None) if quiet else (lambda message: _say(f"somatize: {message}")),
+    )
+    tracker.start()
+    stack.callback(tracker.close)
 
 
 def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:

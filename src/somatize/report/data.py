@@ -145,3 +145,44 @@ def samples(study: Study, axes: list[ParamAxis]) -> list[Sample]:
             numbers = tuple(axis.number(trial.params[axis.name]) if axis.name in trial.params else None for axis in axes)
             out.append(Sample(trial, value, numbers))
     return out
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One trial's intermediate reports of a metric, in step order."""
+
+    trial: Trial
+    steps: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Curves:
+    """The learning curves of a study: every trial's stepped reports of the primary metric."""
+
+    metric: str
+    by_state: dict[TrialState, list[Curve]]  # in TrialState order; states without curves left out
+    best: Curve | None  # the best trial's curve, when it has one
+
+
+def curves(study: Study) -> Curves | None:
+    """Each trial's reports that carry a step, for the primary metric; None when no trial has any."""
+    metric = study.primary.metric
+    found: dict[TrialState, list[Curve]] = {}
+    best_trial = study.best_trial()
+    best = None
+    for trial in sorted(study.trials, key=lambda t: t.number):
+        points = sorted(
+            (r.step, r.value)
+            for r in trial.metrics
+            if r.name == metric and r.step is not None and finite(r.value) is not None
+        )
+        if not points:
+            continue
+        curve = Curve(trial, [step for step, _ in points], [value for _, value in points])
+        found.setdefault(trial.state, []).append(curve)
+        if trial is best_trial:
+            best = curve
+    if not found:
+        return None
+    return Curves(metric, {state: found[state] for state in TrialState if state in found}, best)

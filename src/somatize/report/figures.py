@@ -7,9 +7,9 @@ import math
 
 import plotly.graph_objects as go
 
-from ..study import Direction, Objective, Study, Trial
+from ..study import Direction, Objective, Study, Trial, TrialState
 from ..ui.formats import short_value
-from .data import History, ParamAxis, Sample, objective_value
+from .data import Curve, Curves, History, ParamAxis, Sample, objective_value
 from .importance import Importance
 
 TEMPLATE = "plotly_white"
@@ -61,6 +61,59 @@ def history_figure(study: Study, history: History) -> go.Figure:
     return _layout(
         fig, 420,
         xaxis_title="trial number", yaxis_title=objective_title(study.primary),
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+
+
+CURVE_COLORS = {
+    TrialState.RUNNING: OTHER_COLOR,
+    TrialState.COMPLETED: COMPLETED_COLOR,
+    TrialState.PRUNED: PRUNED_COLOR,
+    TrialState.FAILED: OTHER_COLOR,
+}
+
+
+def _joined(curves: list[Curve]) -> tuple[list[int | None], list[float | None], list[str | None]]:
+    """Many curves as one trace: None between trials breaks the line, so a state is one legend entry."""
+    xs: list[int | None] = []
+    ys: list[float | None] = []
+    texts: list[str | None] = []
+    for curve in curves:
+        xs += [*curve.steps, None]
+        ys += [*curve.values, None]
+        texts += [html.escape(curve.trial.id)] * len(curve.steps) + [None]
+    return xs[:-1], ys[:-1], texts[:-1]
+
+
+def curves_figure(study: Study, curves: Curves) -> go.Figure:
+    """Every trial's intermediate values against step: thin lines per state, pruned stops, the best trial bold."""
+    scatter = go.Scatter
+    hover = "%{text}<br>step %{x}<br>" + html.escape(curves.metric) + " = %{y:.6g}<extra></extra>"
+    fig = go.Figure()
+    for state, group in curves.by_state.items():
+        x, y, text = _joined(group)
+        fig.add_trace(scatter(
+            x=x, y=y, text=text, mode="lines", name=f"{state.value} ({len(group)})", legendgroup=state.value,
+            line={"color": CURVE_COLORS[state], "width": 1}, opacity=0.45, hovertemplate=hover,
+        ))
+    pruned = curves.by_state.get(TrialState.PRUNED, [])
+    if pruned:
+        fig.add_trace(scatter(
+            x=[c.steps[-1] for c in pruned], y=[c.values[-1] for c in pruned],
+            text=[html.escape(c.trial.id) for c in pruned], mode="markers", name="pruned: stopped here",
+            legendgroup=TrialState.PRUNED.value, marker={"color": PRUNED_COLOR, "symbol": "x", "size": 6},
+            hovertemplate="%{text} pruned<br>step %{x}<br>" + html.escape(curves.metric) + " = %{y:.6g}<extra></extra>",
+        ))
+    if curves.best is not None:
+        best = curves.best
+        fig.add_trace(scatter(
+            x=best.steps, y=best.values, text=[html.escape(best.trial.id)] * len(best.steps), mode="lines+markers",
+            name=f"best: {best.trial.id}", line={"color": BEST_COLOR, "width": 3}, marker={"size": 5},
+            hovertemplate=hover,
+        ))
+    return _layout(
+        fig, 460,
+        xaxis_title="step", yaxis_title=objective_title(study.primary), hovermode="closest",
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     )
 

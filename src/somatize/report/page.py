@@ -18,9 +18,10 @@ from .. import __version__
 from ..executors.command import value_text
 from ..study import Study, Trial, TrialState
 from ..ui.formats import duration_text, param_names, short_number, short_value, trial_reason
-from .data import History, ParamAxis, Sample, history, param_axes, samples
+from .data import Curves, History, ParamAxis, Sample, curves, history, param_axes, samples
 from .figures import (
     ABSENT,
+    curves_figure,
     history_figure,
     importance_figure,
     objective_title,
@@ -100,8 +101,11 @@ def render_page(study: Study, source: str) -> str:
     trial_history = history(study)
     axes = param_axes(study)
     drawable = samples(study, axes)
-    sections = [
-        _section("history", "Optimization history", _history_body(study, trial_history)),
+    sections = [_section("history", "Optimization history", _history_body(study, trial_history))]
+    learning = curves(study)
+    if learning is not None:  # only studies whose trials report steps have curves
+        sections.append(_section("curves", "Learning curves", _curves_body(study, learning)))
+    sections += [
         _section("parallel", "Parallel coordinates", _parallel_body(study, axes, drawable, trial_history)),
         _section("slices", "Slice plots", _slices_body(study, axes, drawable)),
         _section("importance", "Parameter importance", _importance_body(axes, drawable)),
@@ -197,6 +201,15 @@ def _history_body(study: Study, history: History) -> str:
     if not history.completed and not history.pruned:
         return note + _note("No trial has a value to plot yet.")
     return note + _figure(history_figure(study, history), "history-plot")
+
+
+def _curves_body(study: Study, learning: Curves) -> str:
+    shown = sum(len(group) for group in learning.by_state.values())
+    text = (f"{learning.metric} of each trial at each step it reported, one thin line per trial, coloured by how the "
+            "trial ended; pruned trials end in a cross where they were stopped")
+    text += f", and the best trial, {learning.best.trial.id}, is drawn bold." if learning.best is not None else "."
+    text += f" Hover over a line for its trial. {shown} of {len(study.trials)} trials reported steps."
+    return _note(text) + _figure(curves_figure(study, learning), "curves-plot")
 
 
 def _parallel_body(study: Study, axes: list[ParamAxis], drawable: list[Sample], history: History) -> str:

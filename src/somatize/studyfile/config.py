@@ -45,6 +45,7 @@ class StudyConfig:
     pruning: dict[str, Any] | None = None
     cluster: str | None = None
     cluster_worker_timeout: float | None = CLUSTER_WORKER_TIMEOUT  # None: wait for workers forever
+    mlflow: dict[str, str] | None = None  # {tracking_uri?, experiment?}: log trials to MLflow
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
     # Where some values were written, for checks made after loading (studyfile/probe.py):
     # dotted key -> "FILE:LINE:COL" or "--set KEY".

@@ -32,6 +32,9 @@ def describe(config: StudyConfig) -> list[str]:
         lines.append(f"parallel: {config.parallel} trials at once")
     if config.cluster:
         lines.append(f"cluster: Dask scheduler at {config.cluster}")
+    if config.mlflow is not None:
+        uri = config.mlflow.get("tracking_uri", "the default tracking URI (MLFLOW_TRACKING_URI)")
+        lines.append(f"mlflow: experiment {config.mlflow.get('experiment', config.name)} at {uri}")
     lines.append(_executor_text(config))
     lines += [f"warning: {caveat}" for caveat in caveats(config)]
     return lines

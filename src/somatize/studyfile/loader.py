@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StudyFileError
+from ..trackers import is_path
 from .config import CLUSTER_WORKER_TIMEOUT, StudyConfig
 from .conditions import check_constraints
 from .dimensions import check_search_space
@@ -16,14 +17,21 @@ from .executor import EXECUTOR_KINDS, check_executor, resolve_path
 from .fields import duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
-from .sections import check_objectives, check_pruning, check_strategy, check_target, objective_metrics
+from .sections import (
+    check_mlflow,
+    check_objectives,
+    check_pruning,
+    check_strategy,
+    check_target,
+    objective_metrics,
+)
 from .yamlnodes import Document, YamlProblems, compose_document
 
 STDIN = "<stdin>"
 TOP_KEYS = (
     "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
     "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
-    "cluster_worker_timeout", "constraints",
+    "cluster_worker_timeout", "constraints", "mlflow",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -126,6 +134,7 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         "pruning": settings["pruning"],
         "cluster": settings["cluster"],
         "cluster_worker_timeout": settings["cluster_worker_timeout"],
+        "mlflow": settings["mlflow"],
     }
     if space.constraints:
         spec["constraints"] = [c.text for c in space.constraints]
@@ -166,4 +175,13 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
             root / "cluster_worker_timeout",
             "cluster_worker_timeout",
         ),
+        "mlflow": _mlflow(get("mlflow"), root / "mlflow", base_dir),
     }
+
+
+def _mlflow(value: Any, where: Where, base_dir: Path) -> dict[str, str] | None:
+    """A directory tracking URI is relative to the study file, like output; other URIs go to MLflow as written."""
+    spec = check_mlflow(value, where)
+    if spec and "tracking_uri" in spec and is_path(spec["tracking_uri"]):
+        spec["tracking_uri"] = str(resolve_path(spec["tracking_uri"], base_dir))
+    return spec

@@ -251,6 +251,25 @@ def _pruning() -> dict[str, Any]:
     }
 
 
+def _mlflow() -> dict[str, Any]:
+    fields = {
+        "tracking_uri": _text(
+            "Any MLflow tracking URI: sqlite:///mlflow.db, http://host:5000, or a directory (relative to the "
+            "study file). Default: MLflow's own (MLFLOW_TRACKING_URI). somatize run --mlflow overrides.",
+            examples=["sqlite:///mlflow.db"],
+        ),
+        "experiment": _text("The MLflow experiment the study's runs go to (default: the study's name)."),
+    }
+    return {
+        "title": "mlflow",
+        "description": "Log every trial to MLflow as a run, nested under one run for the study "
+        "(needs the mlflow extra: pip install 'somatize[mlflow]').",
+        "type": ["object", "null"],
+        "properties": {key: fields[key] for key in sections.MLFLOW_KEYS},
+        "additionalProperties": False,
+    }
+
+
 # objectives, target, executor ----------------------------------------------------
 
 
@@ -376,6 +395,7 @@ def _top_level() -> dict[str, dict[str, Any]]:
             ),
             "default": CLUSTER_WORKER_TIMEOUT,
         },
+        "mlflow": {"$ref": "#/$defs/mlflow"},
         "constraints": {
             "title": "constraints",
             "description": "Expressions over parameters that every trial's parameters must satisfy.",
@@ -409,6 +429,7 @@ def study_schema() -> dict[str, Any]:
             "target": _target(),
             "executor": _executor(),
             "pruning": _pruning(),
+            "mlflow": _mlflow(),
         },
     }
 

@@ -1,4 +1,4 @@
-"""The `strategy:`, `objectives:`, `target:` and `pruning:` sections (SPEC §1, §2, §6)."""
+"""The `strategy:`, `objectives:`, `target:`, `pruning:` and `mlflow:` sections (SPEC §1, §2, §6, §10)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ DEFAULT_DIRECTION = Direction.MINIMIZE.value  # minimize when unsaid, as in Optu
 DEFAULT_REDUCE = REDUCES[0]
 RESERVED_METRIC = "step"
 TARGET_KEYS = ("metric", "value")
+# `mlflow:` (docs/tracking.md); both optional: MLflow's own default URI, the study's name.
+MLFLOW_KEYS = ("tracking_uri", "experiment")
 # Metric lines are `name=value` or `name: value`, and `step` marks a report in JSON lines.
 _METRIC = re.compile(r"[^\s=:]+")
 
@@ -201,4 +203,21 @@ def check_pruning(value: Any, where: Where) -> dict[str, Any] | None:
         elif key in PRUNING_KEYS and key != "type":
             owner = _owner(key, _PRUNER_OPTIONS)
             (where / key).key_error(f"{key} is a {owner} option; it does not apply to {kind} pruning")
+    return out
+
+
+def check_mlflow(value: Any, where: Where) -> dict[str, str] | None:
+    """Optional `{tracking_uri, experiment}`: log every trial to MLflow (null: don't)."""
+    if value is None:
+        return None
+    spec = mapping(value, where, "mlflow", MLFLOW_KEYS)
+    if spec is None:
+        return None
+    out = {}
+    for key in MLFLOW_KEYS:
+        if key in spec:
+            found = text(spec[key], where / key, f"mlflow {key}")
+            if found is None:
+                return None
+            out[key] = found
     return out
