@@ -66,17 +66,21 @@ def _root(
     """somatize: tune hyperparameters of any program or Python function."""
 
 
-def _read_stdin() -> str:
+def _piped_stdin():
+    """Standard input, refused when it is a terminal: '-' means data is piped in."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("'-' reads from standard input, but nothing is piped in")
-    return sys.stdin.read()
+    return sys.stdin
+
+
+def _read_stdin() -> str:
+    return _piped_stdin().read()
 
 
 def _load(study: str, overrides: list[str]):
     from .studyfile import load_study
 
-    text = _read_stdin() if study == "-" else None
-    return load_study(study, overrides, text=text)
+    return load_study(study, overrides, stdin=_piped_stdin().buffer if study == "-" else None)
 
 
 def _load_results(results: str):
@@ -125,11 +129,12 @@ def _summary(config, output_sample: Path | None) -> list[str]:
         lines.append(f"  sample command: {shown}")
     if output_sample is not None:
         from .executors.output import explain_output
+        from .studyfile.source import MAX_OUTPUT_SAMPLE_BYTES, Unreadable, read_regular_file
 
         try:
-            text = output_sample.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise UsageError(f"{output_sample}: cannot read: {exc.strerror}") from None
+            text = read_regular_file(output_sample, MAX_OUTPUT_SAMPLE_BYTES).decode("utf-8", errors="replace")
+        except Unreadable as exc:
+            raise UsageError(f"{output_sample}: cannot read: {exc}") from None
         lines.append(f"  metrics read from {output_sample}:")
         lines += [f"    {line}" for line in explain_output(text, [o.metric for o in config.objectives])]
     return lines

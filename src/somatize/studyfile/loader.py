@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import StudyFileError
 from .config import StudyConfig
@@ -17,6 +17,7 @@ from .fields import duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
 from .sections import check_objectives, check_pruning, check_strategy, check_target, objective_metrics
+from .source import MAX_STUDY_BYTES, Unreadable, read_regular_file, read_stream
 from .yamlnodes import Document, YamlProblems, compose_document
 
 STDIN = "<stdin>"
@@ -39,17 +40,20 @@ COUNTS = {
 }
 
 
-def load_study(source: str | Path, overrides: Sequence[str] = (), text: str | None = None) -> StudyConfig:
-    """Read, parse and validate a study file; `source` "-" means `text` came from standard input.
+def load_study(
+    source: str | Path, overrides: Sequence[str] = (), text: str | None = None, stdin: BinaryIO | None = None
+) -> StudyConfig:
+    """Read, parse and validate a study file; `source` "-" reads `stdin` (or takes `text` as what it gave).
 
     With `text` and a real path, the text is used as that file's content (tests, editors).
+    Only a regular file (or standard input) of at most MAX_STUDY_BYTES is read.
 
     Raises StudyFileError with every problem, each `FILE:LINE:COL: message`
     (or `--set KEY: message` for a value that came from an override).
     """
     filename = STDIN if str(source) == "-" else str(source)
     if text is None:
-        text = _read(source, filename)
+        text = _read(source, filename, stdin)
     base_dir = Path.cwd() if filename == STDIN else Path(os.path.abspath(source)).parent
     problems = Problems(filename, _parse(text, filename))
     data = problems.document.data
@@ -66,14 +70,16 @@ def load_study(source: str | Path, overrides: Sequence[str] = (), text: str | No
     return config
 
 
-def _read(source: str | Path, filename: str) -> str:
-    if filename == STDIN:
-        raise StudyFileError([f"{STDIN}: cannot read: no input was given"])
+def _read(source: str | Path, filename: str, stdin: BinaryIO | None) -> str:
     try:
-        raw = Path(source).read_bytes()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise StudyFileError([f"{filename}: cannot read: {reason}"]) from None
+        if filename != STDIN:
+            raw = read_regular_file(source, MAX_STUDY_BYTES)
+        elif stdin is not None:
+            raw = read_stream(stdin, MAX_STUDY_BYTES)
+        else:
+            raise Unreadable("no input was given")
+    except Unreadable as exc:
+        raise StudyFileError([one_line(f"{filename}: cannot read: {exc}")]) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
