@@ -239,7 +239,9 @@ def _run_study(config, output: str | None, events: str | None, quiet: bool, resu
                 journal.remove()
         if not quiet:
             _say_top_trials(study, path)
-    return _exit_code(study)
+    if sampler.give_up:
+        _say(f"somatize: {sampler.give_up}")
+    return _exit_code(study, quiet_if_none=bool(sampler.give_up))
 
 
 TOP_TRIALS = 5
@@ -346,7 +348,7 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _exit_code(study) -> int:
+def _exit_code(study, quiet_if_none: bool = False) -> int:
     if study.status == "interrupted":
         _say(f"somatize: interrupted after {len(study.trials)} trials; results written")
         return EXIT_INTERRUPTED
@@ -356,7 +358,8 @@ def _exit_code(study) -> int:
         _say(f"somatize: study stopped ({study.stop_reason}); last error: {first_line}")
         return EXIT_NO_RESULT
     if not study.completed():
-        _say("somatize: no trial completed")
+        if not quiet_if_none:  # the sampler already said why no trial ran
+            _say("somatize: no trial completed")
         return EXIT_NO_RESULT
     return 0
 

@@ -161,7 +161,7 @@ class StudyRunner:
                 return reason
             params = self.sampler.propose(number)
             if params is None:
-                return "exhausted"
+                return self._nothing_proposed()
             trial = self._start_trial(number, params)
             self._run_attempts(trial)
             number += 1
@@ -187,7 +187,7 @@ class StudyRunner:
                         break
                     params = self.sampler.propose(number)
                     if params is None:
-                        reason = "exhausted"
+                        reason = self._nothing_proposed()
                         break
                     trial = self._start_trial(number, params)
                     running[pool.submit(self._run_attempts, trial)] = trial
@@ -206,9 +206,15 @@ class StudyRunner:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _nothing_proposed(self) -> str:
+        """The stop reason when the sampler has no proposal: the space ran out, or it gave up (its `give_up`)."""
+        return "infeasible" if self.sampler.give_up else "exhausted"
+
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
         if self._stop_requested.is_set():
             return "interrupted"
+        if self.sampler.give_up:  # known before the first proposal (a grid with no feasible point)
+            return "infeasible"
         if total is not None and len(self.study.trials) + in_flight >= total:
             return "n_trials"
         if self.stop.max_failures is not None and self._failures >= self.stop.max_failures:

@@ -13,7 +13,9 @@ class Sampler(ABC):
     """Proposes parameter sets and learns from finished trials.
 
     `propose` returns None when the sampler has nothing left to offer (a grid
-    walked to its end, a finite space exhausted); the study then ends.
+    walked to its end, a finite space exhausted); the study then ends. When it
+    stops for another reason (every draw violates the constraints) it says why
+    in `give_up`.
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, n_trials: int | None, seed: int | None):
@@ -23,6 +25,8 @@ class Sampler(ABC):
         self.seed = seed
         # Identities of every parameter set proposed or told, so a finite space is never revisited.
         self.seen: set[tuple] = set()
+        # Why `propose` returned None other than a space exhausted: one line for the user.
+        self.give_up: str | None = None
 
     @property
     def total(self) -> int | None:

@@ -16,7 +16,7 @@ from .executor import check_executor, resolve_path
 from .fields import duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
-from .sections import check_objectives, check_pruning, check_strategy, check_target, objective_metrics
+from .sections import check_grid_size, check_objectives, check_pruning, check_strategy, check_target, objective_metrics
 from .source import MAX_STUDY_BYTES, Unreadable, read_regular_file, read_stream
 from .yamlnodes import Document, YamlProblems, compose_document
 
@@ -30,6 +30,9 @@ REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CLUSTER = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?")
 _SEED_MAX = 2**32 - 1  # numpy and scikit-optimize accept seeds in [0, 2**32)
+# Trials in flight at once, each a thread here and a process or worker: more than this
+# on one machine is a fork bomb, and a cluster's size comes from Dask when it is unset.
+MAX_PARALLEL = 1024
 # The integer run-control keys: (minimum, null allowed, default when absent), SPEC §1.
 COUNTS = {
     "seed": (0, True, None),
@@ -109,6 +112,8 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     if space is not None and "constraints" in data:
         space = check_constraints(data["constraints"], root / "constraints", space)
     strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
+    if strategy is not None and space is not None:
+        check_grid_size(strategy, space, root / "strategy")
     objectives = check_objectives(data, root)
     target = check_target(data.get("target"), root / "target", objective_metrics(data))
     names = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else None
@@ -152,6 +157,8 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
     seed = counts["seed"]
     if seed is not None and seed > _SEED_MAX:
         (root / "seed").error(f"seed must be at most {_SEED_MAX}, got {seed}")
+    if counts["parallel"] is not None and counts["parallel"] > MAX_PARALLEL:
+        (root / "parallel").error(f"parallel must be at most {MAX_PARALLEL}, got {counts['parallel']}")
     output = get("output")
     if output is not None:
         output = text(output, root / "output", "output")

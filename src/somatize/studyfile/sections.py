@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 from ..samplers import STRATEGIES
+from ..samplers.grid import DEFAULT_POINTS_PER_DIM
+from ..space import CategoricalDimension, SearchSpace
 from ..study import REDUCES, Direction, Objective
 from .fields import choice, integer, mapping, number, text
 from .problems import Where, did_you_mean, show
@@ -22,6 +24,14 @@ _STRATEGY_OPTIONS: dict[str, dict[str, int | tuple[str, ...]]] = {
         "initial_points": ("random", "sobol", "lhs"),
     },
 }
+# Upper bounds of integer options, beyond which `run` would build lists it cannot hold.
+# A grid of a million points is walked in ~16 s when its constraints skip most of them
+# (measured on the loaded 2-core machine), and no one runs a grid search that long.
+MAX_GRID_POINTS = 1_000_000
+# skopt builds a sobol or lhs design of n_initial points up front, and a surrogate
+# fitted to more than a few thousand points is too slow to help anyway.
+MAX_N_INITIAL = 10_000
+OPTION_MAXIMA = {"points_per_dim": MAX_GRID_POINTS, "n_initial": MAX_N_INITIAL}
 STRATEGY_KEYS = ("type", "n_trials", *(k for options in _STRATEGY_OPTIONS.values() for k in options))
 N_TRIALS_MIN = 1
 # Strategies whose n_trials is an optional cap (null: no cap); the others require it.
@@ -73,7 +83,36 @@ def check_strategy(value: Any, where: Where) -> dict[str, Any] | None:
 def _option(value: Any, where: Where, key: str, rule: int | tuple[str, ...]) -> Any:
     if isinstance(rule, tuple):
         return choice(value, where, key, rule)
-    return integer(value, where, key, rule)
+    found = integer(value, where, key, rule)
+    maximum = OPTION_MAXIMA.get(key)
+    if found is not None and maximum is not None and found > maximum:
+        where.error(f"{key} must be at most {maximum:,}, got {found:,}")
+        return None
+    return found
+
+
+def check_grid_size(strategy: dict[str, Any], space: SearchSpace, where: Where) -> None:
+    """A grid's combinations (before conditions and constraints) at most MAX_GRID_POINTS.
+
+    Each column is at most points_per_dim long (fewer on a short lattice, all
+    choices of a categorical), so the product is known without building it.
+    """
+    if strategy.get("type") != "grid" or strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM) is None:
+        return
+    points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
+    size = 1
+    for dim in space:
+        if isinstance(dim, CategoricalDimension):
+            size *= len(dim.choices)
+        else:
+            size *= min(points, dim.cardinality() or points)
+        if size > MAX_GRID_POINTS:
+            place = where / "points_per_dim" if "points_per_dim" in strategy else where / "type"
+            place.error(
+                f"the grid has more than {MAX_GRID_POINTS:,} points (up to {points} per dimension over "
+                f"{len(space)} dimensions): lower points_per_dim, or search with type random"
+            )
+            return
 
 
 def check_objectives(document: dict[str, Any], where: Where) -> list[Objective] | None:
