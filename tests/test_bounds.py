@@ -55,10 +55,11 @@ def test_points_per_dim_has_a_maximum(tmp_path):
 
 def test_a_grid_of_more_than_a_million_points_is_refused(tmp_path):
     path = write_study(tmp_path, "{type: grid, points_per_dim: 1000}", extra="  z: [a, b]\n")
-    assert problems(path) == [
+    expected = (
         "6:40: the grid has more than 1,000,000 points (up to 1000 per dimension over 3 dimensions): "
         "lower points_per_dim, or search with type random"
-    ]
+    )
+    assert problems(path) == [expected]
     path = write_study(tmp_path, "{type: grid, points_per_dim: 1000}")  # exactly 1000 x 1000
     assert load_study(path).strategy["points_per_dim"] == 1000
 
