@@ -21,7 +21,7 @@ STUDY = """\
 name: bounds
 search_space:
   x: {{type: int, low: 0, high: 999}}
-  y: {{type: int, low: 0, high: 999}}
+  y: {{type: int, low: 0, high: {y_high}}}
 {extra}strategy: {strategy}
 objective: {{metric: value}}
 executor: {{function: "objective:value"}}
@@ -29,9 +29,9 @@ executor: {{function: "objective:value"}}
 OBJECTIVE = "def value(params):\n    return float(params['x'])\n"
 
 
-def write_study(tmp_path: Path, strategy: str, extra: str = "", **fields: str) -> Path:
+def write_study(tmp_path: Path, strategy: str, extra: str = "", y_high: int = 999, **fields: str) -> Path:
     (tmp_path / "objective.py").write_text(OBJECTIVE, encoding="utf-8")
-    text = STUDY.format(strategy=strategy, extra=extra)
+    text = STUDY.format(strategy=strategy, extra=extra, y_high=y_high)
     for key, value in fields.items():
         text += f"{key}: {value}\n"
     path = tmp_path / "s.yaml"
@@ -68,7 +68,7 @@ def test_parallel_and_n_initial_have_maxima(tmp_path):
     path = write_study(tmp_path, "{type: bayesian, n_trials: 5, n_initial: 1000000000}", parallel="1000000")
     assert problems(path) == [
         "5:52: n_initial must be at most 10,000, got 1,000,000,000",
-        "9:11: parallel must be at most 1024, got 1000000",
+        "8:11: parallel must be at most 1024, got 1000000",
     ]
 
 
@@ -120,3 +120,20 @@ def test_bayesian_never_lists_a_huge_lattice(function_of):
     StudyRunner(study, sampler, function_of("loss", lambda p: p["x"] / 2**53)).run()
     assert len(study.completed()) == 3
     assert all(space.contains(t.params) for t in study.trials)
+
+
+def test_random_gives_up_after_some_trials_with_exit_0_and_the_reason(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # 100 feasible points of 250,000: validate's draws find some, and so do the first few trials'.
+    extra = "constraints: ['x < 1 and y < 100']\nseed: 3\n"
+    path = write_study(tmp_path, "{type: random, n_trials: 1000}", extra=extra, y_high=249)
+    result = cli.invoke(app, ["run", str(path), "-o", "r.json", "-q"])
+    assert result.exit_code == 0, result.output
+    expected = (
+        "somatize: gave up after 5000 parameter sets in a row violated the constraints or had already run; "
+        "loosen the constraints or give fewer n_trials"
+    )
+    assert result.output.splitlines() == [expected]
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (data["status"], data["stop_reason"]) == ("completed", "infeasible")
+    assert data["trials"] and all(t["params"]["x"] == 0 and t["params"]["y"] < 100 for t in data["trials"])
