@@ -25,8 +25,9 @@ _STRATEGY_OPTIONS: dict[str, dict[str, int | tuple[str, ...]]] = {
     },
 }
 # Upper bounds of integer options, beyond which `run` would build lists it cannot hold.
-# A grid of a million points is walked in ~16 s when its constraints skip most of them
-# (measured on the loaded 2-core machine), and no one runs a grid search that long.
+# Walking a grid of a million points whose constraint skips them all took 16 s on the
+# loaded 2-core machine (a bound on how long run can search before it gives up), and a
+# million-trial grid is far beyond any grid search actually run.
 MAX_GRID_POINTS = 1_000_000
 # skopt builds a sobol or lhs design of n_initial points up front, and a surrogate
 # fitted to more than a few thousand points is too slow to help anyway.
