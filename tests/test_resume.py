@@ -234,9 +234,9 @@ def test_a_sampler_that_finds_no_feasible_point_does_not_call_the_space_exhauste
     result = run(study, "-o", tmp_path / "r.json", "-q")
     assert result.exit_code == 1, result.output
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["status"] == "failed" and data["stop_reason"] == "no_feasible_point"
-    assert result.stderr == "somatize: study stopped (no_feasible_point): no untried parameter set satisfying " \
-        "the constraints was found in 5000 random draws\n"
+    assert data["stop_reason"] == "infeasible" and data["trials"] == []
+    assert result.stderr == "somatize: gave up after 5000 parameter sets in a row violated the constraints or had " \
+        "already run; loosen the constraints or give fewer n_trials\n"
 
 
 def test_resume_with_a_narrowed_space_says_the_space_changed(tmp_path):

@@ -409,7 +409,7 @@ def test_search_space_needs_a_searched_dimension(tmp_path):
         ("- a\n- b\n", "1:1: the study file must be a mapping"),
         ("", "1:1: the study file must be a mapping with name, search_space, strategy, ... (it is empty)"),
         ("just text", "1:1: the study file must be a mapping"),
-        ("[" * 3000, "1:1: YAML is nested too deeply"),
+        ("[" * 3000, "1:102: YAML is nested too deeply (over 100 levels)"),
     ],
     ids=["indent", "unclosed", "two-documents", "nul", "list", "empty", "scalar", "deep"],
 )

@@ -70,17 +70,21 @@ def _root(
     """somatize: tune hyperparameters of any program or Python function."""
 
 
-def _read_stdin() -> str:
+def _piped_stdin():
+    """Standard input, refused when it is a terminal: '-' means data is piped in."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("'-' reads from standard input, but nothing is piped in")
-    return sys.stdin.read()
+    return sys.stdin
+
+
+def _read_stdin() -> str:
+    return _piped_stdin().read()
 
 
 def _load(study: str, overrides: list[str]):
     from .studyfile import load_study
 
-    text = _read_stdin() if study == "-" else None
-    return load_study(study, overrides, text=text)
+    return load_study(study, overrides, stdin=_piped_stdin().buffer if study == "-" else None)
 
 
 def _load_results(results: str):
@@ -137,11 +141,12 @@ def _summary(config, output_sample: Path | None) -> list[str]:
             lines.append("    (each value is in an environment variable that the shell expands but never parses)")
     if output_sample is not None:
         from .executors.output import explain_output
+        from .studyfile.source import MAX_OUTPUT_SAMPLE_BYTES, Unreadable, read_regular_file
 
         try:
-            text = output_sample.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise UsageError(f"{output_sample}: cannot read: {exc.strerror}") from None
+            text = read_regular_file(output_sample, MAX_OUTPUT_SAMPLE_BYTES).decode("utf-8", errors="replace")
+        except Unreadable as exc:
+            raise UsageError(f"{output_sample}: cannot read: {exc}") from None
         lines.append(f"  metrics read from {output_sample}:")
         lines += [f"    {line}" for line in explain_output(text, [o.metric for o in config.objectives])]
     return lines
@@ -311,7 +316,9 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
                 journal.remove()
         if not quiet:
             _say_top_trials(study, path)
-    return _exit_code(study)
+    if sampler.give_up:
+        _say(f"somatize: {sampler.give_up}")
+    return _exit_code(study, quiet_if_none=bool(sampler.give_up))
 
 
 def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
@@ -531,22 +538,18 @@ def _leave_the_closed_terminal() -> None:
         os.close(devnull)
 
 
-def _exit_code(study) -> int:
+def _exit_code(study, quiet_if_none: bool = False) -> int:
     if study.status == "interrupted":
         _say(f"somatize: interrupted after {len(study.trials)} trials; results written")
         return EXIT_INTERRUPTED
-    if study.status == "failed" and study.stop_reason == "no_feasible_point":
-        from .samplers.random import no_feasible_point_message
-
-        _say(f"somatize: study stopped (no_feasible_point): {no_feasible_point_message()}")
-        return EXIT_NO_RESULT
     if study.status == "failed":
         last_error = next((t.error for t in reversed(study.trials) if t.error), "")
         first_line = last_error.splitlines()[0] if last_error else ""
         _say(f"somatize: study stopped ({study.stop_reason}); last error: {first_line}")
         return EXIT_NO_RESULT
     if not study.completed():
-        _say("somatize: no trial completed")
+        if not quiet_if_none:  # the sampler already said why no trial ran
+            _say("somatize: no trial completed")
         return EXIT_NO_RESULT
     return 0
 

@@ -28,7 +28,7 @@ from .events import (
 )
 from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
 from .pruners.base import Pruner
-from .samplers.base import NoFeasiblePoint, Sampler
+from .samplers.base import Sampler
 from .study import MetricRecord, Recommendation, Study, Trial, TrialState
 
 
@@ -167,9 +167,9 @@ class StudyRunner:
             reason = self._reason_to_stop(total, deadline)
             if reason:
                 return reason
-            params, stop = self._propose(number)
+            params = self.sampler.propose(number)
             if params is None:
-                return stop
+                return self._nothing_proposed()
             trial = self._start_trial(number, params)
             self._run_attempts(trial)
             number += 1
@@ -193,9 +193,9 @@ class StudyRunner:
                     reason = self._reason_to_stop(total, deadline, in_flight=len(running))
                     if reason:
                         break
-                    params, stop = self._propose(number)
+                    params = self.sampler.propose(number)
                     if params is None:
-                        reason = stop
+                        reason = self._nothing_proposed()
                         break
                     trial = self._start_trial(number, params)
                     running[pool.submit(self._run_attempts, trial)] = trial
@@ -215,19 +215,17 @@ class StudyRunner:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _propose(self, number: int) -> tuple[dict | None, str]:
-        """The sampler's parameters for trial `number`, or None and why the study stops."""
-        try:
-            params = self.sampler.propose(number)
-        except NoFeasiblePoint:
-            return None, "no_feasible_point"
-        return params, "exhausted"
+    def _nothing_proposed(self) -> str:
+        """The stop reason when the sampler has no proposal: the space ran out, or it gave up (its `give_up`)."""
+        return "infeasible" if self.sampler.give_up else "exhausted"
 
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
         if self._stop_requested.is_set():
             return "interrupted"
         if self._executor_lost.is_set():
             return "executor_lost"
+        if self.sampler.give_up:  # known before the first proposal (a grid with no feasible point)
+            return "infeasible"
         if total is not None and len(self.study.trials) + in_flight >= total:
             return "n_trials"
         if self.stop.max_failures is not None and self._failures >= self.stop.max_failures:
@@ -409,7 +407,7 @@ class StudyRunner:
         study.recommended = self._recommendation()
         if reason == "interrupted":
             study.status = "interrupted"
-        elif reason in ("max_failures", "max_consecutive_failures", "executor_lost", "no_feasible_point"):
+        elif reason in ("max_failures", "max_consecutive_failures", "executor_lost"):
             study.status = "failed"
         else:
             study.status = "completed"

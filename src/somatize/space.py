@@ -280,8 +280,9 @@ def dimension_from_spec(name: str, spec: Mapping[str, Any]) -> Dimension:
     raise SpaceError(f"type must be float, int or categorical, got {kind!r}", "type")
 
 
-# Above this many raw combinations a conditional space's size is not counted exactly.
-_EXACT_COUNT_LIMIT = 200_000
+# Above this many raw combinations a conditional or constrained space's size is not
+# counted exactly, and samplers never list what is left of it: listing is O(size).
+ENUMERATION_LIMIT = 200_000
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -357,14 +358,28 @@ class SearchSpace:
         """Number of distinct runnable parameter sets, or None when a dimension is continuous."""
         return self._cardinality  # type: ignore[attr-defined]
 
-    def _count(self) -> int | None:
+    def raw_size(self) -> int | None:
+        """Combinations of every dimension's values, before conditions and constraints; None when continuous."""
         total = 1
         for dim in self.dimensions:
             size = dim.cardinality()
             if size is None:
                 return None
             total *= size
-        if not (self.conditions or self.constraints) or total > _EXACT_COUNT_LIMIT:
+        return total
+
+    def is_enumerable(self) -> bool:
+        """Finite and small enough (ENUMERATION_LIMIT) to list every parameter set."""
+        size = self.raw_size()
+        return size is not None and size <= ENUMERATION_LIMIT
+
+    def cardinality_is_exact(self) -> bool:
+        """Whether `cardinality()` counts the runnable sets, rather than bounding them from above."""
+        return self.raw_size() is not None and (not (self.conditions or self.constraints) or self.is_enumerable())
+
+    def _count(self) -> int | None:
+        total = self.raw_size()
+        if total is None or not (self.conditions or self.constraints) or total > ENUMERATION_LIMIT:
             return total  # conditional or constrained and huge: an upper bound, which only delays "exhausted"
         return sum(1 for params in self.enumerate() if self.feasible(params))
 
@@ -372,21 +387,24 @@ class SearchSpace:
         """Cartesian product in declared order, first dimension slowest (all values by default).
 
         Only active combinations, each once: combinations that differ only in
-        inactive dimensions are the same parameter set.
+        inactive dimensions are the same parameter set, and the first of them in
+        product order is the one whose inactive dimensions all hold their first
+        value, so that one is kept. Lazy, in constant memory: a grid of a
+        million points is walked, never listed.
         """
         columns = values_per_dimension or [d.values() for d in self.dimensions]
         if any(column is None for column in columns):
             raise SpaceError("cannot enumerate a continuous dimension")
         names = self.names
-        seen: set[tuple] = set()
+        firsts = {name: column[0] for name, column in zip(names, columns)}  # type: ignore[index]
         for combo in itertools.product(*columns):  # type: ignore[arg-type]
             params = dict(zip(names, combo))
             if self.conditions:
                 params = self.active(params)
-                key = self.key(params)
-                if key in seen:
-                    continue
-                seen.add(key)
+                if len(params) < len(names) and any(
+                    name not in params and not _same(value, firsts[name]) for name, value in zip(names, combo)
+                ):
+                    continue  # the same parameter set as an earlier combination
             yield self.with_constants(params)
 
     def active(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -15,16 +15,13 @@ if TYPE_CHECKING:
     from .streams import TrialStreams
 
 
-class NoFeasiblePoint(Exception):
-    """Untried parameter sets remain, but none the sampler drew satisfies the constraints."""
-
-
 class Sampler(ABC):
     """Proposes parameter sets and learns from finished trials.
 
-    `propose` returns None only when nothing is left to try (a grid walked to
-    its end, a finite space exhausted); the study then ends, completed. When
-    points remain but the draws find no feasible one, it raises NoFeasiblePoint.
+    `propose` returns None when the sampler has nothing left to offer (a grid
+    walked to its end, a finite space exhausted); the study then ends. When it
+    stops for another reason (every draw violates the constraints) it says why
+    in `give_up`.
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, n_trials: int | None, seed: int | None):
@@ -37,6 +34,8 @@ class Sampler(ABC):
         # The root of every random stream: the seed, or fresh entropy for an unseeded study.
         self._entropy = seed if seed is not None else secrets.randbits(64)
         self._streams: TrialStreams | None = None
+        # Why `propose` returned None other than a space exhausted: one line for the user.
+        self.give_up: str | None = None
 
     @property
     def total(self) -> int | None:

@@ -12,7 +12,7 @@ of the search space (house rule 8); nothing of skopt leaks out.
 Each searched dimension becomes one skopt axis:
 - float, linear or log: `Real` (log-uniform prior for log scale);
 - float with step, int with step > 1: `Integer` over the lattice index k,
-  mapped back through the dimension's own `values()`;
+  mapped back by lattice arithmetic (a lattice is never listed);
 - int: `Integer` (log-uniform prior for log scale);
 - categorical: `Categorical` over choice indices, so `True`, `1` and `"1"`
   stay distinct and come back as the original objects (skopt would otherwise
@@ -38,18 +38,18 @@ from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.learning.gaussian_process.kernels import WhiteKernel
 from skopt.space import Categorical, Integer, Real
 
-from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, SearchSpace
+from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace, tidy
 from ..study import Direction, Objective, Recommendation, Trial, TrialState
 from . import noise as obs_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
-from .base import NoFeasiblePoint, Sampler
+from .base import Sampler
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
 INITIAL_POINTS = ("random", "sobol", "lhs")
 
 # Random draws tried before enumerating what is left of a finite space.
-from .random import CONSTRAINED_REDRAWS, REDRAWS, no_feasible_point_message  # noqa: E402 - grouped with the other limits
+from .random import CONSTRAINED_REDRAWS, REDRAWS, pick_unseen  # noqa: E402 - grouped with the other limits
 
 # Model proposals tried per trial before a random feasible point, when they violate constraints.
 INFEASIBLE_ASKS = 3
@@ -280,17 +280,22 @@ class _Axis:
     encode: Callable[[Any], Any]  # value of the dimension -> skopt value
 
 
-def _lattice_axis(dim: Dimension, values: list[Any]) -> _Axis:
-    """An index axis k in 0..K over a finite list of values."""
+def _lattice_axis(dim: FloatDimension | IntDimension) -> _Axis:
+    """An index axis k in 0..K over the lattice low + k * step, by arithmetic: a lattice of
+    10**12 values is never listed."""
+    assert dim.step is not None
+    low, step, last = dim.low, dim.step, (dim.cardinality() or 1) - 1
+    is_float = isinstance(dim, FloatDimension)
+
+    def decode(k: Any) -> Any:
+        value = low + min(max(int(k), 0), last) * step
+        return tidy(value) if is_float else value
 
     def encode(value: Any) -> int:
-        for k, candidate in enumerate(values):
-            if type(candidate) is type(value) and candidate == value:
-                return k
-        # A float dimension may be given an int (1 for 1.0) or lattice noise.
-        return min(range(len(values)), key=lambda k: abs(values[k] - value))
+        # A float dimension may be given an int (1 for 1.0) or lattice noise: the nearest index.
+        return min(max(round((value - low) / step), 0), last)
 
-    return _Axis(dim.name, Integer(0, len(values) - 1), lambda k: values[int(k)], encode)
+    return _Axis(dim.name, Integer(0, last), decode, encode)
 
 
 def _axis(dim: Dimension) -> _Axis:
@@ -301,15 +306,14 @@ def _axis(dim: Dimension) -> _Axis:
             return next(i for i, c in enumerate(choices) if type(c) is type(value) and c == value)
 
         return _Axis(dim.name, Categorical(list(range(len(choices)))), lambda i: choices[int(i)], encode_choice)
-    values = dim.values()
     if isinstance(dim, FloatDimension):
-        if values is not None:
-            return _lattice_axis(dim, values)
+        if dim.step is not None:
+            return _lattice_axis(dim)
         low, high = float(dim.low), float(dim.high)
         prior = "log-uniform" if dim.scale == LOG else "uniform"
         return _Axis(dim.name, Real(low, high, prior=prior), lambda x: min(max(float(x), low), high), float)
     if dim.step != 1:
-        return _lattice_axis(dim, values)
+        return _lattice_axis(dim)
     prior = "log-uniform" if dim.scale == LOG else "uniform"
     low, high = dim.low, dim.high
     return _Axis(dim.name, Integer(low, high, prior=prior), lambda x: min(max(int(np.rint(x)), low), high), int)
@@ -557,14 +561,12 @@ class BayesianSampler(Sampler):
         """A uniformly random feasible parameter set not proposed or told before."""
         space = self.space
         width = len(space)
-        for _ in range(REDRAWS if not space.constraints else CONSTRAINED_REDRAWS):
+        draws = REDRAWS if not space.constraints else CONSTRAINED_REDRAWS
+        for _ in range(draws):
             params = space.from_unit(self.rng.random(width).tolist())
             if space.key(params) not in self.seen and space.feasible(params):
                 return params
-        if space.cardinality() is None:  # continuous: untried points are always left
-            raise NoFeasiblePoint(no_feasible_point_message())
-        left = [p for p in space.enumerate() if space.key(p) not in self.seen and space.feasible(p)]
-        return left[int(self.rng.integers(len(left)))] if left else None
+        return pick_unseen(self, self.rng, draws)
 
     # Learning ---------------------------------------------------------------------
 

@@ -129,11 +129,10 @@ def check_constraints(
 
 
 def _unsatisfiable(space: SearchSpace) -> str | None:
-    """Why no parameter set can run, or None: an exact count of a finite space, else random draws."""
-    if space.cardinality() == 0:
-        return "no parameter set in the search space satisfies the constraints"
-    if space.cardinality() is not None:
-        return None
+    """Why no parameter set can run, or None: an exact count of a small finite space, else random
+    draws (a larger finite space is not counted, so it is drawn from like a continuous one)."""
+    if space.cardinality_is_exact():
+        return None if space.cardinality() else "no parameter set in the search space satisfies the constraints"
     rng = random.Random(0)
     first_error = None
     for _ in range(FEASIBILITY_DRAWS):

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import StudyFileError
 from ..trackers import is_path
@@ -18,6 +18,7 @@ from .fields import duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
 from .sections import (
+    check_grid_size,
     check_mlflow,
     check_objectives,
     check_pruning,
@@ -25,6 +26,7 @@ from .sections import (
     check_target,
     objective_metrics,
 )
+from .source import MAX_STUDY_BYTES, Unreadable, read_regular_file, read_stream
 from .yamlnodes import Document, YamlProblems, compose_document
 
 STDIN = "<stdin>"
@@ -37,6 +39,9 @@ REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CLUSTER = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?")
 _SEED_MAX = 2**32 - 1  # numpy and scikit-optimize accept seeds in [0, 2**32)
+# Trials in flight at once, each a thread here and a process or worker: more than this
+# on one machine is a fork bomb, and a cluster's size comes from Dask when it is unset.
+MAX_PARALLEL = 1024
 # The integer run-control keys: (minimum, null allowed, default when absent), SPEC §1.
 COUNTS = {
     "seed": (0, True, None),
@@ -47,17 +52,20 @@ COUNTS = {
 }
 
 
-def load_study(source: str | Path, overrides: Sequence[str] = (), text: str | None = None) -> StudyConfig:
-    """Read, parse and validate a study file; `source` "-" means `text` came from standard input.
+def load_study(
+    source: str | Path, overrides: Sequence[str] = (), text: str | None = None, stdin: BinaryIO | None = None
+) -> StudyConfig:
+    """Read, parse and validate a study file; `source` "-" reads `stdin` (or takes `text` as what it gave).
 
     With `text` and a real path, the text is used as that file's content (tests, editors).
+    Only a regular file (or standard input) of at most MAX_STUDY_BYTES is read.
 
     Raises StudyFileError with every problem, each `FILE:LINE:COL: message`
     (or `--set KEY: message` for a value that came from an override).
     """
     filename = STDIN if str(source) == "-" else str(source)
     if text is None:
-        text = _read(source, filename)
+        text = _read(source, filename, stdin)
     base_dir = Path.cwd() if filename == STDIN else Path(os.path.abspath(source)).parent
     problems = Problems(filename, _parse(text, filename))
     data = problems.document.data
@@ -74,14 +82,16 @@ def load_study(source: str | Path, overrides: Sequence[str] = (), text: str | No
     return config
 
 
-def _read(source: str | Path, filename: str) -> str:
-    if filename == STDIN:
-        raise StudyFileError([f"{STDIN}: cannot read: no input was given"])
+def _read(source: str | Path, filename: str, stdin: BinaryIO | None) -> str:
     try:
-        raw = Path(source).read_bytes()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise StudyFileError([f"{filename}: cannot read: {reason}"]) from None
+        if filename != STDIN:
+            raw = read_regular_file(source, MAX_STUDY_BYTES)
+        elif stdin is not None:
+            raw = read_stream(stdin, MAX_STUDY_BYTES)
+        else:
+            raise Unreadable("no input was given")
+    except Unreadable as exc:
+        raise StudyFileError([one_line(f"{filename}: cannot read: {exc}")]) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -112,6 +122,8 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     if "constraints" in data and (space is not None or declared):
         space = check_constraints(data["constraints"], root / "constraints", space, declared)
     strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
+    if strategy is not None and space is not None:
+        check_grid_size(strategy, space, root / "strategy")
     objectives = check_objectives(data, root)
     target = check_target(data.get("target"), root / "target", objective_metrics(data))
     names = declared if isinstance(data.get("search_space"), dict) else None
@@ -158,6 +170,8 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
     seed = counts["seed"]
     if seed is not None and seed > _SEED_MAX:
         (root / "seed").error(f"seed must be at most {_SEED_MAX}, got {seed}")
+    if counts["parallel"] is not None and counts["parallel"] > MAX_PARALLEL:
+        (root / "parallel").error(f"parallel must be at most {MAX_PARALLEL}, got {counts['parallel']}")
     output = get("output")
     if output is not None:
         output = text(output, root / "output", "output")

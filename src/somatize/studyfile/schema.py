@@ -57,6 +57,8 @@ def _count(key: str, description: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": ["integer", "null"] if nullable else "integer", "minimum": minimum}
     if key == "seed":
         schema["maximum"] = loader._SEED_MAX
+    if key == "parallel":
+        schema["maximum"] = loader.MAX_PARALLEL
     return {"title": key, "description": description, **schema, "default": default}
 
 
@@ -186,7 +188,10 @@ def _option(key: str, rule: sections.OptionRule) -> dict[str, Any]:
         }
     if isinstance(rule, tuple):
         return {"enum": list(rule)}
-    return {"type": "integer", "minimum": rule}
+    schema: dict[str, Any] = {"type": "integer", "minimum": rule}
+    if key in sections.OPTION_MAXIMA:
+        schema["maximum"] = sections.OPTION_MAXIMA[key]
+    return schema
 
 
 def _options_by_type(

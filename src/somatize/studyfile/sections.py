@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ..samplers import STRATEGIES
+from ..samplers.grid import DEFAULT_POINTS_PER_DIM
+from ..space import CategoricalDimension, SearchSpace
 from ..study import REDUCES, Direction, Objective
 from .fields import as_number, choice, integer, mapping, number, text
 from .problems import Where, did_you_mean, show
@@ -36,6 +38,15 @@ _STRATEGY_OPTIONS: dict[str, dict[str, OptionRule]] = {
         "noise": WordOrNumber(("auto", "none"), 0.0, "a standard deviation, in the primary metric's units"),
     },
 }
+# Upper bounds of integer options, beyond which `run` would build lists it cannot hold.
+# Walking a grid of a million points whose constraint skips them all took 16 s on the
+# loaded 2-core machine (a bound on how long run can search before it gives up), and a
+# million-trial grid is far beyond any grid search actually run.
+MAX_GRID_POINTS = 1_000_000
+# skopt builds a sobol or lhs design of n_initial points up front, and a surrogate
+# fitted to more than a few thousand points is too slow to help anyway.
+MAX_N_INITIAL = 10_000
+OPTION_MAXIMA = {"points_per_dim": MAX_GRID_POINTS, "n_initial": MAX_N_INITIAL}
 STRATEGY_KEYS = ("type", "n_trials", *(k for options in _STRATEGY_OPTIONS.values() for k in options))
 N_TRIALS_MIN = 1
 # Strategies whose n_trials is an optional cap (null: no cap); the others require it.
@@ -91,7 +102,36 @@ def _option(value: Any, where: Where, key: str, rule: OptionRule) -> Any:
         return _word_or_number(value, where, key, rule)
     if isinstance(rule, tuple):
         return choice(value, where, key, rule)
-    return integer(value, where, key, rule)
+    found = integer(value, where, key, rule)
+    maximum = OPTION_MAXIMA.get(key)
+    if found is not None and maximum is not None and found > maximum:
+        where.error(f"{key} must be at most {maximum:,}, got {found:,}")
+        return None
+    return found
+
+
+def check_grid_size(strategy: dict[str, Any], space: SearchSpace, where: Where) -> None:
+    """A grid's combinations (before conditions and constraints) at most MAX_GRID_POINTS.
+
+    Each column is at most points_per_dim long (fewer on a short lattice, all
+    choices of a categorical), so the product is known without building it.
+    """
+    if strategy.get("type") != "grid" or strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM) is None:
+        return
+    points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
+    size = 1
+    for dim in space:
+        if isinstance(dim, CategoricalDimension):
+            size *= len(dim.choices)
+        else:
+            size *= min(points, dim.cardinality() or points)
+        if size > MAX_GRID_POINTS:
+            place = where / "points_per_dim" if "points_per_dim" in strategy else where / "type"
+            place.error(
+                f"the grid has more than {MAX_GRID_POINTS:,} points (up to {points} per dimension over "
+                f"{len(space)} dimensions): lower points_per_dim, or search with type random"
+            )
+            return
 
 
 def _word_or_number(value: Any, where: Where, key: str, rule: WordOrNumber) -> str | float | None:

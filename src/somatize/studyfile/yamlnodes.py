@@ -21,12 +21,41 @@ Path = tuple[PathKey, ...]
 # Guards against alias bombs ("billion laughs") and runaway nesting.
 MAX_VALUES = 100_000
 MAX_DEPTH = 100
+# Nodes written in the text (aliases count once). A large study (100 dimensions and
+# a thousand listed parameter sets) has about 10k; PyYAML's pure-Python parser
+# composes ~30k nodes a second here, so the cap keeps a hostile file under a second
+# or two, long before its nodes fill memory.
+MAX_NODES = 20_000
+# Characters of text once aliases are expanded: a 1 MB string aliased 100k times
+# would be 100 GB in a results file.
+MAX_EXPANDED_CHARS = 8 * 2**20
 
 _TAG = "tag:yaml.org,2002:"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` as a float, as YAML 1.2 and every user do."""
+    """SafeLoader that also reads `1e-4` as a float, as YAML 1.2 and every user do,
+    and stops composing at MAX_NODES nodes or MAX_DEPTH levels."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._nodes += 1
+        self._depth += 1
+        try:
+            if self._nodes > MAX_NODES:
+                self._refuse(f"the document is too large (over {MAX_NODES} YAML nodes)")
+            if self._depth > MAX_DEPTH + 1:  # a key or value at path length MAX_DEPTH is depth MAX_DEPTH + 1
+                self._refuse(f"YAML is nested too deeply (over {MAX_DEPTH} levels)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _refuse(self, message: str) -> None:
+        raise YamlProblems([Problem(Position.of(self.peek_event().start_mark), message)])
 
 
 # PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent.
@@ -123,12 +152,18 @@ class _Converter:
         self.keys: dict[Path, Position] = {}
         self.problems: list[Problem] = []
         self._count = 0
+        self._chars = 0
         self._active: set[int] = set()  # node ids on the current branch: a self-referencing alias
         self._constructor = yaml.SafeLoader("")
 
     def _unsupported(self, node: yaml.Node) -> None:
         shown = "!!" + node.tag[len(_TAG) :] if node.tag.startswith(_TAG) else node.tag
         self._fail(node, f"unsupported YAML tag {shown}: only plain mappings, lists, strings, numbers and booleans")
+
+    @staticmethod
+    def _too_large(node: yaml.Node, why: str) -> None:
+        """A bomb: refuse the whole document, as its data would be cut short anyway."""
+        raise YamlProblems([Problem(Position.of(node.start_mark), f"the document is too large ({why})")])
 
     def _fail(self, node: yaml.Node, message: str) -> None:
         self.problems.append(Problem(Position.of(node.start_mark), message))
@@ -137,13 +172,14 @@ class _Converter:
         self.values[path] = Position.of(node.start_mark)
         self._count += 1
         if self._count > MAX_VALUES:
-            if self._count == MAX_VALUES + 1:
-                self._fail(node, f"the document is too large (over {MAX_VALUES} values once aliases are expanded)")
-            return None
+            self._too_large(node, f"over {MAX_VALUES} values once aliases are expanded")
         if len(path) > MAX_DEPTH or id(node) in self._active:
             self._fail(node, "the document is nested too deeply (or an alias refers to itself)")
             return None
         if isinstance(node, yaml.ScalarNode):
+            self._chars += len(node.value)
+            if self._chars > MAX_EXPANDED_CHARS:
+                self._too_large(node, f"over {MAX_EXPANDED_CHARS} characters of text once aliases are expanded")
             return self._scalar(node)
         self._active.add(id(node))
         try:
