@@ -26,3 +26,21 @@ class FunctionOf(Executor):
 @pytest.fixture
 def function_of() -> type[FunctionOf]:
     return FunctionOf
+
+
+@pytest.fixture(autouse=True)
+def _fresh_user_modules():
+    """Each test's objective modules are its own: CliRunner runs studies in this process, where an
+    in-process function stays in sys.modules (as it should within one run), and many tests name
+    their module `objective`."""
+    import sys
+    import tempfile
+
+    temp = tempfile.gettempdir()
+    before, path = set(sys.modules), list(sys.path)
+    yield
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        if module is not None and str(getattr(module, "__file__", "") or "").startswith(temp):
+            del sys.modules[name]
+    sys.path[:] = path
