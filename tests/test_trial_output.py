@@ -211,7 +211,7 @@ def test_metric_log_merges_an_executors_thinned_log() -> None:
 @pytest.mark.parametrize(
     "replace, kind",
     [
-        ('rm -f "$SOMATIZE_METRICS_FILE"; mkfifo "$SOMATIZE_METRICS_FILE"', "FIFO"),
+        ('rm -f "$SOMATIZE_METRICS_FILE"; mkfifo "$SOMATIZE_METRICS_FILE"', "named pipe (FIFO)"),
         ('ln -sf /dev/zero "$SOMATIZE_METRICS_FILE"', "character device"),
         ('mkdir -p "$SOMATIZE_METRICS_FILE"', "directory"),
     ],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..bounds import MetricLog
+from ..filekinds import file_kind
 from ..study import MetricRecord
 from .output import MetricStream
 
@@ -49,17 +50,6 @@ def remove_metrics_file(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISSOCK, "socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "special file")
-
-
 def open_regular_file(path: Path) -> tuple[int | None, str | None]:
     """A descriptor to read `path` if it is a regular file, else None and why not (no reason: it does not exist).
 
@@ -71,7 +61,7 @@ def open_regular_file(path: Path) -> tuple[int | None, str | None]:
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
-            return None, f"is a {_file_kind(mode)}, not a regular file: not read"
+            return None, f"is {file_kind(mode)}, not a regular file: not read"
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None, None
@@ -80,7 +70,7 @@ def open_regular_file(path: Path) -> tuple[int | None, str | None]:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):  # swapped after the check
         os.close(fd)
-        return None, f"is a {_file_kind(mode)}, not a regular file: not read"
+        return None, f"is {file_kind(mode)}, not a regular file: not read"
     return fd, None
 
 

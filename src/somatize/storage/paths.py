@@ -14,19 +14,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ResultsFileError
-
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISLNK, "a symbolic link"),
-)
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+from ..filekinds import file_kind
 
 
 def describe_non_regular(path: Path) -> str | None:
@@ -37,7 +25,7 @@ def describe_non_regular(path: Path) -> str | None:
         return None
     except OSError as exc:
         return exc.strerror or str(exc)
-    return None if stat.S_ISREG(mode) else f"it is {_kind(mode)}"
+    return None if stat.S_ISREG(mode) else f"it is {file_kind(mode)}"
 
 
 def results_target(path: Path) -> Path:
@@ -60,7 +48,7 @@ def results_target(path: Path) -> Path:
     except OSError as exc:
         raise ResultsFileError(f"{path}: cannot write results: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
-        raise ResultsFileError(f"{path}: cannot write results: it is a symbolic link to {_kind(mode)}")
+        raise ResultsFileError(f"{path}: cannot write results: it is a symbolic link to {file_kind(mode)}")
     return Path(os.path.realpath(path))
 
 

@@ -14,6 +14,8 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO
 
+from ..filekinds import file_kind
+
 # A study file is a few KB; one with hundreds of categorical choices is still under
 # 100 KB. Above 2 MiB the pure-Python YAML scanner alone needs seconds (measured on
 # this project's 2-core CI machine: 1 MiB of comments 1.0 s, a 1 MiB string 0.65 s),
@@ -29,17 +31,6 @@ _READ_CHUNK = 2**16
 
 class Unreadable(Exception):
     """Why a file cannot be read, as the text after `FILE: cannot read: `."""
-
-
-def _kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _size_text(limit: int) -> str:
@@ -61,7 +52,7 @@ def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             hint = "; to read a pipe, give '-' and pipe it in" if stat.S_ISFIFO(info.st_mode) else ""
-            raise Unreadable(f"it is {_kind(info.st_mode)}, not a regular file{hint}")
+            raise Unreadable(f"it is {file_kind(info.st_mode)}, not a regular file{hint}")
         if info.st_size > limit:
             raise Unreadable(too_large(limit))
         data = _read_fd(fd, limit + 1)
