@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,11 +37,13 @@ def _fresh_user_modules():
     import sys
     import tempfile
 
-    temp = tempfile.gettempdir()
+    # Only modules the tests wrote: the clone, or a virtual environment, may be in /tmp too.
+    temp, installed = tempfile.gettempdir(), (str(Path(__file__).resolve().parents[1]), sys.prefix, sys.base_prefix)
     before, path = set(sys.modules), list(sys.path)
     yield
     for name in set(sys.modules) - before:
         module = sys.modules.get(name)
-        if module is not None and str(getattr(module, "__file__", "") or "").startswith(temp):
+        where = str(getattr(module, "__file__", "") or "")
+        if where.startswith(temp) and not where.startswith(installed) and "site-packages" not in where:
             del sys.modules[name]
     sys.path[:] = path
