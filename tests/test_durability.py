@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 STUDY = """\
 name: slow
 seed: 4
@@ -93,11 +95,12 @@ executor: {function: quick:objective}
 """
 
 
-def test_kill_9_of_a_seeded_random_study_then_resume_runs_every_planned_trial(tmp_path):
+@pytest.mark.parametrize("durability", ["power", "process"])
+def test_kill_9_of_a_seeded_random_study_then_resume_runs_every_planned_trial(tmp_path, durability):
     (tmp_path / "quick.py").write_text(
         "import time\n\ndef objective(params):\n    time.sleep(0.001)\n    return params['x']\n"
     )
-    (tmp_path / "long.yaml").write_text(SEEDED_STUDY)
+    (tmp_path / "long.yaml").write_text(SEEDED_STUDY + f"durability: {durability}\n")
     process = subprocess.Popen(["somatize", "run", "long.yaml", "-o", "r.json", "-q"], cwd=tmp_path)
     wait_for_journal_trials(tmp_path / "r.journal.jsonl", 100)  # past the 64 redraws a replayed stream exhausts
     process.send_signal(signal.SIGKILL)
@@ -192,3 +195,107 @@ def test_a_native_crash_keeps_the_journal_and_the_next_run_says_how_to_resume(tm
     resumed = subprocess.run(shlex.split(command), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert [t["number"] for t in json.loads((tmp_path / "r.json").read_text())["trials"]] == list(range(6))
+
+
+# fsync: group commit (durability: power) and its opt-out (durability: process) ----------------
+
+PACED = """\
+import time
+
+
+def objective(params):
+    time.sleep(0.004)
+    return params["x"]
+"""
+
+
+class DiskLog:
+    """os.fsync and os.replace in this process, recorded: which file, how big, in order."""
+
+    def __init__(self, monkeypatch, journal: Path):
+        self.journal = journal
+        self.events: list[tuple[str, str, int]] = []  # (what, file, journal size then)
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd):
+            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+            real_fsync(fd)
+
+        def replace(src, dst, *args, **kwargs):
+            real_replace(src, dst, *args, **kwargs)
+            size = journal.stat().st_size if journal.exists() else -1
+            self.events.append(("replace", str(Path(dst).resolve()), size))
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+
+    def journal_syncs(self) -> list[int]:
+        return [size for what, name, size in self.events if what == "fsync" and name == str(self.journal.resolve())]
+
+
+def run_paced(tmp_path: Path, monkeypatch, *extra: str):
+    from typer.testing import CliRunner
+
+    from somatize.cli import app
+
+    (tmp_path / "paced.py").write_text(PACED)
+    (tmp_path / "paced.yaml").write_text(SEEDED_STUDY.replace("quick:objective", "paced:objective"))
+    monkeypatch.chdir(tmp_path)
+    log = DiskLog(monkeypatch, tmp_path / "r.journal.jsonl")
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["run", "paced.yaml", "-o", "r.json", "-q", "--n-trials", "300", *extra])
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    return log, elapsed
+
+
+def test_the_journal_is_fsynced_in_groups_and_before_the_results_are_written(tmp_path, monkeypatch):
+    log, elapsed = run_paced(tmp_path, monkeypatch)
+    syncs = log.journal_syncs()
+    # One fsync covers every trial of a second: at most one a second, plus the last one at the end.
+    assert 1 <= len(syncs) <= elapsed / 1.0 + 2
+    assert len(syncs) < 300 / 10  # far fewer than the trials
+    assert min(syncs) < max(syncs)  # not only at the end: the run takes over a second (300 trials of 4 ms)
+    final = [event for event in log.events if event[0] == "replace"][-1]
+    assert final[1] == str((tmp_path / "r.json").resolve())
+    journal = str((tmp_path / "r.journal.jsonl").resolve())
+    last_sync = [e for e in log.events[: log.events.index(final)] if e[0] == "fsync" and e[1] == journal][-1]
+    assert last_sync[2] == final[2] > 0  # the whole journal was durable before the final results file was written
+    directory = str(tmp_path.resolve())
+    assert any(what == "fsync" and name == directory for what, name, _ in log.events)  # the journal's name too
+    assert not (tmp_path / "r.journal.jsonl").exists()
+
+
+def test_durability_process_never_fsyncs_the_journal(tmp_path, monkeypatch):
+    log, _ = run_paced(tmp_path, monkeypatch, "--set", "durability=process")
+    assert log.journal_syncs() == []
+    assert [e[1] for e in log.events if e[0] == "fsync"] != []  # the results file is still flushed to disk
+    assert json.loads((tmp_path / "r.json").read_text())["stop_reason"] == "n_trials"
+
+
+def test_the_results_file_is_the_same_whatever_the_durability(tmp_path):
+    (tmp_path / "quick.py").write_text("def objective(params):\n    return params['x']\n")
+    (tmp_path / "long.yaml").write_text(SEEDED_STUDY.replace("n_trials: 1000", "n_trials: 20"))
+    fast = SEEDED_STUDY.replace("n_trials: 1000", "n_trials: 20").replace("name: long", "name: fast")
+    (tmp_path / "fast.yaml").write_text(fast + "durability: process\n")
+    results = {}
+    for study in ("long", "fast"):
+        done = subprocess.run(["somatize", "run", f"{study}.yaml", "-o", f"{study}.json", "-q"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        results[study] = json.loads((tmp_path / f"{study}.json").read_text())
+    power, process = results["long"], results["fast"]
+    assert power.keys() == process.keys()
+    assert power["study"]["spec"] == {**process["study"]["spec"], "name": "long"}  # durability is not in the spec
+    assert [t["params"] for t in power["trials"]] == [t["params"] for t in process["trials"]]
+    assert [t.keys() for t in power["trials"]] == [t.keys() for t in process["trials"]]
+
+
+def test_a_bad_durability_is_one_line_with_its_place(tmp_path):
+    (tmp_path / "quick.py").write_text("def objective(params):\n    return params['x']\n")
+    (tmp_path / "long.yaml").write_text(SEEDED_STUDY + "durability: disk\n")
+    done = subprocess.run(["somatize", "run", "long.yaml", "-o", "r.json", "-q"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == "long.yaml:8:13: durability must be one of power, process, got 'disk'\n"
+    assert not (tmp_path / "r.json").exists()

@@ -13,6 +13,11 @@ from ..study import Objective
 # enough for a nanny or a batch system to bring workers back, short of a run that seems to hang.
 CLUSTER_WORKER_TIMEOUT = 60.0
 
+# `durability:` what a finished trial survives. power: the journal is fsynced at most a second after a
+# trial finishes (a power loss loses at most that second's trials); process: flushed only (survives a
+# kill of somatize, not a power loss or an operating-system crash), for trials of microseconds.
+DURABILITY = ("power", "process")
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
@@ -46,6 +51,7 @@ class StudyConfig:
     cluster: str | None = None
     cluster_worker_timeout: float | None = CLUSTER_WORKER_TIMEOUT  # None: wait for workers forever
     mlflow: dict[str, str] | None = None  # {tracking_uri?, experiment?}: log trials to MLflow
+    durability: str = "power"  # one of DURABILITY
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
     # Where some values were written, for checks made after loading (studyfile/probe.py):
     # dotted key -> "FILE:LINE:COL" or "--set KEY".

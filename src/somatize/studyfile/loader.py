@@ -10,11 +10,11 @@ from typing import Any, BinaryIO
 
 from ..errors import StudyFileError
 from ..trackers import is_path
-from .config import CLUSTER_WORKER_TIMEOUT, StudyConfig
+from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY, StudyConfig
 from .conditions import check_constraints
 from .dimensions import check_search_space
 from .executor import EXECUTOR_KINDS, check_executor, resolve_path
-from .fields import duration, integer, mapping, text
+from .fields import choice, duration, integer, mapping, text
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
 from .sections import (
@@ -33,7 +33,7 @@ STDIN = "<stdin>"
 TOP_KEYS = (
     "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
     "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
-    "cluster_worker_timeout", "constraints", "mlflow",
+    "cluster_worker_timeout", "constraints", "mlflow", "durability",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -190,6 +190,8 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
             "cluster_worker_timeout",
         ),
         "mlflow": _mlflow(get("mlflow"), root / "mlflow", base_dir),
+        # How this run writes, not what the study is: kept out of the spec, so the results do not depend on it.
+        "durability": choice(get("durability", DURABILITY[0]), root / "durability", "durability", DURABILITY),
     }
 
 

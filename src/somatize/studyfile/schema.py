@@ -18,7 +18,7 @@ from ..samplers import STRATEGIES
 from ..space import LOG, SCALES
 from ..study import REDUCES
 from . import dimensions, executor, loader, sections
-from .config import CLUSTER_WORKER_TIMEOUT
+from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY
 from .fields import DURATION_NUMBER, DURATION_UNITS
 
 SCHEMA_ID = "https://somatize.dev/schema/study.json"
@@ -401,6 +401,14 @@ def _top_level() -> dict[str, dict[str, Any]]:
             "default": CLUSTER_WORKER_TIMEOUT,
         },
         "mlflow": {"$ref": "#/$defs/mlflow"},
+        "durability": {
+            "title": "durability",
+            "description": "What a finished trial survives: power (the journal is fsynced at most a second after "
+            "a trial finishes; a power loss loses at most the last second's trials) or process (flushed only: "
+            "survives a kill of somatize, not a power loss; for trials of microseconds).",
+            "enum": list(DURABILITY),
+            "default": DURABILITY[0],
+        },
         "constraints": {
             "title": "constraints",
             "description": "Expressions over parameters that every trial's parameters must satisfy.",
