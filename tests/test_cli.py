@@ -623,3 +623,12 @@ def test_run_ends_with_the_top_trials_and_the_results_path(tmp_path):
     rows = lines[top + 3 : top + 8]
     assert [row.split()[0] for row in rows] == [t["id"] for t in best_five]
     assert lines[-1] == f"results: {out}"
+
+
+def test_an_unwritable_events_file_leaves_no_journal_behind(tmp_path):
+    # The events file is opened before the journal starts: a bad --events is exit 2 and nothing to resume.
+    study = write(tmp_path, SHELL_STUDY)
+    refused = run_cli("run", study, "-o", "r.json", "--events", str(tmp_path / "missing" / "e.jsonl"), "-q", cwd=tmp_path)
+    assert refused.returncode == 2 and "cannot write events" in refused.stderr
+    assert not (tmp_path / "r.journal.jsonl").exists()
+    assert run_cli("run", study, "-o", "r.json", "-q", cwd=tmp_path).returncode == 0

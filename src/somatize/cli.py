@@ -289,13 +289,13 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
 
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
+            _attach_event_log(bus, events, stack)  # before the journal: an unwritable --events leaves no journal
+            _attach_tracker(bus, config, study, quiet, stack)
             if journal is not None and path is not None:
                 stack.callback(journal.close)
                 journal.begin(study)
                 bus.subscribe(journal)
                 bus.subscribe(PeriodicResults(study, path))
-            _attach_event_log(bus, events, stack)
-            _attach_tracker(bus, config, study, quiet, stack)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)
             stack.callback(executor.close)  # also when connecting to a cluster fails
