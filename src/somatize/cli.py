@@ -745,7 +745,30 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        _exit(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        _exit(exc.code)
+
+
+def _exit(code: object) -> None:
+    """Exit with `code`; past interpreter shutdown when a tracker thread is still stuck in a network call.
+
+    A daemon thread blocked in a socket call (MLflow unreachable, after the
+    tracker's bounded wait) can make CPython's finalisation abort ("FATAL:
+    exception not rethrown", SIGABRT) after the results were written; nothing
+    is left to clean up by then, so leave at once with the study's own status.
+    """
+    import threading
+
+    if not any(t.name == "somatize-mlflow" and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    if not isinstance(code, (int, type(None))):
+        print(code, file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)
 
 
 __all__ = ["app", "main"]
