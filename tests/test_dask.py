@@ -24,7 +24,7 @@ distributed = pytest.importorskip("distributed")
 
 from somatize.errors import UsageError
 from somatize.executors.base import Completed, Failed, Pruned, TrialRequest
-from somatize.executors.dask import DaskExecutor
+from somatize.executors.dask import REPORT_TAIL, DaskExecutor, run_on_worker
 from somatize.executors.python import FunctionExecutor
 from somatize.executors.shell import ShellExecutor
 
@@ -83,6 +83,12 @@ def descend(params, trial):
 
 
 PAUSE = 0.05
+
+
+def chatty(params, trial):
+    for step in range(params["reports"]):
+        trial.report(float(step), step=step)
+    return {"value": -1.0}
 
 
 def hang_once(params):
@@ -490,6 +496,26 @@ def test_recipes_for_both_local_executors_pickle(tmp_path: Path) -> None:
         functools.partial(ShellExecutor, "python train.py --lr {lr}", ["loss"], tmp_path, {}, 30.0),
     ):
         assert isinstance(pickle.loads(pickle.dumps(recipe))(), type(recipe()))
+
+
+def test_every_report_of_a_chatty_trial_reaches_the_runner_in_order(cluster: Cluster) -> None:
+    executor = executor_for(cluster, "dask_objectives:chatty")
+    reporter = FakeReporter()
+    try:
+        outcome = executor.run(request({"reports": 3000}), reporter)
+    finally:
+        executor.close()
+    assert isinstance(outcome, Completed) and [(r.name, r.value) for r in outcome.metrics] == [("value", -1.0)]
+    assert reporter.records == [("value", float(step), step) for step in range(3000)]
+
+
+def test_a_task_keeps_only_its_last_reports(cluster: Cluster) -> None:
+    # Outside a Dask worker nothing is streamed: the tail the task returns is all the client could get.
+    recipe = pickle.dumps(functools.partial(FunctionExecutor, "dask_objectives:chatty", ["value"], cluster.objectives))
+    outcome, sent, tail, _ = run_on_worker(recipe, request({"reports": 20_000}))
+    assert isinstance(outcome, Completed)
+    assert sent == 20_000
+    assert tail == [(seq, "value", float(seq), seq) for seq in range(20_000 - REPORT_TAIL, 20_000)]
 
 
 DESCEND_STUDY = """\
