@@ -56,6 +56,12 @@ WORKER_POLL = 1.0  # at most one worker count per this many seconds, however man
 # before the result), and for a task run outside a Dask worker. Bounded so a trial that reports millions
 # of values costs the worker and the result no more than this (about 60 kB).
 REPORT_TAIL = 1000
+# Reports per event at most. The scheduler keeps each topic's last 1000 events, so this bounds what a run
+# leaves there (10 000 reports, about 300 kB). A trial making 20 000 reports as fast as it can took 0.31 s
+# when they were replayed at the end (before streaming), 1.9 s sent one event each, and 0.36, 0.38 and
+# 0.37 s with batches of at most 10, 100 and 1000: the batching, not its cap, is what counts (median of 3
+# trials on a one-thread local worker, load average 12 on 2 cores).
+BATCH = 10
 TAIL_WAIT = 1.0  # seconds to wait for streamed reports still in flight once a task returned
 STOP_WAIT = 5.0  # longest wait for the workers to take a stop (Ctrl-C) before the client closes
 STOPPED_KEYS = 4096  # stops a worker keeps for trials it has not started (yet), the oldest dropped
@@ -92,9 +98,13 @@ def _local_executor(recipe: bytes) -> Executor:
 
 
 class _StreamingReporter:
-    """The worker's side of a running trial's reporter: streams each report, and is told to stop.
+    """The worker's side of a running trial's reporter: streams the reports, and is told to stop.
 
-    `report` runs in the trial's thread; `stop` in the worker's event loop (_stop_trials).
+    `report` runs in the trial's thread. It does not send each report itself: it
+    queues it and asks the worker's event loop to send what is queued, so a trial
+    that reports faster than the loop sends has its reports go in batches (one
+    event per BATCH), and one that reports now and then has each sent at once.
+    `stop` runs in the event loop too (_stop_trials).
     """
 
     def __init__(self, topic: str, key: str, worker: Any):
@@ -104,6 +114,10 @@ class _StreamingReporter:
         self.sent = 0
         self.tail: deque[Numbered] = deque(maxlen=REPORT_TAIL)
         self.stopped = threading.Event()
+        self._lock = threading.Lock()  # the queue below, shared with the event loop
+        self._queued: list[list[Any]] = []  # [name, value, step] not sent yet
+        self._first = 0  # sequence number of _queued[0]
+        self._flushing = False  # a flush is due in the event loop
         if worker is not None:  # first, so the client knows where to send a stop
             worker.log_event(topic, ["start", key, worker.address])
 
@@ -113,8 +127,24 @@ class _StreamingReporter:
         seq, value = self.sent, float(value)
         self.sent += 1
         self.tail.append((seq, name, value, step))
-        if self.worker is not None:
-            self.worker.log_event(self.topic, ["report", self.key, seq, name, value, step])
+        if self.worker is None:
+            return
+        with self._lock:
+            if not self._queued:
+                self._first = seq
+            self._queued.append([name, value, step])
+            if self._flushing:
+                return
+            self._flushing = True
+        self.worker.loop.add_callback(self._flush)
+
+    def _flush(self) -> None:
+        """In the worker's event loop: send the queued reports, in order, as events of BATCH at most."""
+        with self._lock:
+            queued, first = self._queued, self._first
+            self._queued, self._flushing = [], False
+        for start in range(0, len(queued), BATCH):
+            self.worker.log_event(self.topic, ["reports", self.key, first + start, queued[start : start + BATCH]])
 
     def should_prune(self) -> bool:
         return self.stopped.is_set()
@@ -392,9 +422,10 @@ class DaskExecutor(Executor):
             stream.address = message[2]
             if stream.verdict is not None:  # a rerun, elsewhere, of a trial already pruned
                 self._tell_stop(client, [stream])
-        elif message[0] == "report":
-            _, _, seq, name, value, step = message
-            self._relay(client, stream, (seq, name, value, step), reporter)
+        elif message[0] == "reports":
+            _, _, first, reports = message
+            for seq, (name, value, step) in enumerate(reports, first):
+                self._relay(client, stream, (seq, name, value, step), reporter)
 
     def _relay(
         self, client: Any, stream: _TrialStream, report: Numbered, reporter: Reporter, live: bool = True
