@@ -51,10 +51,10 @@ CANCEL_CHECK = 0.5  # longest wait on a task without looking whether the executo
 CANCELLED = "cancelled: the study was interrupted"  # the same words as the shell executor
 WORKER_TIMEOUT = 60.0  # seconds without any worker before running trials fail (study key cluster_worker_timeout)
 WORKER_POLL = 1.0  # at most one worker count per this many seconds, however many trials wait
-# Reports a task keeps and returns with its result: a report is streamed as it is made, so this is only
-# for those not seen by the client when the result came (none seen so far, the scheduler forwards events
-# before the result), and for a task run outside a Dask worker. Bounded so a trial that reports millions
-# of values costs the worker and the result no more than this (about 60 kB).
+# Reports a task keeps and returns with its result. Each report is streamed as it is made, so these only
+# stand in for reports the client has not seen when the result comes (none in practice: the scheduler
+# forwards a worker's events ahead of its task's result) and for a task run outside a Dask worker.
+# Bounded, so a trial that reports millions of values costs its worker and its result no more than this.
 REPORT_TAIL = 1000
 # Reports per event at most. The scheduler keeps each topic's last 1000 events, so this bounds what a run
 # leaves there (10 000 reports, about 300 kB). A trial making 20 000 reports as fast as it can took 0.31 s
@@ -66,7 +66,6 @@ TAIL_WAIT = 1.0  # seconds to wait for streamed reports still in flight once a t
 STOP_WAIT = 5.0  # longest wait for the workers to take a stop (Ctrl-C) before the client closes
 STOPPED_KEYS = 4096  # stops a worker keeps for trials it has not started (yet), the oldest dropped
 
-Report = tuple[str, float, "int | None"]  # (name, value, step) as given to Reporter.report
 Numbered = tuple[int, str, float, "int | None"]  # (sequence number, name, value, step)
 
 
