@@ -70,7 +70,7 @@ def give_up(params):
 
 
 def descend(params, trial):
-    """A learning curve x + 1/(1 + step), one step per PAUSE s; leaves a marker of how it ended."""
+    """A learning curve x + 1/(1 + step), a step every `pause` s; leaves a marker of how it ended."""
     marks = Path(params["markers"])
     (marks / f"{trial.number}.started").write_text(str(os.getpid()))
     for step in range(params["steps"]):
@@ -78,11 +78,8 @@ def descend(params, trial):
         if trial.should_prune():
             (marks / f"{trial.number}.stopped").write_text(str(step))
             raise TrialPruned()
-        time.sleep(PAUSE)
+        time.sleep(params["pause"])
     (marks / f"{trial.number}.finished").write_text("")
-
-
-PAUSE = 0.05
 
 
 def chatty(params, trial):
@@ -106,11 +103,11 @@ DESCEND_SCRIPT = '''
 import json, os, sys, time
 from pathlib import Path
 
-x, marks, number, steps = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+x, marks, number, steps, pause = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 (marks / f"{number}.started").write_text(str(os.getpid()))
 for step in range(steps):
     print(json.dumps({"step": step, "value": x + 1 / (1 + step)}), flush=True)
-    time.sleep(0.05)
+    time.sleep(pause)
 (marks / f"{number}.finished").write_text("")
 '''
 
@@ -525,6 +522,7 @@ search_space:
   x: {{type: float, low: 0.0, high: 1.0}}
   markers: {markers}
   steps: {steps}
+  pause: {pause}
 strategy: {{type: grid, points_per_dim: 5}}
 objective: {{metric: value, direction: minimize}}
 {pruning}
@@ -533,19 +531,23 @@ executor:
 """
 EXECUTORS = {
     "function": "function: dask_objectives:descend",
-    "shell": f"command: [{json.dumps(sys.executable)}, descend.py, '{{x}}', '{{markers}}', '{{trial_number}}', '{{steps}}']",
+    "shell": f"command: [{json.dumps(sys.executable)}, descend.py, '{{x}}', '{{markers}}', '{{trial_number}}', '{{steps}}', '{{pause}}']",
 }
 # Grid order is ascending x: from the third trial on, each is worse than both first ones at every step, so the
 # median rule prunes it at step 2 whether the others finished (one at a time) or still run (two at once).
 PRUNING = "pruning: {type: median, warmup_steps: 2, min_trials: 2}"
 
 
-def _descend_study(cluster: Cluster, tmp_path: Path, kind: str, steps: int, pruning: str, name: str) -> Path:
+def _descend_study(
+    cluster: Cluster, tmp_path: Path, kind: str, steps: int, pause: float, pruning: str, name: str
+) -> Path:
     markers = tmp_path / f"{name}-markers"
     markers.mkdir()
     study = cluster.objectives / f"{tmp_path.name}-{name}.yaml"  # beside the objectives, which it imports
     study.write_text(
-        DESCEND_STUDY.format(markers=json.dumps(str(markers)), steps=steps, pruning=pruning, executor=EXECUTORS[kind])
+        DESCEND_STUDY.format(
+            markers=json.dumps(str(markers)), steps=steps, pause=pause, pruning=pruning, executor=EXECUTORS[kind]
+        )
     )
     return study
 
@@ -568,7 +570,7 @@ def test_pruning_on_the_cluster_stops_at_least_as_many_trials_as_locally(
 ) -> None:
     runs = {}
     for where, extra in (("local", []), ("cluster", ["--cluster", cluster.address])):  # both at once: faster
-        study = _descend_study(cluster, tmp_path, kind, 20, PRUNING, where)
+        study = _descend_study(cluster, tmp_path, kind, 20, 0.05, PRUNING, where)
         command = _somatize(study, "-o", tmp_path / f"{where}.json", *extra)
         runs[where] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pruned: dict[str, list[dict[str, Any]]] = {}
@@ -593,11 +595,13 @@ def test_pruning_on_the_cluster_stops_at_least_as_many_trials_as_locally(
             assert not _alive(int((markers / f"{number}.started").read_text()))
 
 
-@pytest.mark.parametrize("kind", ["function", "shell"])
+# 30 s a trial: a function that asks should_prune() every step; a shell trial silent after its first step,
+# so that nothing but the stop from the client can end it.
+@pytest.mark.parametrize(("kind", "steps", "pause"), [("function", 600, 0.05), ("shell", 2, 30.0)])
 def test_interrupting_a_cluster_run_stops_its_trials_on_the_workers(
-    cluster: Cluster, tmp_path: Path, kind: str
+    cluster: Cluster, tmp_path: Path, kind: str, steps: int, pause: float
 ) -> None:
-    study = _descend_study(cluster, tmp_path, kind, 600, "", "interrupted")  # 30 s a trial
+    study = _descend_study(cluster, tmp_path, kind, steps, pause, "", "interrupted")
     markers = tmp_path / "interrupted-markers"
     results = tmp_path / "r.json"
     process = subprocess.Popen(
