@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
 import json
@@ -633,6 +634,30 @@ def test_interrupting_a_cluster_run_stops_its_trials_on_the_workers(
             time.sleep(0.05)
     assert not list(markers.glob("*.finished"))
     cluster.wait_for_workers(2)
+
+
+def test_an_interrupt_while_waiting_for_a_trial_stops_it_on_its_worker(cluster: Cluster, tmp_path: Path) -> None:
+    # One trial at a time (a one-thread cluster): Ctrl-C reaches the thread waiting in run(), not cancel().
+    executor = executor_for(cluster, "dask_objectives:descend")
+    params = {"x": 0.0, "markers": str(tmp_path), "steps": 600, "pause": 0.05}  # 30 s
+
+    def interrupt_once_started() -> None:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "0.started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executor.run(request(params), FakeReporter())
+    finally:
+        executor.close()
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "0.stopped").exists():  # trial.should_prune() turned true on the worker
+        assert time.monotonic() < deadline, sorted(p.name for p in tmp_path.iterdir())
+        time.sleep(0.05)
+    assert not (tmp_path / "0.finished").exists()
 
 
 def test_cancel_makes_waiting_runs_return(cluster: Cluster) -> None:
