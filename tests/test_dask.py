@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
 import json
@@ -24,7 +25,7 @@ distributed = pytest.importorskip("distributed")
 
 from somatize.errors import UsageError
 from somatize.executors.base import Completed, Failed, Pruned, TrialRequest
-from somatize.executors.dask import DaskExecutor
+from somatize.executors.dask import REPORT_TAIL, DaskExecutor, run_on_worker
 from somatize.executors.python import FunctionExecutor
 from somatize.executors.shell import ShellExecutor
 
@@ -69,6 +70,25 @@ def give_up(params):
     raise TrialPruned("not promising", step=2)
 
 
+def descend(params, trial):
+    """A learning curve x + 1/(1 + step), a step every `pause` s; leaves a marker of how it ended."""
+    marks = Path(params["markers"])
+    (marks / f"{trial.number}.started").write_text(str(os.getpid()))
+    for step in range(params["steps"]):
+        trial.report(params["x"] + 1 / (1 + step), step=step)
+        if trial.should_prune():
+            (marks / f"{trial.number}.stopped").write_text(str(step))
+            raise TrialPruned()
+        time.sleep(params["pause"])
+    (marks / f"{trial.number}.finished").write_text("")
+
+
+def chatty(params, trial):
+    for step in range(params["reports"]):
+        trial.report(float(step), step=step)
+    return {"value": -1.0}
+
+
 def hang_once(params):
     """The first run writes its pid and hangs (to be killed); a rerun returns at once."""
     marker = Path(params["marker"])
@@ -76,6 +96,20 @@ def hang_once(params):
         marker.write_text(str(os.getpid()))
         time.sleep(60)
     return {"value": 1.0, "pid": os.getpid()}
+'''
+
+
+# The shell twin of dask_objectives:descend: the same curve as JSON lines on stdout.
+DESCEND_SCRIPT = '''
+import json, os, sys, time
+from pathlib import Path
+
+x, marks, number, steps, pause = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+(marks / f"{number}.started").write_text(str(os.getpid()))
+for step in range(steps):
+    print(json.dumps({"step": step, "value": x + 1 / (1 + step)}), flush=True)
+    time.sleep(pause)
+(marks / f"{number}.finished").write_text("")
 '''
 
 
@@ -144,6 +178,7 @@ def _local_cluster(root: Path, workers: int) -> Iterator[tuple[Cluster, list[sub
     objectives = root / "objectives"
     objectives.mkdir(parents=True)
     (objectives / "dask_objectives.py").write_text(OBJECTIVES)
+    (objectives / "descend.py").write_text(DESCEND_SCRIPT)
     scheduler_file = root / "scheduler.json"
     # Everything starts at once; the workers wait for the scheduler file.
     processes = [
@@ -459,6 +494,170 @@ def test_recipes_for_both_local_executors_pickle(tmp_path: Path) -> None:
         functools.partial(ShellExecutor, "python train.py --lr {lr}", ["loss"], tmp_path, {}, 30.0),
     ):
         assert isinstance(pickle.loads(pickle.dumps(recipe))(), type(recipe()))
+
+
+def test_every_report_of_a_chatty_trial_reaches_the_runner_in_order(cluster: Cluster) -> None:
+    executor = executor_for(cluster, "dask_objectives:chatty")
+    reporter = FakeReporter()
+    try:
+        outcome = executor.run(request({"reports": 3000}), reporter)
+    finally:
+        executor.close()
+    assert isinstance(outcome, Completed) and [(r.name, r.value) for r in outcome.metrics] == [("value", -1.0)]
+    assert reporter.records == [("value", float(step), step) for step in range(3000)]
+
+
+def test_a_task_keeps_only_its_last_reports(cluster: Cluster) -> None:
+    # Outside a Dask worker nothing is streamed: the tail the task returns is all the client could get.
+    recipe = pickle.dumps(functools.partial(FunctionExecutor, "dask_objectives:chatty", ["value"], cluster.objectives))
+    outcome, sent, tail, _ = run_on_worker(recipe, request({"reports": 20_000}))
+    assert isinstance(outcome, Completed)
+    assert sent == 20_000
+    assert tail == [(seq, "value", float(seq), seq) for seq in range(20_000 - REPORT_TAIL, 20_000)]
+
+
+DESCEND_STUDY = """\
+name: descend
+seed: 3
+search_space:
+  x: {{type: float, low: 0.0, high: 1.0}}
+  markers: {markers}
+  steps: {steps}
+  pause: {pause}
+strategy: {{type: grid, points_per_dim: 5}}
+objective: {{metric: value, direction: minimize}}
+{pruning}
+executor:
+  {executor}
+"""
+EXECUTORS = {
+    "function": "function: dask_objectives:descend",
+    "shell": f"command: [{json.dumps(sys.executable)}, descend.py, '{{x}}', '{{markers}}', '{{trial_number}}', '{{steps}}', '{{pause}}']",
+}
+# Grid order is ascending x: from the third trial on, each is worse than both first ones at every step, so the
+# median rule prunes it at step 2 whether the others finished (one at a time) or still run (two at once).
+PRUNING = "pruning: {type: median, warmup_steps: 2, min_trials: 2}"
+
+
+def _descend_study(
+    cluster: Cluster, tmp_path: Path, kind: str, steps: int, pause: float, pruning: str, name: str
+) -> Path:
+    markers = tmp_path / f"{name}-markers"
+    markers.mkdir()
+    study = cluster.objectives / f"{tmp_path.name}-{name}.yaml"  # beside the objectives, which it imports
+    study.write_text(
+        DESCEND_STUDY.format(
+            markers=json.dumps(str(markers)), steps=steps, pause=pause, pruning=pruning, executor=EXECUTORS[kind]
+        )
+    )
+    return study
+
+
+def _somatize(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "somatize", "run", *map(str, args), "-q"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["function", "shell"])
+def test_pruning_on_the_cluster_stops_at_least_as_many_trials_as_locally(
+    cluster: Cluster, tmp_path: Path, kind: str
+) -> None:
+    runs = {}
+    for where, extra in (("local", []), ("cluster", ["--cluster", cluster.address])):  # both at once: faster
+        study = _descend_study(cluster, tmp_path, kind, 20, 0.05, PRUNING, where)
+        command = _somatize(study, "-o", tmp_path / f"{where}.json", *extra)
+        runs[where] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pruned: dict[str, list[dict[str, Any]]] = {}
+    for where, process in runs.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        trials = json.loads((tmp_path / f"{where}.json").read_text())["trials"]
+        assert len(trials) == 5
+        pruned[where] = [t for t in trials if t["state"] == "pruned"]
+    assert pruned["local"], "the local run pruned nothing: the study does not exercise pruning"
+    assert len(pruned["cluster"]) >= len(pruned["local"])
+    markers = tmp_path / "cluster-markers"
+    for trial in pruned["cluster"]:
+        number = trial["number"]
+        assert trial["reason"].startswith("above median of "), trial
+        # Stopped live: reports after the verdict are ignored, and the trial never reached its end.
+        assert max(m["step"] for m in trial["metrics"]) == trial["pruned_step"] < 19
+        assert not (markers / f"{number}.finished").exists()
+        if kind == "function":  # trial.should_prune() turned true on the worker
+            assert int((markers / f"{number}.stopped").read_text()) < 19
+        else:  # the trial's process was ended: its pid is gone though it had seconds to go
+            assert not _alive(int((markers / f"{number}.started").read_text()))
+
+
+# 30 s a trial: a function that asks should_prune() every step; a shell trial silent after its first step,
+# so that nothing but the stop from the client can end it.
+@pytest.mark.parametrize(("kind", "steps", "pause"), [("function", 600, 0.05), ("shell", 2, 30.0)])
+def test_interrupting_a_cluster_run_stops_its_trials_on_the_workers(
+    cluster: Cluster, tmp_path: Path, kind: str, steps: int, pause: float
+) -> None:
+    study = _descend_study(cluster, tmp_path, kind, steps, pause, "", "interrupted")
+    markers = tmp_path / "interrupted-markers"
+    results = tmp_path / "r.json"
+    process = subprocess.Popen(
+        _somatize(study, "-o", results, "--cluster", cluster.address),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(markers.glob("*.started"))) < 2:  # one trial on each worker
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert json.loads(results.read_text())["status"] == "interrupted"
+    started = {int(path.stem): int(path.read_text()) for path in markers.glob("*.started")}
+    deadline = time.monotonic() + 20  # well short of the 30 s the trials would run
+    if kind == "function":  # each function saw trial.should_prune() turn true and returned
+        while not all((markers / f"{n}.stopped").exists() for n in started):
+            assert time.monotonic() < deadline, sorted(p.name for p in markers.iterdir())
+            time.sleep(0.05)
+    else:  # each shell trial's process was ended
+        while any(_alive(pid) for pid in started.values()):
+            assert time.monotonic() < deadline, "a shell trial runs on after the interrupt"
+            time.sleep(0.05)
+    assert not list(markers.glob("*.finished"))
+    cluster.wait_for_workers(2)
+
+
+def test_an_interrupt_while_waiting_for_a_trial_stops_it_on_its_worker(cluster: Cluster, tmp_path: Path) -> None:
+    # One trial at a time (a one-thread cluster): Ctrl-C reaches the thread waiting in run(), not cancel().
+    executor = executor_for(cluster, "dask_objectives:descend")
+    params = {"x": 0.0, "markers": str(tmp_path), "steps": 600, "pause": 0.05}  # 30 s
+
+    def interrupt_once_started() -> None:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "0.started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executor.run(request(params), FakeReporter())
+    finally:
+        executor.close()
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "0.stopped").exists():  # trial.should_prune() turned true on the worker
+        assert time.monotonic() < deadline, sorted(p.name for p in tmp_path.iterdir())
+        time.sleep(0.05)
+    assert not (tmp_path / "0.finished").exists()
 
 
 def test_cancel_makes_waiting_runs_return(cluster: Cluster) -> None:

@@ -284,6 +284,9 @@ class ShellExecutor(Executor):
             elif self._cancelled.is_set():
                 self.terminate(process)
                 return Failed("cancelled: the study was interrupted")
+            elif reporter.should_prune():  # decided elsewhere while the trial was quiet (on a Dask worker)
+                self.terminate(process)
+                return Pruned(None, "pruned")
             else:
                 wait = CANCEL_CHECK if deadline is None else min(deadline - now, CANCEL_CHECK)
             data = process.pump(wait)

@@ -43,11 +43,6 @@ def describe(config: StudyConfig) -> list[str]:
 def caveats(config: StudyConfig) -> list[str]:
     """What the study asks for that somatize will not do yet, one line each (validate and run say them)."""
     out = []
-    if config.cluster and config.pruning:
-        out.append(
-            f"pruning is off on a Dask cluster: trials there cannot be stopped early yet, "
-            f"so {config.pruning['type']} pruning stops none of them"
-        )
     if config.strategy["type"] == "bayesian" and len(config.objectives) > 1:
         others = ", ".join(o.metric for o in config.objectives[1:])
         out.append(
