@@ -132,7 +132,10 @@ def _summary(config, output_sample: Path | None) -> list[str]:
     lines = [f"{config.path}: valid"] + [f"  {line}" for line in describe(config)]
     if config.executor.command is not None:
         params = sample_params(config.space)
-        trial = {"trial_id": "trial_0000", "trial_number": 0, "trial_seed": 0, "study": config.name}
+        trial = {"trial_id": "trial_0000", "trial_number": 0, "trial_seed": 0, "study": config.name,
+                 "trial_dir": f"{config.name}.results.trials/trial_0000"}
+        if config.slots:
+            trial.update(slot=config.slots[0].label, gpus=config.slots[0].gpus)
         template = compile_template(config.executor.command)
         lines.append(f"  sample command: {template.display(params, trial)}")
         command = template.render(params, trial)
@@ -176,10 +179,16 @@ def run(
     mlflow: Annotated[
         Optional[str], typer.Option("--mlflow", metavar="URI", help="Log every trial to this MLflow tracking URI.")
     ] = None,
+    gpus: Annotated[
+        Optional[str],
+        typer.Option("--gpus", metavar="IDS", help="Devices for the trials, e.g. 0,1,2,3 (resources.gpus)."),
+    ] = None,
 ) -> None:
     """Run a study: sample parameters, run trials, write results as JSON."""
     with user_errors():
         settings = list(overrides or [])
+        if gpus is not None:
+            settings.append(_gpus_override(gpus))
         if seed is not None:
             settings.append(f"seed={seed}")
         if n_trials is not None:
@@ -191,21 +200,31 @@ def run(
         if output == "-" and events == "-":
             raise UsageError("-o - and --events - cannot both write to standard output")
         config = _with_tracking(_load(study, settings), mlflow)
-        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow)
+        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow, gpus)
         code = _run_study(config, output, events, quiet, resume, again)
     raise typer.Exit(code)
 
 
+def _gpus_override(gpus: str) -> str:
+    """--gpus 0,1,2,3 as the override resources.gpus=[...]: each id as YAML reads it (0 an int, a UUID a string)."""
+    import json
+
+    ids = [part.strip() for part in gpus.split(",")]
+    if not all(ids):
+        raise UsageError(f"--gpus takes device ids separated by commas, such as 0,1,2,3; got {gpus!r}")
+    return "resources.gpus=" + json.dumps([int(i) if i.isdigit() else i for i in ids])
+
+
 def _resume_command(
     study: str, output: str | None, jobs: int | None, seed: int | None, n_trials: int | None,
-    overrides: list[str], cluster: str | None, mlflow: str | None = None,
+    overrides: list[str], cluster: str | None, mlflow: str | None = None, gpus: str | None = None,
 ) -> str:
     """The `somatize run ... --resume` that continues this run: the same study, output and settings."""
     import shlex
 
     words = ["somatize", "run", study]
     for flag, value in (("-o", output), ("-j", jobs), ("--seed", seed), ("--n-trials", n_trials),
-                        ("--cluster", cluster), ("--mlflow", mlflow)):
+                        ("--cluster", cluster), ("--mlflow", mlflow), ("--gpus", gpus)):
         if value is not None:
             words += [flag, str(value)]
     for override in overrides:
@@ -272,7 +291,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
     _before_first_trial(config, study, path, quiet)
     bus = EventBus()
     try:
-        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet)
+        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume)
     except OutputWriteError as exc:
         if journal is None or not journal_exists(journal.path):
             raise
@@ -281,7 +300,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
 
 
 def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journal, events: str | None,
-                          quiet: bool) -> int:
+                          quiet: bool, resume: bool = False) -> int:
     from .assemble import build_executor, stop_conditions
     from .pruners import make_pruner
     from .runner import StudyRunner
@@ -291,6 +310,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
         with contextlib.ExitStack() as stack:
             _attach_event_log(bus, events, stack)  # before the journal: an unwritable --events leaves no journal
             _attach_tracker(bus, config, study, quiet, stack)
+            trial_dirs = _attach_trial_dirs(bus, config, study, path, resume)  # before the journal: it sets log_dir
             if journal is not None and path is not None:
                 stack.callback(journal.close)
                 journal.begin(study)
@@ -303,8 +323,13 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             if config.cluster:
                 executor.connect()  # a wrong address fails here, before the first trial
                 slots = config.parallel if config.parallel > 1 else executor.worker_slots()
+                if config.slots:  # never more trials in flight than there are devices
+                    slots = min(slots, len(config.slots))
             pruner = make_pruner(config.pruning, config.primary)
-            runner = StudyRunner(study, sampler, executor, bus, stop_conditions(config), config.seed, slots, pruner)
+            runner = StudyRunner(
+                study, sampler, executor, bus, stop_conditions(config), config.seed, slots, pruner,
+                trial_dirs=trial_dirs, slots=_slot_pool(config),
+            )  # fmt: skip
             stack.enter_context(contextlib.redirect_stdout(sys.stderr))  # prints of trial functions are not results
             runner.run()
         if path is None:
@@ -448,6 +473,33 @@ def _attach_tracker(bus, config, study, quiet: bool, stack: contextlib.ExitStack
     )
     tracker.start()
     stack.callback(tracker.close)
+
+
+def _attach_trial_dirs(bus, config, study, path: Path | None, resume: bool):
+    """Each trial's directory beside the results file (none when the results go to stdout)."""
+    if path is None:
+        return None
+    from .executors.artifacts import TrialDirs
+
+    dirs = TrialDirs(path, config.trial_dirs, config.primary)
+    try:
+        dirs.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{dirs.root}: cannot make the trials' directory: {exc.strerror or exc}") from None
+    if resume:
+        dirs.resumed(study.trials)
+    else:
+        dirs.start_afresh()  # the study this run replaces in the results file leaves its trial directories too
+    bus.subscribe(dirs)
+    return dirs
+
+
+def _slot_pool(config):
+    if not config.slots:
+        return None
+    from .executors.slots import SlotPool
+
+    return SlotPool(config.slots)
 
 
 def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
@@ -657,9 +709,44 @@ def show(
                 raise UsageError(f"--sort {sort}: {exc}") from None
         if limit is not None:
             trials = trials[:limit]
-        print(format_trials(study, fmt, trials), end="")
+        print(format_trials(study, fmt, trials, Path(results).parent if results != "-" else Path(".")), end="")
         if fmt == "table":
             print(best_so_far_line(study), end="")
+
+
+@app.command()
+def logs(
+    results: Annotated[str, typer.Argument(help="Results file.")],
+    trial_id: Annotated[str, typer.Argument(metavar="TRIAL_ID", help="The trial, e.g. trial_0007 (or its number).")],
+    stdout: Annotated[bool, typer.Option("--stdout", help="Only the trial's stdout.")] = False,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Only the trial's stderr (printed on stdout).")] = False,
+) -> None:
+    """Print what a trial printed, kept in its directory: its stdout on stdout, its stderr on stderr."""
+    from .executors.artifacts import trial_files
+
+    with user_errors():
+        if stdout and stderr:
+            raise UsageError("--stdout and --stderr each print one stream; without either, logs prints both")
+        if results == "-":
+            raise UsageError("logs reads the trial directories beside a results file: give its path, not '-'")
+        study = _load_results(results)
+        out_file, err_file = trial_files(study, Path(results), trial_id)
+        if stderr:
+            _copy_to(err_file, sys.stdout)
+        elif stdout:
+            _copy_to(out_file, sys.stdout)
+        else:
+            _copy_to(out_file, sys.stdout)
+            _copy_to(err_file, sys.stderr)
+
+
+def _copy_to(path: Path, stream) -> None:
+    """A kept output file, bytes as they are, onto a stream."""
+    stream.flush()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(65536):
+            stream.buffer.write(chunk)
+    stream.buffer.flush()
 
 
 # report ----------------------------------------------------------------------
@@ -678,16 +765,16 @@ def report(
 ) -> None:
     """Write a self-contained HTML report of a results file: plots and a sortable trial table."""
     with user_errors():
-        from .report import default_report_path, render_report, require_plotly, save_report
+        from .report import default_report_path, render_report, require_plotly, save_report, trial_links
 
         require_plotly()  # a missing extra is reported before any input is read
         study = _load_results(results)
-        html = render_report(study, "<stdin>" if results == "-" else results)
-        if output == "-":
+        path = None if output == "-" else Path(output) if output is not None else default_report_path(results, study)
+        html = render_report(study, "<stdin>" if results == "-" else results, trial_links(results, path))
+        if path is None:
             sys.stdout.write(html)
             sys.stdout.flush()
             return
-        path = Path(output) if output is not None else default_report_path(results, study)
         save_report(html, path)
         _say(f"report: {path}")
 

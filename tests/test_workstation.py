@@ -1,0 +1,385 @@
+"""Trials on a workstation (issue 20, SPEC §10): trial directories and `somatize logs`, devices and
+slots per trial, `enqueue:`, `--warm-start` and `--resume --retry-failed`, all through the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from somatize.cli import app
+from somatize.executors.artifacts import OUTPUT_BYTES
+
+cli = CliRunner()
+
+
+def write_study(tmp_path: Path, executor: dict, name: str = "ws", **extra) -> Path:
+    spec = {
+        "name": name,
+        "seed": 3,
+        "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "strategy": {"type": "random", "n_trials": 3},
+        "objective": {"metric": "y"},
+        "executor": executor,
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run(*args: str):
+    return cli.invoke(app, ["run", *args])
+
+
+def results(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# trial directories --------------------------------------------------------------------------------
+
+SHELL_TRIAL = """\
+import os, sys
+print("hello stdout", sys.argv[1])
+print("hello stderr", file=sys.stderr)
+with open(os.environ["SOMATIZE_METRICS_FILE"], "w") as f:
+    f.write("y=" + sys.argv[1] + "\\n")
+with open(os.path.join(sys.argv[2], "checkpoint"), "w") as f:
+    f.write(os.environ["SOMATIZE_TRIAL_DIR"])
+"""
+
+
+def test_a_shell_trial_keeps_its_output_metrics_file_and_own_files_in_its_directory(tmp_path):
+    (tmp_path / "trial.py").write_text(SHELL_TRIAL)
+    study = write_study(tmp_path, {"command": "python trial.py {x} {trial_dir}"})
+    out = tmp_path / "ws.results.json"
+    outcome = run(str(study), "-o", str(out), "-q")
+    assert outcome.exit_code == 0, outcome.output
+    trials = results(out)["trials"]
+    assert [t["log_dir"] for t in trials] == [f"ws.results.trials/{t['id']}" for t in trials]
+    for trial in trials:
+        directory = tmp_path / trial["log_dir"]
+        x = repr(trial["params"]["x"])
+        assert (directory / "stdout.txt").read_text() == f"hello stdout {x}\n"
+        assert (directory / "stderr.txt").read_text() == "hello stderr\n"
+        assert (directory / "metrics.txt").read_text() == f"y={x}\n"
+        assert (directory / "checkpoint").read_text() == str(directory.resolve())  # $SOMATIZE_TRIAL_DIR
+
+
+def test_a_long_output_keeps_its_tail_and_stays_bounded(tmp_path):
+    script = "import sys\nfor i in range(60000): print('line %06d' % i + 'x' * 50)\nprint('y=1')\n"
+    (tmp_path / "loud.py").write_text(script)
+    study = write_study(tmp_path, {"command": ["python", "loud.py"]}, strategy={"type": "random", "n_trials": 1})
+    outcome = run(str(study), "-o", str(tmp_path / "r.json"), "-q")
+    assert outcome.exit_code == 0, outcome.output
+    kept = (tmp_path / "r.trials" / "trial_0000" / "stdout.txt").read_bytes()
+    written = 60000 * 62 + 4
+    assert written > 2 * OUTPUT_BYTES  # the trial printed more than is kept
+    head, _, tail = kept.partition(b"\n")
+    assert head.startswith(b"[somatize: the first ") and str(written).encode() in head
+    assert len(tail) == OUTPUT_BYTES
+    assert tail.endswith(b"line 059999" + b"x" * 50 + b"\ny=1\n")
+
+
+OBJECTIVE = """\
+import os, sys
+
+
+def objective(params, trial):
+    print("printed by", trial.id)
+    print("warned by", trial.id, file=sys.stderr)
+    os.system("echo child of " + trial.id)
+    (trial.dir / "own.txt").write_text(os.environ["SOMATIZE_TRIAL_DIR"])
+    return params["x"]
+"""
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["in-process", "workers"])
+def test_a_python_function_keeps_what_it_prints(tmp_path, jobs):
+    (tmp_path / "ws_objective.py").write_text(OBJECTIVE)
+    study = write_study(tmp_path, {"function": "ws_objective:objective"}, objective={"metric": "x"})
+    out = tmp_path / "r.json"
+    outcome = run(str(study), "-o", str(out), "-q", "-j", jobs)
+    assert outcome.exit_code == 0, outcome.output
+    for trial in results(out)["trials"]:
+        directory = tmp_path / trial["log_dir"]
+        stdout = (directory / "stdout.txt").read_text()
+        assert f"printed by {trial['id']}\n" in stdout
+        assert (directory / "stderr.txt").read_text() == f"warned by {trial['id']}\n"
+        assert (directory / "own.txt").read_text() == str(directory.resolve())
+        if jobs != "1":  # a worker captures its file descriptors: child processes too
+            assert f"child of {trial['id']}\n" in stdout
+            assert "printed by" not in stdout.replace(f"printed by {trial['id']}", "")  # only its own
+
+
+@pytest.mark.parametrize(("keep", "kept"), [({"keep": "best", "best": 2}, 2), ({"keep": "none"}, 0)])
+def test_trial_dirs_keep_only_the_best_or_none(tmp_path, keep, kept):
+    (tmp_path / "ws_objective.py").write_text(OBJECTIVE)
+    study = write_study(
+        tmp_path, {"function": "ws_objective:objective"}, objective={"metric": "x"}, trial_dirs=keep,
+        strategy={"type": "random", "n_trials": 5},
+    )  # fmt: skip
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    trials = results(out)["trials"]
+    best = sorted(trials, key=lambda t: t["values"]["x"])[:kept]
+    assert sorted(p.name for p in (tmp_path / "r.trials").iterdir()) == sorted(t["id"] for t in best)
+    assert {t["id"] for t in trials if t.get("log_dir")} == {t["id"] for t in best}
+
+
+def test_a_fresh_run_replaces_the_trial_directories_of_the_study_it_overwrites(tmp_path):
+    (tmp_path / "ws_objective.py").write_text(OBJECTIVE)
+    study = write_study(tmp_path, {"function": "ws_objective:objective"}, objective={"metric": "x"})
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q", "--n-trials", "3").exit_code == 0
+    stale = tmp_path / "r.trials" / "trial_0002" / "stale.ckpt"
+    stale.write_text("from the old study")
+    assert run(str(study), "-o", str(out), "-q", "--n-trials", "2").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "r.trials").iterdir()) == ["trial_0000", "trial_0001"]
+
+
+def test_logs_prints_a_trials_output_and_show_names_its_directory(tmp_path):
+    (tmp_path / "trial.py").write_text(SHELL_TRIAL)
+    study = write_study(tmp_path, {"command": "python trial.py {x} {trial_dir}"})
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    x = repr(results(out)["trials"][1]["params"]["x"])
+    both = cli.invoke(app, ["logs", str(out), "trial_0001"])
+    assert both.exit_code == 0
+    assert both.stdout == f"hello stdout {x}\n" and both.stderr == "hello stderr\n"
+    only = cli.invoke(app, ["logs", str(out), "1", "--stderr"])
+    assert only.exit_code == 0 and only.stdout == "hello stderr\n"
+    assert cli.invoke(app, ["logs", str(out), "trial_0000", "--stdout"]).stdout.startswith("hello stdout")
+    unknown = cli.invoke(app, ["logs", str(out), "trial_0042"])
+    assert unknown.exit_code == 2 and "no trial 'trial_0042'" in unknown.stderr
+    shown = cli.invoke(app, ["show", str(out), "--format", "csv"])
+    header, *rows = shown.stdout.splitlines()
+    assert header.split(",")[-1] == "log_dir"
+    assert [row.split(",")[-1] for row in rows] == [str(tmp_path / f"r.trials/trial_000{i}") for i in range(3)]
+
+
+def test_logs_of_a_trial_without_a_directory_says_so(tmp_path):
+    (tmp_path / "ws_objective.py").write_text(OBJECTIVE)
+    study = write_study(tmp_path, {"function": "ws_objective:objective"}, objective={"metric": "x"},
+                        trial_dirs={"keep": "none"})  # fmt: skip
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    outcome = cli.invoke(app, ["logs", str(out), "trial_0000"])
+    assert outcome.exit_code == 1 and "trial_0000 has no directory kept" in outcome.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("plotly") is None, reason="the report extra is not installed")
+def test_the_report_links_each_trials_directory_and_output(tmp_path):
+    (tmp_path / "trial.py").write_text(SHELL_TRIAL)
+    study = write_study(tmp_path, {"command": "python trial.py {x} {trial_dir}"})
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    report = tmp_path / "reports" / "r.html"
+    report.parent.mkdir()
+    assert cli.invoke(app, ["report", str(out), "-o", str(report)]).exit_code == 0
+    html = report.read_text()
+    for i in range(3):
+        assert f'href="../r.trials/trial_000{i}/stdout.txt"' in html
+        assert f'href="../r.trials/trial_000{i}/stderr.txt"' in html
+
+
+def test_bad_trial_dirs_are_reported_with_their_position(tmp_path):
+    study = write_study(tmp_path, {"command": "echo y=1"}, trial_dirs={"keep": "most", "best": 0})
+    outcome = cli.invoke(app, ["validate", str(study)])
+    assert outcome.exit_code == 2
+    lines = outcome.stderr.splitlines()
+    assert any(line.startswith(f"{study}:") and "trial_dirs keep must be one of all, best, none" in line
+               for line in lines)  # fmt: skip
+    assert any("trial_dirs best must be a positive integer" in line for line in lines)
+
+
+# devices and slots per trial -----------------------------------------------------------------------
+
+# Each trial holds a lock file per device it was given, in a directory all trials share, for long
+# enough that another trial starts meanwhile (it waits until it has seen one, or 5 s): a device two
+# running trials shared would find its lock file taken.
+DEVICE_TRIAL = """\
+import json, os, sys, time
+shared, slot = sys.argv[1], sys.argv[2]
+devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+mine = [os.path.join(shared, "holding." + d) for d in (devices or slot).split(",")]
+clash = False
+for lock in mine:
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        clash = True
+seen = set()
+end = time.time() + 5
+while time.time() < end:
+    seen |= {n for n in os.listdir(shared) if n.startswith("holding.")} - {os.path.basename(m) for m in mine}
+    if seen:
+        break
+    time.sleep(0.02)
+time.sleep(0.1)
+for lock in mine:
+    os.unlink(lock)
+record = {"cuda": devices, "slot": slot, "env_slot": os.environ.get("SOMATIZE_SLOT"),
+          "env_gpus": os.environ.get("SOMATIZE_GPUS"), "clash": clash, "overlapped": sorted(seen)}
+with open(os.path.join(shared, os.environ["SOMATIZE_TRIAL_ID"] + ".json"), "w") as f:
+    json.dump(record, f)
+print("y=1")
+"""
+
+
+def _device_study(tmp_path: Path, resources: dict | None, n_trials: int = 4, **extra) -> tuple[Path, Path]:
+    (tmp_path / "device_trial.py").write_text(DEVICE_TRIAL)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    spec = {"command": f"python device_trial.py {shared} {{slot}}"}
+    more = {} if resources is None else {"resources": resources}
+    study = write_study(tmp_path, spec, strategy={"type": "random", "n_trials": n_trials}, **more, **extra)
+    return study, shared
+
+
+def _seen(shared: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(shared.glob("trial_*.json"))]
+
+
+def test_each_running_trial_gets_its_own_gpus_and_parallel_defaults_to_what_they_allow(tmp_path):
+    study, shared = _device_study(tmp_path, {"gpus": [0, 1, 2, 3], "per_trial": 2}, n_trials=4)
+    out = tmp_path / "r.json"
+    outcome = run(str(study), "-o", str(out), "-q")  # no -j: two slots of two devices, so two at once
+    assert outcome.exit_code == 0, outcome.output
+    seen = _seen(shared)
+    assert len(seen) == 4
+    assert {s["cuda"] for s in seen} == {"0,1", "2,3"}
+    assert all(s["cuda"] == s["slot"] == s["env_slot"] == s["env_gpus"] for s in seen)
+    assert not any(s["clash"] for s in seen)
+    assert any(s["overlapped"] for s in seen)  # two trials did run at once, on different devices
+    assert [t["slot"] for t in results(out)["trials"]] == [s["cuda"] for s in seen]
+
+
+def test_gpus_from_the_command_line_with_fewer_jobs_than_devices(tmp_path):
+    study, shared = _device_study(tmp_path, None, n_trials=5)
+    outcome = run(str(study), "-o", str(tmp_path / "r.json"), "-q", "--gpus", "5,6,7", "-j", "2")
+    assert outcome.exit_code == 0, outcome.output
+    seen = _seen(shared)
+    assert len(seen) == 5 and not any(s["clash"] for s in seen)
+    assert {s["cuda"] for s in seen} <= {"5", "6", "7"} and any(s["overlapped"] for s in seen)
+
+
+def test_more_jobs_than_devices_allow_is_refused(tmp_path):
+    study, _ = _device_study(tmp_path, {"gpus": [0, 1]})
+    outcome = run(str(study), "-o", str(tmp_path / "r.json"), "-j", "3")
+    assert outcome.exit_code == 2
+    assert "parallel (-j) is 3 but resources allow 2 trials at once" in outcome.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_named_slots_with_retries_and_pruning_hold_one_slot_per_trial(tmp_path):
+    # Trial 0 fails its first attempt, so its retry runs on; trial 1 is pruned by its own exit report
+    # being absent (it fails); slots must come back in every case for 6 trials to run on 2 slots.
+    script = (
+        "import os, sys, subprocess\n"
+        "n = int(os.environ['SOMATIZE_TRIAL_NUMBER'])\n"
+        "marker = os.path.join(os.environ['SOMATIZE_TRIAL_DIR'], 'tried')\n"
+        "first = not os.path.exists(marker)\n"
+        "open(marker, 'w').close()\n"
+        "r = subprocess.run([sys.executable, 'device_trial.py', sys.argv[1], os.environ['SOMATIZE_SLOT']])\n"
+        "if n == 0 and first: sys.exit(1)\n"
+        "if n == 1: sys.exit(3)\n"
+    )
+    study, shared = _device_study(tmp_path, {"slots": ["licence-a", "licence-b"]}, n_trials=6, retries=1)
+    (tmp_path / "wrap.py").write_text(script)
+    spec = yaml.safe_load(study.read_text())
+    spec["executor"] = {"command": f"python wrap.py {shared}"}
+    spec["max_consecutive_failures"] = None
+    study.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "r.json"
+    outcome = run(str(study), "-o", str(out), "-q")
+    assert outcome.exit_code == 0, outcome.output
+    trials = results(out)["trials"]
+    assert len(trials) == 6 and trials[0]["attempts"] == 2 and trials[1]["state"] == "failed"
+    assert {t["slot"] for t in trials} == {"licence-a", "licence-b"}
+    seen = _seen(shared)
+    assert all(s["cuda"] is None and s["env_slot"] in ("licence-a", "licence-b") for s in seen)
+    assert not any(s["clash"] for s in seen)
+
+
+DEVICE_OBJECTIVE = """\
+import os
+
+
+def objective(params, trial):
+    return {"y": 1.0, "device": float(os.environ["CUDA_VISIBLE_DEVICES"]), "slot": float(trial.gpus)}
+"""
+
+
+def test_python_functions_in_workers_see_their_devices(tmp_path):
+    (tmp_path / "dev_objective.py").write_text(DEVICE_OBJECTIVE)
+    study = write_study(tmp_path, {"function": "dev_objective:objective"}, resources={"gpus": [7, 9]},
+                        strategy={"type": "random", "n_trials": 4})  # fmt: skip
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    for trial in results(out)["trials"]:
+        device = {m["name"]: m["value"] for m in trial["metrics"]}
+        assert device["device"] == device["slot"] == float(trial["slot"])
+
+
+def test_the_live_table_shows_which_devices_a_running_trial_holds():
+    from rich.console import Console
+
+    from somatize.events import StudyStarted, TrialStarted
+    from somatize.ui.live import LiveModel, render
+
+    model = LiveModel()
+    model.apply(StudyStarted(study_name="s", strategy="random", total_trials=2, objectives=("y",)))
+    model.apply(TrialStarted(trial_id="trial_0000", number=0, params={"x": 1}, slot="2,3"))
+    console = Console(record=True, width=120, color_system=None)
+    console.print(render(model))
+    assert "running on 2,3" in console.export_text()
+
+
+def test_bad_resources_are_reported_with_their_position(tmp_path):
+    study = write_study(tmp_path, {"command": "echo y=1"}, resources={"gpus": [0, 0, "a,b"], "per_trial": 5})
+    outcome = cli.invoke(app, ["validate", str(study)])
+    assert outcome.exit_code == 2
+    text = outcome.stderr
+    assert "resources gpus lists '0' twice" in text and "names without commas" in text
+    assert all(line.startswith(f"{study}:") for line in text.splitlines())
+    bad_flag = run(str(study), "--gpus", "0,,1")
+    assert bad_flag.exit_code == 2 and "--gpus takes device ids" in bad_flag.stderr
+
+
+def test_a_resumed_study_gets_slots_again(tmp_path):
+    study, shared = _device_study(tmp_path, {"slots": ["a", "b"]}, n_trials=4)
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    data = results(out)
+    journal = tmp_path / "r.journal.jsonl"  # as a run killed after two trials leaves it
+    header = {"format": "somatize.journal", "version": 1, "study": {"id": data["study"]["id"],
+                                                                    "spec": data["study"]["spec"]}}
+    journal.write_text("\n".join(json.dumps(x) for x in [header, *({"trial": t} for t in data["trials"][:2])]) + "\n")
+    for p in shared.iterdir():
+        p.unlink()
+    outcome = run(str(study), "-o", str(out), "-q", "--resume")
+    assert outcome.exit_code == 0, outcome.output
+    trials = results(out)["trials"]
+    assert [t["number"] for t in trials] == [0, 1, 2, 3]
+    seen = _seen(shared)
+    assert len(seen) == 2 and all(s["env_slot"] in ("a", "b") for s in seen) and not any(s["clash"] for s in seen)
+
+
+def test_the_environment_documented_for_slots_is_what_a_trial_gets(tmp_path):
+    from test_docs import all_tables
+
+    (tmp_path / "env.py").write_text("import json, os\njson.dump(dict(os.environ), open('env.json', 'w'))\nprint('y=1')\n")
+    study = write_study(tmp_path, {"command": ["python", "env.py"]}, resources={"gpus": [4]},
+                        strategy={"type": "random", "n_trials": 1})  # fmt: skip
+    assert run(str(study), "-o", str(tmp_path / "r.json"), "-q").exit_code == 0
+    environment = json.loads((tmp_path / "env.json").read_text())
+    documented = set(all_tables()["env:resources"].first_codes())
+    assert documented == {"SOMATIZE_SLOT", "SOMATIZE_GPUS", "CUDA_VISIBLE_DEVICES"}
+    assert {name: environment.get(name) for name in documented} == dict.fromkeys(documented, "4")
+    assert os.environ.get("SOMATIZE_SLOT") is None  # the run left this process's environment alone
