@@ -374,7 +374,8 @@ def test_a_resumed_study_gets_slots_again(tmp_path):
 def test_the_environment_documented_for_slots_is_what_a_trial_gets(tmp_path):
     from test_docs import all_tables
 
-    (tmp_path / "env.py").write_text("import json, os\njson.dump(dict(os.environ), open('env.json', 'w'))\nprint('y=1')\n")
+    save = "import json, os\njson.dump(dict(os.environ), open('env.json', 'w'))\nprint('y=1')\n"
+    (tmp_path / "env.py").write_text(save)
     study = write_study(tmp_path, {"command": ["python", "env.py"]}, resources={"gpus": [4]},
                         strategy={"type": "random", "n_trials": 1})  # fmt: skip
     assert run(str(study), "-o", str(tmp_path / "r.json"), "-q").exit_code == 0
@@ -383,3 +384,158 @@ def test_the_environment_documented_for_slots_is_what_a_trial_gets(tmp_path):
     assert documented == {"SOMATIZE_SLOT", "SOMATIZE_GPUS", "CUDA_VISIBLE_DEVICES"}
     assert {name: environment.get(name) for name in documented} == dict.fromkeys(documented, "4")
     assert os.environ.get("SOMATIZE_SLOT") is None  # the run left this process's environment alone
+
+
+# enqueue ----------------------------------------------------------------------------------------
+
+GATED_OBJECTIVE = """\
+import os
+
+
+def objective(params):
+    if os.path.exists(os.path.join(os.path.dirname(__file__), "broken")) and params["x"] > 0.5:
+        raise ValueError("broken for large x")
+    return params["x"] + (0.1 if params.get("opt") == "sgd" else 0.0)
+"""
+
+SPACE = {
+    "x": {"type": "float", "low": 0.0, "high": 1.0},
+    "opt": ["adam", "sgd"],
+    "momentum": {"type": "float", "low": 0.5, "high": 0.9, "when": {"opt": "sgd"}, "default": 0.6},
+}
+
+
+def _gated_study(tmp_path: Path, n_trials: int, **extra) -> Path:
+    (tmp_path / "gated.py").write_text(GATED_OBJECTIVE)
+    return write_study(
+        tmp_path, {"function": "gated:objective"}, name="gated", objective={"metric": "x"},
+        search_space=SPACE, strategy={"type": "random", "n_trials": n_trials}, **extra,
+    )  # fmt: skip
+
+
+def test_enqueued_parameter_sets_run_first_and_count_towards_n_trials(tmp_path):
+    enqueue = [{"x": 0.25, "opt": "adam"}, {"x": 0.75, "opt": "sgd", "momentum": 0.8}, {"x": 0.5, "opt": "sgd"}]
+    study = _gated_study(tmp_path, 5, enqueue=enqueue)
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    trials = results(out)["trials"]
+    assert len(trials) == 5
+    assert [t["params"] for t in trials[:3]] == [
+        {"x": 0.25, "opt": "adam"},
+        {"x": 0.75, "opt": "sgd", "momentum": 0.8},
+        {"x": 0.5, "opt": "sgd", "momentum": 0.6},  # momentum's default
+    ]
+    assert all(t["params"] not in [e for e in enqueue] for t in trials[3:])
+
+
+def test_a_resumed_study_does_not_run_its_enqueued_sets_again(tmp_path):
+    enqueue = [{"x": 0.25, "opt": "adam"}, {"x": 0.75, "opt": "adam"}, {"x": 0.5, "opt": "adam"}]
+    study = _gated_study(tmp_path, 4, enqueue=enqueue)
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    data = results(out)
+    journal = tmp_path / "r.journal.jsonl"  # as a run killed after its first two trials leaves it
+    header = {"format": "somatize.journal", "version": 1,
+              "study": {"id": data["study"]["id"], "spec": data["study"]["spec"]}}  # fmt: skip
+    journal.write_text("\n".join(json.dumps(x) for x in [header, *({"trial": t} for t in data["trials"][:2])]) + "\n")
+    assert run(str(study), "-o", str(out), "-q", "--resume").exit_code == 0
+    trials = results(out)["trials"]
+    assert [t["params"]["x"] for t in trials[:3]] == [0.25, 0.75, 0.5]  # the third enqueued set runs third
+    assert len(trials) == 4 and [t["params"] for t in trials].count({"x": 0.25, "opt": "adam"}) == 1
+
+
+def test_enqueued_sets_that_do_not_fit_the_space_are_reported_with_their_position(tmp_path):
+    enqueue = [
+        {"x": 2.0, "opt": "adam"},  # out of range
+        {"x": 0.5, "opt": "adam", "momentum": 0.6},  # inactive conditional
+        {"x": 0.5, "opt": "adma"},  # not a choice
+        {"xx": 0.5, "x": 0.5, "opt": "adam"},  # unknown name
+        {"x": 0.97, "opt": "adam"},  # violates the constraint
+    ]
+    study = _gated_study(tmp_path, 5, enqueue=enqueue, constraints=["x < 0.95"])
+    outcome = cli.invoke(app, ["validate", str(study)])
+    assert outcome.exit_code == 2
+    lines = outcome.stderr.splitlines()
+    text = study.read_text().splitlines()
+    expected = [
+        ("x = 2.0 is not in the dimension", "2.0"),
+        ("momentum is inactive here", "0.6"),
+        ("opt = 'adma' is not in the dimension", "adma"),
+        ("'xx' is not a parameter of search_space (did you mean 'x'?)", "xx"),
+        ("the constraint 'x < 0.95' does not hold", None),
+    ]
+    assert len(lines) == len(expected)
+    for line, (message, token) in zip(lines, expected):
+        assert message in line
+        filename, row, column, _ = line.split(":", 3)
+        assert filename == str(study)
+        if token is not None:  # the position is that of the offending value or key
+            assert text[int(row) - 1][int(column) - 1 :].startswith(token)
+    assert not (tmp_path / "gated.results.json").exists()
+
+
+# --warm-start ------------------------------------------------------------------------------------
+
+
+def test_warm_start_tells_earlier_trials_that_fit_and_never_runs_them_again(tmp_path):
+    (tmp_path / "ws_objective.py").write_text("def objective(params):\n    return params['a'] * 10 + params['b']\n")
+    small = {"a": [0, 1], "b": [0, 1]}
+    first = write_study(tmp_path, {"function": "ws_objective:objective"}, name="first", search_space=small,
+                        strategy={"type": "grid"}, objective={"metric": "y"})  # fmt: skip
+    old = tmp_path / "first.json"
+    assert run(str(first), "-o", str(old), "-q").exit_code == 0
+    old_data = results(old)
+    old_data["trials"][3]["params"]["a"] = 7  # one earlier trial outside the current space
+    old.write_text(json.dumps(old_data))
+    # The new space has 6 points; 3 earlier trials fit it, so a random study of 6 runs only the 3 others.
+    second = write_study(tmp_path, {"function": "ws_objective:objective"}, name="second",
+                         search_space={"a": [0, 1, 2], "b": [0, 1]}, objective={"metric": "y"},
+                         strategy={"type": "random", "n_trials": 6})  # fmt: skip
+    out = tmp_path / "second.json"
+    outcome = run(str(second), "-o", str(out), "--warm-start", str(old))
+    assert outcome.exit_code == 0, outcome.output
+    assert (f"warm start: 3 of 4 earlier trials told to the sampler ({old}); not used: 1 outside the search space "
+            "(e.g. trial_0003: a=7 is not in the search space)") in outcome.stderr
+    trials = results(out)["trials"]
+    ran = {(t["params"]["a"], t["params"]["b"]) for t in trials}
+    assert ran == {(2, 0), (2, 1), (1, 1)} and len(trials) == 3  # never the three told points
+    assert [t["number"] for t in trials] == [0, 1, 2]
+
+
+def test_warm_start_from_an_unreadable_file_is_one_line_and_exit_2(tmp_path):
+    study = write_study(tmp_path, {"command": "echo y=1"})
+    outcome = run(str(study), "-o", str(tmp_path / "r.json"), "--warm-start", str(tmp_path / "missing.json"))
+    assert outcome.exit_code == 2
+    assert outcome.stderr.startswith("somatize: --warm-start ") and len(outcome.stderr.splitlines()) == 1
+
+
+# --resume --retry-failed -----------------------------------------------------------------------
+
+
+def test_retry_failed_reruns_the_failed_trials_of_a_resumed_study_within_the_budget(tmp_path):
+    study = _gated_study(tmp_path, 6, max_consecutive_failures=None, max_failures=10)
+    out = tmp_path / "r.json"
+    (tmp_path / "broken").write_text("")
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    first = results(out)["trials"]
+    failed = [t for t in first if t["state"] == "failed"]
+    assert failed and len(first) == 6
+    (tmp_path / "broken").unlink()  # the bug is fixed
+    outcome = run(str(study), "-o", str(out), "--resume", "--retry-failed")
+    assert outcome.exit_code == 0, outcome.output
+    assert f"retrying {len(failed)} failed trial" in outcome.stderr
+    trials = results(out)["trials"]
+    assert len(trials) == 6 + len(failed)  # each rerun in the place of the trial it reruns
+    reruns = trials[6:]
+    assert [t["params"] for t in reruns] == [t["params"] for t in failed]
+    assert all(t["state"] == "completed" for t in reruns)
+    assert [t["state"] for t in trials[:6]] == [t["state"] for t in first]  # the failures stay as history
+    again = run(str(study), "-o", str(out), "--resume", "--retry-failed")  # nothing left to retry
+    assert again.exit_code == 0 and "there are none to retry" in again.stderr
+    assert len(results(out)["trials"]) == 6 + len(failed)
+
+
+def test_retry_failed_without_resume_is_refused(tmp_path):
+    study = write_study(tmp_path, {"command": "echo y=1"})
+    outcome = run(str(study), "--retry-failed")
+    assert outcome.exit_code == 2 and "use it with --resume" in outcome.stderr

@@ -183,6 +183,13 @@ def run(
         Optional[str],
         typer.Option("--gpus", metavar="IDS", help="Devices for the trials, e.g. 0,1,2,3 (resources.gpus)."),
     ] = None,
+    warm_start: Annotated[
+        Optional[list[str]],
+        typer.Option("--warm-start", metavar="RESULTS", help="Tell the sampler the trials of an earlier study first."),
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="With --resume: run the failed trials again first.")
+    ] = False,
 ) -> None:
     """Run a study: sample parameters, run trials, write results as JSON."""
     with user_errors():
@@ -199,9 +206,12 @@ def run(
             settings.append(f"cluster={cluster}")
         if output == "-" and events == "-":
             raise UsageError("-o - and --events - cannot both write to standard output")
+        if retry_failed and not resume:
+            raise UsageError("--retry-failed reruns the failed trials of a resumed study: use it with --resume")
         config = _with_tracking(_load(study, settings), mlflow)
-        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow, gpus)
-        code = _run_study(config, output, events, quiet, resume, again)
+        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow, gpus,
+                                warm_start or [])
+        code = _run_study(config, output, events, quiet, resume, again, warm_start or [], retry_failed)
     raise typer.Exit(code)
 
 
@@ -218,6 +228,7 @@ def _gpus_override(gpus: str) -> str:
 def _resume_command(
     study: str, output: str | None, jobs: int | None, seed: int | None, n_trials: int | None,
     overrides: list[str], cluster: str | None, mlflow: str | None = None, gpus: str | None = None,
+    warm_start: list[str] | None = None,
 ) -> str:
     """The `somatize run ... --resume` that continues this run: the same study, output and settings."""
     import shlex
@@ -229,6 +240,8 @@ def _resume_command(
             words += [flag, str(value)]
     for override in overrides:
         words += ["--set", override]
+    for earlier in warm_start or []:
+        words += ["--warm-start", earlier]
     return shlex.join([*words, "--resume"])
 
 
@@ -243,11 +256,12 @@ def _results_path(config, output: str | None) -> Path | None:
     return Path(f"{stem}.results.json")
 
 
-def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str) -> int:
+def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str,
+               warm_start: list[str] | None = None, retry_failed: bool = False) -> int:
     """`again` is the command line that resumes this study, for the message over an unfinished journal."""
     with contextlib.ExitStack() as held:
         path, journal_file = _claim_output(config, output, resume, held)
-        return _run_locked(config, path, journal_file, events, quiet, resume, again)
+        return _run_locked(config, path, journal_file, events, quiet, resume, again, warm_start or [], retry_failed)
 
 
 def _claim_output(
@@ -275,7 +289,7 @@ def _claim_output(
 
 
 def _run_locked(config, path: Path | None, journal_file: Path | None, events: str | None, quiet: bool,
-                resume: bool, again: str) -> int:
+                resume: bool, again: str, warm_start: list[str] | None = None, retry_failed: bool = False) -> int:
     from .assemble import build_study
     from .errors import OutputWriteError
     from .events import EventBus
@@ -288,7 +302,9 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
         journal = Journal(journal_file, sync=config.durability == "power")
         _restore(study, path, journal.path, resume, again)
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
-    _before_first_trial(config, study, path, quiet)
+    config, sampler = _known_points(config, study, sampler, retry_failed, warm_start or [], quiet)
+    _before_first_trial(config, study, path, quiet, reruns=(sampler.total or 0) - (sampler.inner.total or 0)
+                        if hasattr(sampler, "inner") else 0)
     bus = EventBus()
     try:
         return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume)
@@ -346,7 +362,54 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
     return _exit_code(study, quiet_if_none=bool(sampler.give_up))
 
 
-def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
+def _known_points(config, study, sampler, retry_failed: bool, warm_start: list[str], quiet: bool):
+    """`enqueue:` and --retry-failed as a queue before the strategy; --warm-start told to it now.
+
+    A rerun takes the budget slot of the failed trial it reruns, and that
+    failure no longer counts towards max_failures.
+    """
+    from dataclasses import replace
+
+    reruns = _failed_to_rerun(study) if retry_failed else []
+    if reruns:
+        if config.max_failures is not None:
+            config = replace(config, max_failures=config.max_failures + len(reruns))
+        if not quiet:
+            ids = ", ".join(t.id for t in reruns[:5]) + (", ..." if len(reruns) > 5 else "")
+            _say(f"retrying {len(reruns)} failed trial{'' if len(reruns) == 1 else 's'} first ({ids}), "
+                 "as new trials in the place of the failed ones in the budget")
+    elif retry_failed and not quiet:
+        _say("retrying failed trials: there are none to retry")
+    if config.enqueue or reruns:
+        from .samplers.queued import QueuedSampler
+
+        sampler = QueuedSampler(sampler, config.enqueue, [t.params for t in reruns])
+    if warm_start:
+        from .storage.warmstart import load_warm_start
+
+        warm = load_warm_start(warm_start, config.space, config.primary)
+        for trial in warm.trials:
+            sampler.tell(trial)
+        if not quiet:
+            _say(warm.summary())
+    return config, sampler
+
+
+def _failed_to_rerun(study) -> list:
+    """The failed trials of a resumed study that no later trial has run again with the same parameters."""
+    from .study import TrialState
+
+    later: set = set()
+    chosen = []
+    for trial in sorted(study.trials, key=lambda t: t.number, reverse=True):
+        key = study.space.key(trial.params)
+        if trial.state is TrialState.FAILED and key not in later:
+            chosen.append(trial)
+        later.add(key)
+    return sorted(chosen, key=lambda t: t.number)
+
+
+def _before_first_trial(config, study, path: Path | None, quiet: bool, reruns: int = 0) -> None:
     """A function that cannot be imported is exit 2; what will not work is a warning; a resume says what it found."""
     from .assemble import function_runs_here
     from .studyfile import caveats, planned_trials
@@ -356,7 +419,7 @@ def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
     for warning in checked + caveats(config):
         _warn(warning)
     if study.trials and not quiet:  # only a resume starts with finished trials
-        left = max(0, planned_trials(config.strategy, config.space) - len(study.trials))
+        left = max(0, planned_trials(config.strategy, config.space) - len(study.trials)) + reruns
         _say(f"resuming: {len(study.trials)} finished trials from {path}; {left} to go")
 
 

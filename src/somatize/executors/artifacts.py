@@ -44,9 +44,7 @@ class NothingKept(SomatizeError):
 
 def trials_root(results: Path) -> Path:
     """`results/mlp.json` -> `results/mlp.trials`: the directory that holds every trial's directory."""
-    name = results.name
-    stem = name[: -len(".json")] if name.endswith(".json") else name
-    return results.with_name(f"{stem}.trials")
+    return results.with_name(f"{results.name.removesuffix('.json')}.trials")
 
 
 class TailFile:
@@ -91,7 +89,8 @@ class TailFile:
             return
         cut = self.written - self.limit
         if cut > 0:
-            self._keep_tail(f"[somatize: the first {cut} of {self.written} bytes were cut; the last are kept]\n".encode())
+            note = f"[somatize: the first {cut} of {self.written} bytes were cut; the last are kept]\n"
+            self._keep_tail(note.encode())
         self._handle.close()
 
 

@@ -26,8 +26,8 @@ from .sections import (
     check_target,
     objective_metrics,
 )
-from .workstation import check_enqueue, check_parallel, check_resources, check_trial_dirs
 from .source import MAX_STUDY_BYTES, Unreadable, read_regular_file, read_stream
+from .workstation import check_enqueue, check_parallel, check_resources, check_trial_dirs
 from .yamlnodes import Document, YamlProblems, compose_document
 
 STDIN = "<stdin>"
@@ -131,7 +131,8 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     executor = check_executor(data["executor"], root / "executor", names, base_dir, space) if "executor" in data else None
     settings = _settings(data, root, base_dir)
     settings["slots"] = check_resources(data.get("resources"), root / "resources")
-    settings["parallel"] = check_parallel(settings["parallel"], settings["slots"], "parallel" in data, root / "parallel")
+    given = "parallel" in data  # else parallel defaults to the number of slots
+    settings["parallel"] = check_parallel(settings["parallel"], settings["slots"], given, root / "parallel")
     settings["enqueue"] = check_enqueue(data.get("enqueue"), root / "enqueue", space)
     if root.problems or None in (name, space, strategy, objectives, executor):
         return None

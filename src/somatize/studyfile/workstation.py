@@ -124,11 +124,11 @@ def _point(entry: dict[str, Any], where: Where, space: SearchSpace) -> dict[str,
     names = space.names
     constants = dict(space.with_constants({}))
     bad = False
-    for key in entry:
+    for key, value in entry.items():
         if key not in names and key not in constants:
             (where / key).key_error(f"enqueue: {key!r} is not a parameter of search_space{did_you_mean(key, names)}")
             bad = True
-        elif key in constants and entry[key] != constants[key]:
+        elif key in constants and value != constants[key]:
             (where / key).error(f"enqueue: {key} is a constant ({show(constants[key])}); leave it out")
             bad = True
     params: dict[str, Any] = {}
@@ -139,7 +139,9 @@ def _point(entry: dict[str, Any], where: Where, space: SearchSpace) -> dict[str,
         active = space.is_active(dim.name, params)
         if dim.name in entry:
             if not active:
-                (where / dim.name).error(f"enqueue: {dim.name} is inactive here (its when: does not hold); leave it out")
+                (where / dim.name).error(
+                    f"enqueue: {dim.name} is inactive here (its when: does not hold); leave it out"
+                )
                 bad = True
             elif not _fits(dim, entry[dim.name]):
                 (where / dim.name).error(f"enqueue: {dim.name} = {show(entry[dim.name])} is not in the dimension")
