@@ -277,9 +277,9 @@ def test_more_jobs_than_devices_allow_is_refused(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_named_slots_with_retries_and_pruning_hold_one_slot_per_trial(tmp_path):
-    # Trial 0 fails its first attempt, so its retry runs on; trial 1 is pruned by its own exit report
-    # being absent (it fails); slots must come back in every case for 6 trials to run on 2 slots.
+def test_named_slots_with_retries_and_failures_hold_one_slot_per_trial(tmp_path):
+    # Trial 0 fails its first attempt and is retried on the slot it holds; trial 1 fails for good;
+    # slots must come back in every case for 6 trials to run on 2 slots.
     script = (
         "import os, sys, subprocess\n"
         "n = int(os.environ['SOMATIZE_TRIAL_NUMBER'])\n"
@@ -305,6 +305,46 @@ def test_named_slots_with_retries_and_pruning_hold_one_slot_per_trial(tmp_path):
     seen = _seen(shared)
     assert all(s["cuda"] is None and s["env_slot"] in ("licence-a", "licence-b") for s in seen)
     assert not any(s["clash"] for s in seen)
+
+
+PRUNED_OBJECTIVE = """\
+import os
+import time
+
+import somatize
+
+
+def objective(params, trial):
+    shared = os.path.join(os.path.dirname(__file__), "shared")
+    lock = os.path.join(shared, "holding." + trial.slot)
+    os.close(os.open(lock, os.O_CREAT | os.O_EXCL))  # FileExistsError (the trial fails) if a slot is shared
+    try:
+        for step in range(3):
+            trial.report({"y": params["x"] + step}, step=step)
+            time.sleep(0.05)
+            if trial.number % 3 == 1 and step == 1:
+                raise somatize.TrialPruned("pruned by the objective", step=step)
+    finally:
+        os.unlink(lock)
+    return {"y": params["x"], "slot_env": float(os.environ["SOMATIZE_SLOT"])}
+"""
+
+
+def test_pruned_trials_give_their_slot_back(tmp_path):
+    (tmp_path / "pruned_objective.py").write_text(PRUNED_OBJECTIVE)
+    (tmp_path / "shared").mkdir()
+    study = write_study(tmp_path, {"function": "pruned_objective:objective"}, resources={"slots": [10, 20]},
+                        strategy={"type": "random", "n_trials": 6}, pruning={"type": "median"})  # fmt: skip
+    out = tmp_path / "r.json"
+    outcome = run(str(study), "-o", str(out), "-q")
+    assert outcome.exit_code == 0, outcome.output
+    trials = results(out)["trials"]
+    assert [t["state"] for t in trials].count("pruned") == 2 and len(trials) == 6
+    assert not any(t["state"] == "failed" for t in trials)  # no slot was ever held by two trials
+    for trial in trials:
+        if trial["state"] == "completed":
+            slot_env = next(m["value"] for m in trial["metrics"] if m["name"] == "slot_env")
+            assert slot_env == float(trial["slot"])
 
 
 DEVICE_OBJECTIVE = """\
