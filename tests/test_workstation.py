@@ -579,3 +579,14 @@ def test_retry_failed_without_resume_is_refused(tmp_path):
     study = write_study(tmp_path, {"command": "echo y=1"})
     outcome = run(str(study), "--retry-failed")
     assert outcome.exit_code == 2 and "use it with --resume" in outcome.stderr
+
+
+def test_a_trial_that_prints_nothing_has_no_output_files_and_logs_prints_nothing(tmp_path):
+    study = write_study(tmp_path, {"command": ["python", "-c", "import os; open(os.environ['SOMATIZE_METRICS_FILE'],"
+                                               " 'w').write('y=1')"]})  # fmt: skip
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    directory = tmp_path / "r.trials" / "trial_0000"
+    assert sorted(p.name for p in directory.iterdir()) == ["metrics.txt"]
+    outcome = cli.invoke(app, ["logs", str(out), "trial_0000"])
+    assert outcome.exit_code == 0 and outcome.stdout == "" and outcome.stderr == ""

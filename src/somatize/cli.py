@@ -804,8 +804,10 @@ def logs(
 
 
 def _copy_to(path: Path, stream) -> None:
-    """A kept output file, bytes as they are, onto a stream."""
+    """A kept output file, bytes as they are, onto a stream; none: the trial printed nothing there."""
     stream.flush()
+    if not path.is_file():
+        return
     with open(path, "rb") as handle:
         while chunk := handle.read(65536):
             stream.buffer.write(chunk)
