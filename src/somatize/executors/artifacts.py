@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 from ..errors import SomatizeError, UsageError
 from ..events import FINISHED_TRIAL_EVENTS, Event, StudyStarted
@@ -63,31 +63,38 @@ class TailFile:
         self.limit = limit
         self.written = 0  # bytes written in all
         self._size = 0  # bytes in the file now
-        self._handle: BinaryIO | None = None
+        self._handle: Any = None  # a raw (unbuffered) binary file once the first byte comes
         self._closed = False
 
     def write(self, data: bytes) -> None:
+        """Keep `data`; a file that cannot be written (a full disk) stops being written, and the trial goes on."""
         if not data or self._closed:
             return
-        if self._handle is None:
-            self._handle = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-        self._handle.write(data)
-        self.written += len(data)
-        self._size += len(data)
-        if self._size >= 2 * self.limit:
-            self._keep_tail()
+        try:
+            if self._handle is None:
+                # Unbuffered: what was read is on disk even if the process is killed (a worker past its timeout).
+                self._handle = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+            self._write_all(data)
+            self.written += len(data)
+            self._size += len(data)
+            if self._size >= 2 * self.limit:
+                self._keep_tail()
+        except OSError:
+            self.close()
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a raw write may take only part of it
+            view = view[self._handle.write(view) :]
 
     def _keep_tail(self, header: bytes = b"") -> None:
         handle = self._handle
         assert handle is not None
-        handle.flush()
         keep = min(self.limit, self._size)
-        with open(self.path, "rb") as source:
-            source.seek(self._size - keep)
-            tail = source.read(keep)
+        tail = os.pread(handle.fileno(), keep, self._size - keep)  # through our descriptor, even if unlinked
         handle.seek(0)
         handle.truncate()
-        handle.write(header + tail)
+        self._write_all(header + tail)
         self._size = len(header) + len(tail)
 
     def close(self) -> None:
@@ -97,10 +104,14 @@ class TailFile:
         if self._handle is None:
             return
         cut = self.written - self.limit
-        if cut > 0:
-            note = f"[somatize: the first {cut} of {self.written} bytes were cut; the last are kept]\n"
-            self._keep_tail(note.encode())
-        self._handle.close()
+        try:
+            if cut > 0:
+                note = f"[somatize: the first {cut} of {self.written} bytes were cut; the last are kept]\n"
+                self._keep_tail(note.encode())
+        except OSError:
+            pass  # what is in the file stays: more than the limit, without the note
+        finally:
+            self._handle.close()
 
 
 def prepare_metrics_file(path: Path) -> None:
@@ -295,7 +306,7 @@ class TrialDirs:
         self.root = trials_root(results)
         self.policy = policy or KeepPolicy()
         self.objective = objective
-        self._finished: list[Trial] = []
+        self._kept: list[Trial] = []  # with keep: best, the best so far (at most `best`), best first
         self._absolute: Path | None = None  # the root, resolved once
 
     def recorded(self, trial_id: str) -> str:
@@ -330,36 +341,41 @@ class TrialDirs:
 
     def resumed(self, trials: list[Trial]) -> None:
         """The finished trials of a resumed study, so the policy ranks them with the new ones."""
-        self._finished = [t for t in trials if t.state.is_finished()]
-        self._apply()
+        for trial in sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number):
+            self._finish(trial)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StudyStarted):
             return
         if isinstance(event, FINISHED_TRIAL_EVENTS) and event.trial is not None:  # type: ignore[attr-defined]
-            self._finished.append(event.trial)  # type: ignore[attr-defined]
-            self._apply()
+            self._finish(event.trial)  # type: ignore[attr-defined]
 
-    def _apply(self) -> None:
+    def _finish(self, trial: Trial) -> None:
+        """Apply the keep policy to a trial that has just finished: a few list operations, no sorting of all."""
         if self.policy.keep == "all":
             return
-        kept = set() if self.policy.keep == "none" else {t.number for t in self._best()}
-        for trial in self._finished:
-            if trial.number not in kept and trial.log_dir is not None:
-                shutil.rmtree(self.root / trial.id, ignore_errors=True)
-                trial.log_dir = None  # the record says no directory is kept
+        if self.policy.keep == "best" and self._ranks(trial):
+            self._kept.append(trial)
+            self._kept.sort(key=self._rank)  # at most best + 1 of them
+            if len(self._kept) <= self.policy.best:
+                return
+            trial = self._kept.pop()  # the one pushed out of the top
+        self._remove(trial)
 
-    def _best(self) -> list[Trial]:
+    def _ranks(self, trial: Trial) -> bool:
+        """Whether the trial competes for a place among the best: completed, with a primary value."""
         objective = self.objective
-        completed = [t for t in self._finished if t.state is TrialState.COMPLETED]
-        if objective is None:
-            return completed[: self.policy.best]
-        sign = 1.0 if objective.direction.value == "minimize" else -1.0
-        ranked = sorted(
-            (t for t in completed if objective.metric in t.values),
-            key=lambda t: (sign * t.values[objective.metric], t.number),
-        )
-        return ranked[: self.policy.best]
+        return trial.state is TrialState.COMPLETED and objective is not None and objective.metric in trial.values
+
+    def _rank(self, trial: Trial) -> tuple[float, int]:
+        assert self.objective is not None
+        sign = 1.0 if self.objective.direction.value == "minimize" else -1.0
+        return sign * trial.values[self.objective.metric], trial.number  # ties: the earliest
+
+    def _remove(self, trial: Trial) -> None:
+        if trial.log_dir is not None:
+            shutil.rmtree(self.root / trial.id, ignore_errors=True)
+            trial.log_dir = None  # the record says no directory is kept
 
 
 def trial_files(study: Study, results: Path, wanted: str) -> tuple[Path, Path]:

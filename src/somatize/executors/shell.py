@@ -92,7 +92,9 @@ class TrialProcess:
         self.popen = popen
         self.stderr = TailBuffer(stderr_limit)
         # The trial directory's copies of both streams (bounded, the tail kept), when it has one.
-        self.files = None if trial_dir is None else (TailFile(Path(trial_dir) / STDOUT), TailFile(Path(trial_dir) / STDERR))
+        self.files = None
+        if trial_dir is not None:
+            self.files = (TailFile(Path(trial_dir) / STDOUT), TailFile(Path(trial_dir) / STDERR))
         self.exited = False
         self.open_pipes = 2
         self._selector = _Selector()
