@@ -7,8 +7,8 @@ from typing import Any
 
 from ..executors.artifacts import KEEP, KeepPolicy
 from ..executors.slots import Slot, gpu_slots, named_slots
-from ..space import SearchSpace
-from .fields import choice, integer, is_int, mapping
+from ..space import FloatDimension, SearchSpace
+from .fields import as_number, choice, integer, is_int, mapping
 from .problems import Where, did_you_mean, show
 
 TRIAL_DIRS_KEYS = ("keep", "best")
@@ -134,7 +134,7 @@ def _point(entry: dict[str, Any], where: Where, space: SearchSpace) -> dict[str,
     params: dict[str, Any] = {}
     for dim in space:
         if dim.name in entry:
-            params[dim.name] = entry[dim.name]
+            params[dim.name] = entry[dim.name] = _as_dimension_type(dim, entry[dim.name])
     for dim in space:  # in declared order, so a condition sees the values it depends on
         active = space.is_active(dim.name, params)
         if dim.name in entry:
@@ -160,6 +160,15 @@ def _point(entry: dict[str, Any], where: Where, space: SearchSpace) -> dict[str,
         where.error(f"enqueue: this parameter set cannot run: {problem}")
         return None
     return params
+
+
+def _as_dimension_type(dim: Any, value: Any) -> Any:
+    """A float dimension's value as a float: `1` and a quoted `"1e-3"` (YAML 1.1 reads 1e-3 as text) too."""
+    if isinstance(dim, FloatDimension) and not isinstance(value, bool):
+        number = as_number(value)
+        if number is not None:
+            return float(number)
+    return value
 
 
 def _fits(dim: Any, value: Any) -> bool:
