@@ -92,7 +92,7 @@ def check_parallel(parallel: int | None, slots: tuple[Slot, ...], given: bool, w
     if parallel > len(slots):
         where.error(
             f"parallel (-j) is {parallel} but resources allow {len(slots)} trials at once "
-            f"({', '.join(s.label for s in slots)}); ask for at most {len(slots)}"
+            f"({'; '.join(s.label for s in slots)}); ask for at most {len(slots)}"
         )
         return None
     return parallel
