@@ -29,7 +29,7 @@ from somatize.executors.processes import THREAD_VARIABLES
 from somatize.pruners.halving import SuccessiveHalvingPruner
 from somatize.pruners.median import MedianPruner
 from somatize.samplers.grid import DEFAULT_POINTS_PER_DIM
-from somatize.studyfile import dimensions, executor, loader, sections
+from somatize.studyfile import dimensions, executor, loader, sections, workstation
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -128,6 +128,8 @@ VALIDATOR_KEYS = {
     "executor": executor.EXECUTOR_KEYS,
     "pruning": sections.PRUNING_KEYS,
     "mlflow": sections.MLFLOW_KEYS,
+    "trial_dirs": workstation.TRIAL_DIRS_KEYS,
+    "resources": workstation.RESOURCES_KEYS,
 }
 
 

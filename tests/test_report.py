@@ -131,7 +131,10 @@ def assert_self_contained(page: str) -> None:
     """No tag loads anything from elsewhere, and plotly.js is inlined exactly once."""
     tags = re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", page, flags=re.DOTALL)
     assert 'src="http' not in page and '<link href="http' not in page
-    assert not re.search(r"<[^>]+\b(src|href)=\"(?!#)", tags)  # in-page anchors only
+    assert not re.search(r"<(?!a\s)[^>]+\b(src|href)=\"(?!#)", tags)  # nothing loaded from a file
+    # Links (which load nothing) go to in-page anchors, or to the trial directories beside the results.
+    assert all(re.fullmatch(r"#.*|[^:]*\.trials/trial_\d{4}/(stdout\.txt|stderr\.txt)?", href)
+               for href in re.findall(r"<a\s[^>]*\bhref=\"([^\"]*)\"", tags))
     plotly_js = re.findall(r'<script data-library="plotly.js">(.*?)</script>', page, flags=re.DOTALL)
     assert len(plotly_js) == 1 and len(plotly_js[0]) > 1_000_000 and "Plotly.newPlot(" in page
 

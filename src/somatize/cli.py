@@ -132,7 +132,10 @@ def _summary(config, output_sample: Path | None) -> list[str]:
     lines = [f"{config.path}: valid"] + [f"  {line}" for line in describe(config)]
     if config.executor.command is not None:
         params = sample_params(config.space)
-        trial = {"trial_id": "trial_0000", "trial_number": 0, "trial_seed": 0, "study": config.name}
+        trial = {"trial_id": "trial_0000", "trial_number": 0, "trial_seed": 0, "study": config.name,
+                 "trial_dir": f"{config.name}.results.trials/trial_0000"}
+        if config.slots:
+            trial.update(slot=config.slots[0].label, gpus=config.slots[0].gpus)
         template = compile_template(config.executor.command)
         lines.append(f"  sample command: {template.display(params, trial)}")
         command = template.render(params, trial)
@@ -176,10 +179,23 @@ def run(
     mlflow: Annotated[
         Optional[str], typer.Option("--mlflow", metavar="URI", help="Log every trial to this MLflow tracking URI.")
     ] = None,
+    gpus: Annotated[
+        Optional[str],
+        typer.Option("--gpus", metavar="IDS", help="Devices for the trials, e.g. 0,1,2,3 (resources.gpus)."),
+    ] = None,
+    warm_start: Annotated[
+        Optional[list[str]],
+        typer.Option("--warm-start", metavar="RESULTS", help="Tell the sampler the trials of an earlier study first."),
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="With --resume: run the failed trials again first.")
+    ] = False,
 ) -> None:
     """Run a study: sample parameters, run trials, write results as JSON."""
     with user_errors():
         settings = list(overrides or [])
+        if gpus is not None:
+            settings.append(_gpus_override(gpus))
         if seed is not None:
             settings.append(f"seed={seed}")
         if n_trials is not None:
@@ -190,26 +206,42 @@ def run(
             settings.append(f"cluster={cluster}")
         if output == "-" and events == "-":
             raise UsageError("-o - and --events - cannot both write to standard output")
+        if retry_failed and not resume:
+            raise UsageError("--retry-failed reruns the failed trials of a resumed study: use it with --resume")
         config = _with_tracking(_load(study, settings), mlflow)
-        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow)
-        code = _run_study(config, output, events, quiet, resume, again)
+        again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow, gpus,
+                                warm_start or [])
+        code = _run_study(config, output, events, quiet, resume, again, warm_start or [], retry_failed)
     raise typer.Exit(code)
+
+
+def _gpus_override(gpus: str) -> str:
+    """--gpus 0,1,2,3 as the override resources.gpus=[...]: each id as YAML reads it (0 an int, a UUID a string)."""
+    import json
+
+    ids = [part.strip() for part in gpus.split(",")]
+    if not all(ids):
+        raise UsageError(f"--gpus takes device ids separated by commas, such as 0,1,2,3; got {gpus!r}")
+    return "resources.gpus=" + json.dumps([int(i) if i.isdigit() else i for i in ids])
 
 
 def _resume_command(
     study: str, output: str | None, jobs: int | None, seed: int | None, n_trials: int | None,
-    overrides: list[str], cluster: str | None, mlflow: str | None = None,
+    overrides: list[str], cluster: str | None, mlflow: str | None = None, gpus: str | None = None,
+    warm_start: list[str] | None = None,
 ) -> str:
     """The `somatize run ... --resume` that continues this run: the same study, output and settings."""
     import shlex
 
     words = ["somatize", "run", study]
     for flag, value in (("-o", output), ("-j", jobs), ("--seed", seed), ("--n-trials", n_trials),
-                        ("--cluster", cluster), ("--mlflow", mlflow)):
+                        ("--cluster", cluster), ("--mlflow", mlflow), ("--gpus", gpus)):
         if value is not None:
             words += [flag, str(value)]
     for override in overrides:
         words += ["--set", override]
+    for earlier in warm_start or []:
+        words += ["--warm-start", earlier]
     return shlex.join([*words, "--resume"])
 
 
@@ -224,11 +256,12 @@ def _results_path(config, output: str | None) -> Path | None:
     return Path(f"{stem}.results.json")
 
 
-def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str) -> int:
+def _run_study(config, output: str | None, events: str | None, quiet: bool, resume: bool, again: str,
+               warm_start: list[str] | None = None, retry_failed: bool = False) -> int:
     """`again` is the command line that resumes this study, for the message over an unfinished journal."""
     with contextlib.ExitStack() as held:
         path, journal_file = _claim_output(config, output, resume, held)
-        return _run_locked(config, path, journal_file, events, quiet, resume, again)
+        return _run_locked(config, path, journal_file, events, quiet, resume, again, warm_start or [], retry_failed)
 
 
 def _claim_output(
@@ -256,7 +289,7 @@ def _claim_output(
 
 
 def _run_locked(config, path: Path | None, journal_file: Path | None, events: str | None, quiet: bool,
-                resume: bool, again: str) -> int:
+                resume: bool, again: str, warm_start: list[str] | None = None, retry_failed: bool = False) -> int:
     from .assemble import build_study
     from .errors import OutputWriteError
     from .events import EventBus
@@ -269,10 +302,12 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
         journal = Journal(journal_file, sync=config.durability == "power")
         _restore(study, path, journal.path, resume, again)
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
-    _before_first_trial(config, study, path, quiet)
+    config, sampler = _known_points(config, study, sampler, retry_failed, warm_start or [], quiet)
+    _before_first_trial(config, study, path, quiet, reruns=(sampler.total or 0) - (sampler.inner.total or 0)
+                        if hasattr(sampler, "inner") else 0)
     bus = EventBus()
     try:
-        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet)
+        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume)
     except OutputWriteError as exc:
         if journal is None or not journal_exists(journal.path):
             raise
@@ -281,7 +316,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
 
 
 def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journal, events: str | None,
-                          quiet: bool) -> int:
+                          quiet: bool, resume: bool = False) -> int:
     from .assemble import build_executor, stop_conditions
     from .pruners import make_pruner
     from .runner import StudyRunner
@@ -291,6 +326,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
         with contextlib.ExitStack() as stack:
             _attach_event_log(bus, events, stack)  # before the journal: an unwritable --events leaves no journal
             _attach_tracker(bus, config, study, quiet, stack)
+            trial_dirs = _attach_trial_dirs(bus, config, study, path, resume)  # before the journal: it sets log_dir
             if journal is not None and path is not None:
                 stack.callback(journal.close)
                 journal.begin(study)
@@ -303,8 +339,13 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             if config.cluster:
                 executor.connect()  # a wrong address fails here, before the first trial
                 slots = config.parallel if config.parallel > 1 else executor.worker_slots()
+                if config.slots:  # never more trials in flight than there are devices
+                    slots = min(slots, len(config.slots))
             pruner = make_pruner(config.pruning, config.primary)
-            runner = StudyRunner(study, sampler, executor, bus, stop_conditions(config), config.seed, slots, pruner)
+            runner = StudyRunner(
+                study, sampler, executor, bus, stop_conditions(config), config.seed, slots, pruner,
+                trial_dirs=trial_dirs, slots=_slot_pool(config),
+            )  # fmt: skip
             stack.enter_context(contextlib.redirect_stdout(sys.stderr))  # prints of trial functions are not results
             runner.run()
         if path is None:
@@ -321,7 +362,54 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
     return _exit_code(study, quiet_if_none=bool(sampler.give_up))
 
 
-def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
+def _known_points(config, study, sampler, retry_failed: bool, warm_start: list[str], quiet: bool):
+    """`enqueue:` and --retry-failed as a queue before the strategy; --warm-start told to it now.
+
+    A rerun takes the budget slot of the failed trial it reruns, and that
+    failure no longer counts towards max_failures.
+    """
+    from dataclasses import replace
+
+    reruns = _failed_to_rerun(study) if retry_failed else []
+    if reruns:
+        if config.max_failures is not None:
+            config = replace(config, max_failures=config.max_failures + len(reruns))
+        if not quiet:
+            ids = ", ".join(t.id for t in reruns[:5]) + (", ..." if len(reruns) > 5 else "")
+            _say(f"retrying {len(reruns)} failed trial{'' if len(reruns) == 1 else 's'} first ({ids}), "
+                 "as new trials in the place of the failed ones in the budget")
+    elif retry_failed and not quiet:
+        _say("retrying failed trials: there are none to retry")
+    if config.enqueue or reruns:
+        from .samplers.queued import QueuedSampler
+
+        sampler = QueuedSampler(sampler, config.enqueue, [t.params for t in reruns])
+    if warm_start:
+        from .storage.warmstart import load_warm_start
+
+        warm = load_warm_start(warm_start, config.space, config.primary)
+        for trial in warm.trials:
+            sampler.tell(trial)
+        if not quiet:
+            _say(warm.summary())
+    return config, sampler
+
+
+def _failed_to_rerun(study) -> list:
+    """The failed trials of a resumed study that no later trial has run again with the same parameters."""
+    from .study import TrialState
+
+    later: set = set()
+    chosen = []
+    for trial in sorted(study.trials, key=lambda t: t.number, reverse=True):
+        key = study.space.key(trial.params)
+        if trial.state is TrialState.FAILED and key not in later:
+            chosen.append(trial)
+        later.add(key)
+    return sorted(chosen, key=lambda t: t.number)
+
+
+def _before_first_trial(config, study, path: Path | None, quiet: bool, reruns: int = 0) -> None:
     """A function that cannot be imported is exit 2; what will not work is a warning; a resume says what it found."""
     from .assemble import function_runs_here
     from .studyfile import caveats, planned_trials
@@ -331,7 +419,7 @@ def _before_first_trial(config, study, path: Path | None, quiet: bool) -> None:
     for warning in checked + caveats(config):
         _warn(warning)
     if study.trials and not quiet:  # only a resume starts with finished trials
-        left = max(0, planned_trials(config.strategy, config.space) - len(study.trials))
+        left = max(0, planned_trials(config.strategy, config.space) - len(study.trials)) + reruns
         _say(f"resuming: {len(study.trials)} finished trials from {path}; {left} to go")
 
 
@@ -448,6 +536,33 @@ def _attach_tracker(bus, config, study, quiet: bool, stack: contextlib.ExitStack
     )
     tracker.start()
     stack.callback(tracker.close)
+
+
+def _attach_trial_dirs(bus, config, study, path: Path | None, resume: bool):
+    """Each trial's directory beside the results file (none when the results go to stdout)."""
+    if path is None:
+        return None
+    from .executors.artifacts import TrialDirs
+
+    dirs = TrialDirs(path, config.trial_dirs, config.primary)
+    try:
+        dirs.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{dirs.root}: cannot make the trials' directory: {exc.strerror or exc}") from None
+    if resume:
+        dirs.resumed(study.trials)
+    else:
+        dirs.start_afresh()  # the study this run replaces in the results file leaves its trial directories too
+    bus.subscribe(dirs)
+    return dirs
+
+
+def _slot_pool(config):
+    if not config.slots:
+        return None
+    from .executors.slots import SlotPool
+
+    return SlotPool(config.slots)
 
 
 def _attach_progress(bus, quiet: bool, stack: contextlib.ExitStack) -> None:
@@ -657,9 +772,46 @@ def show(
                 raise UsageError(f"--sort {sort}: {exc}") from None
         if limit is not None:
             trials = trials[:limit]
-        print(format_trials(study, fmt, trials), end="")
+        print(format_trials(study, fmt, trials, Path(results).parent if results != "-" else Path(".")), end="")
         if fmt == "table":
             print(best_so_far_line(study), end="")
+
+
+@app.command()
+def logs(
+    results: Annotated[str, typer.Argument(help="Results file.")],
+    trial_id: Annotated[str, typer.Argument(metavar="TRIAL_ID", help="The trial, e.g. trial_0007 (or its number).")],
+    stdout: Annotated[bool, typer.Option("--stdout", help="Only the trial's stdout.")] = False,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Only the trial's stderr (printed on stdout).")] = False,
+) -> None:
+    """Print what a trial printed, kept in its directory: its stdout on stdout, its stderr on stderr."""
+    from .executors.artifacts import trial_files
+
+    with user_errors():
+        if stdout and stderr:
+            raise UsageError("--stdout and --stderr each print one stream; without either, logs prints both")
+        if results == "-":
+            raise UsageError("logs reads the trial directories beside a results file: give its path, not '-'")
+        study = _load_results(results)
+        out_file, err_file = trial_files(study, Path(results), trial_id)
+        if stderr:
+            _copy_to(err_file, sys.stdout)
+        elif stdout:
+            _copy_to(out_file, sys.stdout)
+        else:
+            _copy_to(out_file, sys.stdout)
+            _copy_to(err_file, sys.stderr)
+
+
+def _copy_to(path: Path, stream) -> None:
+    """A kept output file, bytes as they are, onto a stream; none: the trial printed nothing there."""
+    stream.flush()
+    if not path.is_file():
+        return
+    with open(path, "rb") as handle:
+        while chunk := handle.read(65536):
+            stream.buffer.write(chunk)
+    stream.buffer.flush()
 
 
 # report ----------------------------------------------------------------------
@@ -678,16 +830,16 @@ def report(
 ) -> None:
     """Write a self-contained HTML report of a results file: plots and a sortable trial table."""
     with user_errors():
-        from .report import default_report_path, render_report, require_plotly, save_report
+        from .report import default_report_path, render_report, require_plotly, save_report, trial_links
 
         require_plotly()  # a missing extra is reported before any input is read
         study = _load_results(results)
-        html = render_report(study, "<stdin>" if results == "-" else results)
-        if output == "-":
+        path = None if output == "-" else Path(output) if output is not None else default_report_path(results, study)
+        html = render_report(study, "<stdin>" if results == "-" else results, trial_links(results, path))
+        if path is None:
             sys.stdout.write(html)
             sys.stdout.flush()
             return
-        path = Path(output) if output is not None else default_report_path(results, study)
         save_report(html, path)
         _say(f"report: {path}")
 

@@ -64,6 +64,7 @@ class TrialStarted(Event):
     trial_id: str = ""
     number: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    slot: str | None = None  # the devices or slot it holds, when the study declares resources
 
 
 @dataclass

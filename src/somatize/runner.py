@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .bounds import ERROR_CHARS, MetricLog, clip_text
 from .errors import TrialPruned
@@ -30,6 +31,10 @@ from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialR
 from .pruners.base import Pruner
 from .samplers.base import Sampler
 from .study import MetricRecord, Recommendation, Study, Trial, TrialState
+
+if TYPE_CHECKING:
+    from .executors.artifacts import TrialDirs
+    from .executors.slots import Slot, SlotPool
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,13 @@ class StudyRunner:
         seed: int | None = None,
         parallel: int = 1,
         pruner: Pruner | None = None,
+        trial_dirs: TrialDirs | None = None,
+        slots: SlotPool | None = None,
     ):
         self.study = study
+        self.trial_dirs = trial_dirs  # each trial's directory (None: trials get none)
+        self.slots = slots  # devices or named slots, one per running trial
+        self._held: dict[int, Slot] = {}  # trial number -> the slot it holds until recorded
         self.sampler = sampler
         self.executor = executor
         self.bus = bus or EventBus()
@@ -259,13 +269,28 @@ class StudyRunner:
 
     def _start_trial(self, number: int, params: dict) -> Trial:
         trial = Trial(number, params, trial_seed=derive_trial_seed(self.seed, number))
+        if self.slots is not None:  # held by the trial through every attempt, until it is recorded
+            slot = self._held[number] = self.slots.acquire()
+            trial.slot = slot.label
         if self.bus.has_subscribers:  # events are only built when someone listens
-            self.bus.publish(TrialStarted(trial_id=trial.id, number=number, params=params))
+            self.bus.publish(TrialStarted(trial_id=trial.id, number=number, params=params, slot=trial.slot))
         return trial
 
     def _run_attempts(self, trial: Trial) -> None:
         """Run the trial, again with the same params after a failure while retries last."""
-        request = TrialRequest(trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name)
+        slot = self._held.get(trial.number)
+        request = TrialRequest(
+            trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name,
+            slot=None if slot is None else slot.label, gpus=None if slot is None else slot.gpus,
+        )  # fmt: skip
+        if self.trial_dirs is not None:
+            try:
+                request = replace(request, trial_dir=self.trial_dirs.prepare(trial.id))
+            except OSError as exc:
+                trial.started_at = time.time()
+                self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), MetricLog(()))
+                return
+            trial.log_dir = self.trial_dirs.recorded(trial.id)
         for attempt in range(1, self.stop.retries + 2):
             trial.attempts = attempt
             trial.metrics = []
@@ -348,6 +373,9 @@ class StudyRunner:
     def _record(self, trial: Trial, total: int | None) -> None:
         study = self.study
         study.trials.append(trial)
+        slot = self._held.pop(trial.number, None)
+        if slot is not None and self.slots is not None:
+            self.slots.release(slot)
         if self.pruner is not None:
             self.pruner.finish(trial)
         state = trial.state

@@ -148,6 +148,8 @@ class Trial:
     trial_seed: int | None = None
     attempts: int = 1
     truncated: dict[str, Any] | None = None  # what of the trial's output was cut (somatize.bounds); None: nothing
+    log_dir: str | None = None  # its directory, relative to the results file's (executors/artifacts.py)
+    slot: str | None = None  # the devices or slot it ran on (executors/slots.py)
 
     @functools.cached_property
     def id(self) -> str:
@@ -177,6 +179,10 @@ class Trial:
         }
         if self.truncated is not None:  # only when something was cut: files without it stay as they were
             out["truncated"] = self.truncated
+        if self.log_dir is not None:
+            out["log_dir"] = self.log_dir
+        if self.slot is not None:
+            out["slot"] = self.slot
         return out
 
     @classmethod
@@ -201,6 +207,8 @@ class Trial:
             trial_seed=data.get("trial_seed"),
             attempts=data.get("attempts", 1),
             truncated=data.get("truncated"),
+            log_dir=data.get("log_dir") if isinstance(data.get("log_dir"), str) else None,
+            slot=data.get("slot") if isinstance(data.get("slot"), str) else None,
         )
 
 

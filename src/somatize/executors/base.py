@@ -23,6 +23,21 @@ class TrialRequest:
     params: Mapping[str, Any]
     trial_seed: int
     study_name: str
+    trial_dir: str | None = None  # absolute; the trial's own directory (artifacts.py), None: none
+    slot: str | None = None  # the slot it runs on (slots.py), None: no resources declared
+    gpus: str | None = None  # its devices, for CUDA_VISIBLE_DEVICES and {gpus}
+
+    def environment(self) -> dict[str, str]:
+        """The variables that tell a trial its directory and devices (only those it has)."""
+        env = {}
+        if self.trial_dir is not None:
+            env["SOMATIZE_TRIAL_DIR"] = self.trial_dir
+        if self.slot is not None:
+            env["SOMATIZE_SLOT"] = self.slot
+        if self.gpus is not None:
+            env["SOMATIZE_GPUS"] = self.gpus
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus
+        return env
 
 
 @dataclass(frozen=True)

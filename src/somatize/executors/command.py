@@ -23,7 +23,7 @@ from ..space import PARAMETER_NAME
 
 Template = str | Sequence[str]
 
-TRIAL_PLACEHOLDERS = ("trial_id", "trial_number", "trial_seed", "study", "args")
+TRIAL_PLACEHOLDERS = ("trial_id", "trial_number", "trial_seed", "study", "args", "trial_dir", "gpus", "slot")
 BRACES_HINT = "write {{ and }} for literal braces"
 
 

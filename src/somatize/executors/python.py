@@ -8,20 +8,43 @@ built, so `somatize validate` never runs user code.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
 import operator
+import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import TrialPruned
 from ..study import MetricRecord
+from .artifacts import capture_python_output
 from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
+
+
+@contextlib.contextmanager
+def trial_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """os.environ holds the trial's directory and devices while it runs, for what reads them there
+    (CUDA at its first use, child processes); then the variables are as they were. One trial at a
+    time per process: in-process trials run one by one, workers each run their own."""
+    if not env:
+        yield
+        return
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class FunctionLoadError(ImportError):
@@ -59,6 +82,9 @@ class TrialHandle:
         self.params = dict(request.params)
         self.seed = request.trial_seed
         self.study = request.study_name
+        self.dir = None if request.trial_dir is None else Path(request.trial_dir)  # for its own artifacts
+        self.slot = request.slot
+        self.gpus = request.gpus
         self.last_step: int | None = None
         self._reporter = reporter
         self._primary = primary
@@ -146,8 +172,9 @@ def wants_trial(fn: Callable[..., Any]) -> bool:
 class FunctionExecutor(Executor):
     """Calls `fn(params)` or `fn(params, trial)` and turns its return value into metrics."""
 
-    def __init__(self, target: str, objectives_metrics: list[str], base_dir: Path):
+    def __init__(self, target: str, objectives_metrics: list[str], base_dir: Path, capture: bool = True):
         self.target = target
+        self.capture = capture  # keep what the function prints in its trial directory (workers do it themselves)
         self.primary = objectives_metrics[0]
         self.metrics = list(objectives_metrics)
         self.base_dir = Path(base_dir)
@@ -165,7 +192,10 @@ class FunctionExecutor(Executor):
         params = dict(request.params)
         handle = TrialHandle(request, reporter, self.primary) if self._wants_trial else None
         try:
-            result = fn(params) if handle is None else fn(params, handle)
+            with trial_environment(request.environment()), capture_python_output(
+                request.trial_dir if self.capture else None
+            ):
+                result = fn(params) if handle is None else fn(params, handle)
         except TrialPruned as exc:
             if exc.step is None and handle is not None:  # record where it stopped when the objective did not say
                 exc.step = handle.last_step

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bounds import MetricLog
+from .artifacts import METRICS, STDERR, STDOUT, TailFile, keep_metrics_file, prepare_metrics_file
 from .base import Completed, Executor, Failed, Outcome, Pruned, Reporter, TrialRequest
 from .command import Command, compile_template
 from .metrics_file import read_metrics_file, remove_metrics_file
@@ -86,10 +87,14 @@ class TrialProcess:
     signalling the group is always safe.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], stderr_limit: int):
+    def __init__(self, popen: subprocess.Popen[bytes], stderr_limit: int, trial_dir: str | None = None):
         assert popen.stdout is not None and popen.stderr is not None
         self.popen = popen
         self.stderr = TailBuffer(stderr_limit)
+        # The trial directory's copies of both streams (bounded, the tail kept), when it has one.
+        self.files = None
+        if trial_dir is not None:
+            self.files = (TailFile(Path(trial_dir) / STDOUT), TailFile(Path(trial_dir) / STDERR))
         self.exited = False
         self.open_pipes = 2
         self._selector = _Selector()
@@ -115,8 +120,12 @@ class TrialProcess:
                 self.open_pipes -= 1
             elif key.data == "out":
                 out += chunk
+                if self.files is not None:
+                    self.files[0].write(chunk)
             else:
                 self.stderr.add(chunk)
+                if self.files is not None:
+                    self.files[1].write(chunk)
         if polling and _has_exited(self.popen.pid):
             self.exited = True
         return out
@@ -133,6 +142,8 @@ class TrialProcess:
         try:
             return self.popen.wait()
         finally:
+            for file in self.files or ():
+                file.close()
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None
@@ -229,6 +240,13 @@ class ShellExecutor(Executor):
             return Failed(str(exc))
         if not command.argv:
             return Failed("empty command")
+        if request.trial_dir is not None:  # kept with the trial's other files
+            metrics_file = Path(request.trial_dir) / METRICS
+            prepare_metrics_file(metrics_file)  # an earlier attempt's must not be read again
+            try:
+                return self._run(command, request, reporter, metrics_file)
+            finally:
+                keep_metrics_file(metrics_file)
         metrics_file = self._metrics_dir() / f"{request.trial_id}.{next(self._counter)}.metrics"
         try:
             return self._run(command, request, reporter, metrics_file)
@@ -242,7 +260,7 @@ class ShellExecutor(Executor):
             popen = self._start(argv, self._environment(request, metrics_file, command.env), tag)
         except OSError as exc:
             return Failed(spawn_error(exc, argv, self.workdir))
-        process = TrialProcess(popen, self.STDERR_TAIL_BYTES)
+        process = TrialProcess(popen, self.STDERR_TAIL_BYTES, request.trial_dir)
         stream = MetricStream(self.declared, source="stdout")
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         supervised = False
@@ -359,6 +377,9 @@ class ShellExecutor(Executor):
             "trial_number": request.number,
             "trial_seed": request.trial_seed,
             "study": request.study_name,
+            "trial_dir": request.trial_dir,
+            "gpus": request.gpus,
+            "slot": request.slot,
         }
 
     def _environment(
@@ -375,6 +396,7 @@ class ShellExecutor(Executor):
             "SOMATIZE_STUDY": request.study_name,
             "SOMATIZE_PARAMS": json.dumps(dict(request.params)),
             "SOMATIZE_METRICS_FILE": str(metrics_file),
+            **request.environment(),
             **values,  # the placeholders' values, which a string command's script refers to
         }
         env = dict(self._base_env)

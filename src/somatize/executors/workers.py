@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
 import signal
 import threading
 import time
@@ -48,9 +47,11 @@ def serve(conn: Connection, target: str, metrics: list[str], base_dir: str, env:
     os.setsid()  # its own group: Ctrl-C reaches somatize only, and killpg reaches the function's children
     os.dup2(2, 1)  # prints go to stderr; stdout may carry results or events
     os.environ.update(env)  # thread caps before numpy and friends load
+    from .artifacts import FdCapture
     from .python import FunctionExecutor
 
-    executor = FunctionExecutor(target, metrics, Path(base_dir))
+    capture = FdCapture()  # what the trial prints, C code and child processes included, into its directory
+    executor = FunctionExecutor(target, metrics, Path(base_dir), capture=False)
     reporter = _PipeReporter(conn)
     while True:
         try:
@@ -60,7 +61,8 @@ def serve(conn: Connection, target: str, metrics: list[str], base_dir: str, env:
         if request is None:
             return
         try:
-            outcome: Outcome = executor.run(request, reporter)
+            with capture.trial(request.trial_dir):
+                outcome: Outcome = executor.run(request, reporter)
         except TrialPruned as exc:
             outcome = Pruned(exc.step, exc.reason)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: any error fails the trial
@@ -75,6 +77,7 @@ class _Worker:
         self.conn = conn
         self.tag = tag  # carried by what the objective starts, so those can be swept with the worker
         self.dead = False
+        self.slot: str | None = None  # the only slot it runs trials of: CUDA binds a process to its first devices
 
     def kill(self) -> None:
         """TERM the worker's group, KILL it after a grace; the process is reaped."""
@@ -135,21 +138,22 @@ class WorkerPoolExecutor(Executor):
         self.size = size
         self.timeout = timeout
         self.env = dict(env or {})
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._idle: dict[str | None, list[_Worker]] = {}  # idle workers by the slot they serve
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._numbers = itertools.count()
 
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
-        worker = self._acquire()
+        worker = self._acquire(request.slot)
         try:
             worker.conn.send(request)
             outcome = self._follow(worker, reporter)
         except (EOFError, OSError):  # the pipe broke: the worker died or was killed
             outcome = Failed(self._death_message(worker))
         if worker.process.is_alive():
-            self._idle.put(worker)
+            with self._lock:
+                self._idle.setdefault(worker.slot, []).append(worker)
         else:
             self._retire(worker)
         return outcome
@@ -185,11 +189,22 @@ class WorkerPoolExecutor(Executor):
             return f"worker process died from {signal.Signals(-code).name}"
         return f"worker process exited with status {code}"
 
-    def _acquire(self) -> _Worker:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return self._spawn()
+    def _acquire(self, slot: str | None) -> _Worker:
+        """An idle worker of this slot, else a new one (an idle worker of another slot leaves to make room)."""
+        surplus = None
+        with self._lock:
+            idle = self._idle.get(slot)
+            if idle:
+                return idle.pop()
+            if len(self._all) >= self.size:
+                surplus = next((ws.pop() for ws in self._idle.values() if ws), None)
+                if surplus is not None:
+                    self._all.discard(surplus)
+        if surplus is not None:
+            surplus.stop()
+        worker = self._spawn()
+        worker.slot = slot
+        return worker
 
     def _spawn(self) -> _Worker:
         context = _context()
@@ -219,11 +234,10 @@ class WorkerPoolExecutor(Executor):
         self._cancelled.set()
 
     def close(self) -> None:
-        while True:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                break
+        with self._lock:
+            idle = [worker for workers in self._idle.values() for worker in workers]
+            self._idle.clear()
+        for worker in idle:
             worker.stop()
             with self._lock:
                 self._all.discard(worker)

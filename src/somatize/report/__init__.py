@@ -25,12 +25,28 @@ def require_plotly() -> None:
         raise UsageError(INSTALL_HINT) from None
 
 
-def render_report(study: Study, source: str) -> str:
-    """The report page for a study read from `source` (a path, or <stdin>)."""
+def render_report(study: Study, source: str, trial_links: str | None = None) -> str:
+    """The report page for a study read from `source` (a path, or <stdin>).
+
+    `trial_links`: the URL of the results file's directory as seen from the
+    report's; the trial table then links each trial's kept directory and output.
+    """
     require_plotly()
     from .page import render_page
 
-    return render_page(study, source)
+    return render_page(study, source, trial_links)
+
+
+def trial_links(results: str, report: Path | None) -> str | None:
+    """The relative URL from the report's directory (None: the current one) to the results file's directory."""
+    import os
+    from urllib.parse import quote
+
+    if results == "-":
+        return None
+    here = Path(".") if report is None else (report.parent if str(report.parent) else Path("."))
+    relative = os.path.relpath(Path(results).resolve().parent, here.resolve())
+    return quote(Path(relative).as_posix())
 
 
 def default_report_path(results: str, study: Study) -> Path:
@@ -51,4 +67,4 @@ def save_report(html: str, path: Path) -> None:
         raise UsageError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
 
 
-__all__ = ["INSTALL_HINT", "default_report_path", "render_report", "require_plotly", "save_report"]
+__all__ = ["INSTALL_HINT", "default_report_path", "render_report", "require_plotly", "save_report", "trial_links"]

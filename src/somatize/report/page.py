@@ -96,7 +96,7 @@ SORT_SCRIPT = """
 """
 
 
-def render_page(study: Study, source: str) -> str:
+def render_page(study: Study, source: str, trial_links: str | None = None) -> str:
     """The whole report as one HTML document."""
     trial_history = history(study)
     axes = param_axes(study)
@@ -112,7 +112,7 @@ def render_page(study: Study, source: str) -> str:
     ]
     if len(study.objectives) >= 2:
         sections.append(_section("pareto", "Pareto front", _pareto_body(study)))
-    sections.append(_section("trials", "Trials", _trial_table(study)))
+    sections.append(_section("trials", "Trials", _trial_table(study, trial_links)))
     nav = " ".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in sections)
     body = "\n".join(html for _, _, html in sections)
     return f"""<!DOCTYPE html>
@@ -282,22 +282,37 @@ def _cell(text: str, key: str | None = None, title: str | None = None, css: str 
     return f"<td{attrs}>{escape(text)}</td>"
 
 
-def _trial_table(study: Study) -> str:
+def _output_links(trial: Trial, base: str) -> str:
+    """Links to a trial's kept directory and its two output files, relative to the report."""
+    from urllib.parse import quote
+
+    if trial.log_dir is None:
+        return "<td></td>"
+    folder = f"{base}/{quote(trial.log_dir)}"
+    links = [f'<a href="{escape(folder)}/">directory</a>']
+    links += [f'<a href="{escape(folder)}/{name}.txt">{name}</a>' for name in ("stdout", "stderr")]
+    return f'<td class="output">{" ".join(links)}</td>'
+
+
+def _trial_table(study: Study, trial_links: str | None = None) -> str:
     trials = sorted(study.trials, key=lambda t: t.number)
+    links = trial_links if trial_links is not None and any(t.log_dir for t in trials) else None
     params = param_names(study, trials)
     best = study.best_trial()
     headers = [("number", "#"), ("id", "trial"), ("state", "state")]
     headers += [(f"value.{o.metric}", objective_title(o)) for o in study.objectives]
     headers += [(f"param.{name}", name) for name in params]
     headers += [("duration", "duration"), ("reason", "reason / error")]
+    if links is not None:
+        headers.append(("output", "output"))
     head = "".join(f'<th data-column="{escape(key)}" scope="col">{escape(text)}</th>' for key, text in headers)
-    rows = [_trial_row(study, trial, params, trial is best) for trial in trials]
+    rows = [_trial_row(study, trial, params, trial is best, links) for trial in trials]
     note = _note(f"{len(trials)} trials. Click a column header to sort by it; click again to reverse.")
     return (f'{note}<div class="table-wrap"><table class="trials">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
             + "\n".join(rows) + "\n</tbody>\n</table></div>")
 
 
-def _trial_row(study: Study, trial: Trial, params: list[str], is_best: bool) -> str:
+def _trial_row(study: Study, trial: Trial, params: list[str], is_best: bool, links: str | None = None) -> str:
     cells = [
         _cell(str(trial.number), _number_key(trial.number), css="num"),
         _cell(trial.id),
@@ -317,5 +332,7 @@ def _trial_row(study: Study, trial: Trial, params: list[str], is_best: bool) -> 
     seconds = None if trial.duration_ms is None else trial.duration_ms / 1000
     cells.append(_cell(duration_text(seconds), _number_key(trial.duration_ms), css="num"))
     cells.append(_cell(trial_reason(trial, REASON_WIDTH), title=trial.error or trial.reason, css="reason"))
+    if links is not None:
+        cells.append(_output_links(trial, links))
     css = trial.state.value + (" best" if is_best else "")
     return f'<tr class="{css}">' + "".join(cells) + "</tr>"

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..executors.artifacts import KeepPolicy
+from ..executors.slots import Slot
 from ..space import SearchSpace
 from ..study import Objective
 
@@ -52,6 +54,9 @@ class StudyConfig:
     cluster_worker_timeout: float | None = CLUSTER_WORKER_TIMEOUT  # None: wait for workers forever
     mlflow: dict[str, str] | None = None  # {tracking_uri?, experiment?}: log trials to MLflow
     durability: str = "power"  # one of DURABILITY
+    trial_dirs: KeepPolicy = field(default_factory=KeepPolicy)  # which trial directories are kept
+    slots: tuple[Slot, ...] = ()  # from resources: one per running trial; () = none declared
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # parameter sets run first, in order
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
     # Where some values were written, for checks made after loading (studyfile/probe.py):
     # dotted key -> "FILE:LINE:COL" or "--set KEY".

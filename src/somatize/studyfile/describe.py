@@ -30,6 +30,16 @@ def describe(config: StudyConfig) -> list[str]:
         lines.append(f"pruning: {config.pruning['type']}" + (f" ({', '.join(options)})" if options else ""))
     if config.parallel > 1:
         lines.append(f"parallel: {config.parallel} trials at once")
+    if config.slots:
+        kind = "device slots" if config.slots[0].gpus is not None else "slots"
+        lines.append(f"resources: {len(config.slots)} {kind} ({'; '.join(s.label for s in config.slots)}), "
+                     "one per running trial")
+    if config.enqueue:
+        lines.append(f"enqueue: {len(config.enqueue)} parameter set{'s' if len(config.enqueue) != 1 else ''} "
+                     "run first")
+    if config.trial_dirs.keep != "all":
+        kept = "none" if config.trial_dirs.keep == "none" else f"the best {config.trial_dirs.best}"
+        lines.append(f"trial directories: {kept} kept")
     if config.cluster:
         lines.append(f"cluster: Dask scheduler at {config.cluster}")
     if config.mlflow is not None:

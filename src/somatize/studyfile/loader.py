@@ -27,13 +27,14 @@ from .sections import (
     objective_metrics,
 )
 from .source import MAX_STUDY_BYTES, Unreadable, read_regular_file, read_stream
+from .workstation import check_enqueue, check_parallel, check_resources, check_trial_dirs
 from .yamlnodes import Document, YamlProblems, compose_document
 
 STDIN = "<stdin>"
 TOP_KEYS = (
     "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
     "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
-    "cluster_worker_timeout", "constraints", "mlflow", "durability",
+    "cluster_worker_timeout", "constraints", "mlflow", "durability", "trial_dirs", "resources", "enqueue",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -129,6 +130,10 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     names = declared if isinstance(data.get("search_space"), dict) else None
     executor = check_executor(data["executor"], root / "executor", names, base_dir, space) if "executor" in data else None
     settings = _settings(data, root, base_dir)
+    settings["slots"] = check_resources(data.get("resources"), root / "resources")
+    given = "parallel" in data  # else parallel defaults to the number of slots
+    settings["parallel"] = check_parallel(settings["parallel"], settings["slots"], given, root / "parallel")
+    settings["enqueue"] = check_enqueue(data.get("enqueue"), root / "enqueue", space)
     if root.problems or None in (name, space, strategy, objectives, executor):
         return None
     assert space is not None and strategy is not None and objectives is not None and executor is not None
@@ -148,6 +153,9 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
         "cluster_worker_timeout": settings["cluster_worker_timeout"],
         "mlflow": settings["mlflow"],
     }
+    for key in ("trial_dirs", "resources", "enqueue"):  # as written: they say how it ran, not what it is
+        if data.get(key) is not None:
+            spec[key] = data[key]
     if space.constraints:
         spec["constraints"] = [c.text for c in space.constraints]
     locations = {f"executor.{key}": root.problems.location(("executor", key)) for key in EXECUTOR_KINDS}
@@ -192,6 +200,7 @@ def _settings(data: dict[str, Any], root: Where, base_dir: Path) -> dict[str, An
         "mlflow": _mlflow(get("mlflow"), root / "mlflow", base_dir),
         # How this run writes, not what the study is: kept out of the spec, so the results do not depend on it.
         "durability": choice(get("durability", DURABILITY[0]), root / "durability", "durability", DURABILITY),
+        "trial_dirs": check_trial_dirs(get("trial_dirs"), root / "trial_dirs"),
     }
 
 

@@ -17,7 +17,7 @@ from ..executors.command import TRIAL_PLACEHOLDERS
 from ..samplers import STRATEGIES
 from ..space import LOG, SCALES
 from ..study import REDUCES
-from . import dimensions, executor, loader, sections
+from . import dimensions, executor, loader, sections, workstation
 from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY
 from .fields import DURATION_NUMBER, DURATION_UNITS
 
@@ -408,6 +408,46 @@ def _top_level() -> dict[str, dict[str, Any]]:
             "survives a kill of somatize, not a power loss; for trials of microseconds).",
             "enum": list(DURABILITY),
             "default": DURABILITY[0],
+        },
+        "trial_dirs": {
+            "title": "trial_dirs",
+            "description": "Which trial directories (<results stem>.trials/<trial_id>/: output, metrics file, the "
+            "trial's own files) are kept once trials finish: all (default), the best k, or none.",
+            "type": ["object", "null"],
+            "properties": {
+                key: {
+                    "keep": {"enum": list(workstation.KEEP), "default": "all"},
+                    "best": {"type": "integer", "minimum": 1, "default": 1,
+                             "description": "With keep: best, how many of the best completed trials keep theirs."},
+                }[key]
+                for key in workstation.TRIAL_DIRS_KEYS
+            },
+            "additionalProperties": False,
+        },
+        "resources": {
+            "title": "resources",
+            "description": "Slots that running trials hold one each: gpus (device ids, per_trial of them per trial, "
+            "as CUDA_VISIBLE_DEVICES and {gpus}) or slots (any names, as {slot}). parallel defaults to the number "
+            "of slots (somatize run --gpus sets gpus).",
+            "type": ["object", "null"],
+            "properties": {
+                key: {
+                    "gpus": {"type": "array", "minItems": 1, "uniqueItems": True,
+                             "items": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}},
+                    "per_trial": {"type": "integer", "minimum": 1, "default": 1},
+                    "slots": {"type": "array", "minItems": 1, "uniqueItems": True,
+                              "items": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}},
+                }[key]
+                for key in workstation.RESOURCES_KEYS
+            },
+            "additionalProperties": False,
+        },
+        "enqueue": {
+            "title": "enqueue",
+            "description": "Parameter sets to run first, in order, each a point of search_space (they count "
+            "towards n_trials; a resumed study does not run them again).",
+            "type": ["array", "null"],
+            "items": {"type": "object", "additionalProperties": _SCALAR},
         },
         "constraints": {
             "title": "constraints",

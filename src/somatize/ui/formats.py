@@ -14,6 +14,7 @@ import math
 import re
 import shlex
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..executors.command import args_list, value_text
@@ -182,14 +183,19 @@ def _best_table(study: Study, trial: Trial, objective: str | None, best_observed
 # show ---------------------------------------------------------------------------
 
 
-def format_trials(study: Study, fmt: str, trials: Sequence[Trial]) -> str:
-    """Trials in one of TRIAL_FORMATS, ending with a newline."""
+def format_trials(study: Study, fmt: str, trials: Sequence[Trial], trial_dirs: Path | None = None) -> str:
+    """Trials in one of TRIAL_FORMATS, ending with a newline.
+
+    With `trial_dirs` (the results file's directory) the table and CSV end with
+    each trial's directory as a path from here, when any trial has one kept.
+    """
     if fmt == "json":
         return json.dumps([t.to_dict() for t in trials], indent=2, ensure_ascii=False) + "\n"
+    dirs = None if trial_dirs is None or not any(t.log_dir for t in trials) else trial_dirs
     if fmt == "csv":
-        return _trials_csv(study, trials)
+        return _trials_csv(study, trials, dirs)
     if fmt == "table":
-        return _trials_table(study, trials)
+        return _trials_table(study, trials, dirs)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(TRIAL_FORMATS)}")
 
 
@@ -214,8 +220,14 @@ def _csv_number(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else repr(value)
 
 
-def _trials_csv(study: Study, trials: Sequence[Trial]) -> str:
+def _log_dir(trial: Trial, base: Path) -> str:
+    return "" if trial.log_dir is None else str(base / trial.log_dir)
+
+
+def _trials_csv(study: Study, trials: Sequence[Trial], dirs: Path | None = None) -> str:
     header, params = _columns(study, trials)
+    if dirs is not None:
+        header.append("log_dir")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -225,12 +237,16 @@ def _trials_csv(study: Study, trials: Sequence[Trial]) -> str:
         row.append("" if trial.duration_ms is None else trial.duration_ms)
         row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
         row.append(trial_reason(trial, width=200))
+        if dirs is not None:
+            row.append(_log_dir(trial, dirs))
         writer.writerow(row)
     return out.getvalue()
 
 
-def _trials_table(study: Study, trials: Sequence[Trial]) -> str:
+def _trials_table(study: Study, trials: Sequence[Trial], dirs: Path | None = None) -> str:
     header, params = _columns(study, trials)
+    if dirs is not None:
+        header.append("log_dir")
     rows = []
     for trial in trials:
         row = [trial.id, str(trial.number), trial.state.value]
@@ -238,6 +254,8 @@ def _trials_table(study: Study, trials: Sequence[Trial]) -> str:
         row.append("" if trial.duration_ms is None else str(trial.duration_ms))
         row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
         row.append(trial_reason(trial))
+        if dirs is not None:
+            row.append(_log_dir(trial, dirs))
         rows.append(row)
     numeric = {"number", "duration_ms", *(o.metric for o in study.objectives)}
     return _rich_table_text(header, rows, numeric)

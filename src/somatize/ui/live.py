@@ -69,6 +69,7 @@ class TrialRow:
     duration_ms: int | None = None
     reason: str = ""
     attempt: int = 1  # the attempt that finished it
+    slot: str | None = None  # the devices or slot it holds (resources:)
 
     def seconds(self, now: float) -> float | None:
         if self.duration_ms is not None:
@@ -123,7 +124,9 @@ class LiveModel:
         self.attempts = event.retries + 1
 
     def _trial_started(self, event: TrialStarted) -> None:
-        self.running[event.trial_id] = TrialRow(event.trial_id, event.number, dict(event.params), started=event.time)
+        self.running[event.trial_id] = TrialRow(
+            event.trial_id, event.number, dict(event.params), started=event.time, slot=event.slot
+        )
 
     def _trial_metric(self, event: TrialMetric) -> None:
         row = self.running.get(event.trial_id)
@@ -343,6 +346,8 @@ def _cells(model: LiveModel, row: TrialRow, now: float) -> list[RenderableType]:
     marker = " ★" if row.trial_id == model.best_id else ""
     trial = Text(row.trial_id + marker, style="bold" if marker else "")
     state = Text(row.state.value, style=STATE_STYLES[row.state])
+    if row.state is TrialState.RUNNING and row.slot is not None:  # which devices it holds
+        state.append(f" on {row.slot}", style="dim")
     values = [short_number(row.values.get(metric)) for metric in model.objectives]
     reason = row.reason
     if row.state is TrialState.RUNNING and row.step is not None:
