@@ -54,9 +54,13 @@ class TrialState(str, Enum):
     COMPLETED = "completed"
     PRUNED = "pruned"
     FAILED = "failed"
+    # Asked (`somatize ask`) and never told while its lease lasted: its slot went back to the
+    # budget, and a late tell still records its outcome (SPEC §8).
+    STALE = "stale"
 
     def is_finished(self) -> bool:
-        return self is not TrialState.RUNNING
+        """Completed, pruned or failed: an outcome the sampler learns from and the budget counts."""
+        return self not in (TrialState.RUNNING, TrialState.STALE)
 
 
 class Direction(str, Enum):
@@ -148,6 +152,10 @@ class Trial:
     trial_seed: int | None = None
     attempts: int = 1
     truncated: dict[str, Any] | None = None  # what of the trial's output was cut (somatize.bounds); None: nothing
+    # An asked trial's lease (SPEC §8): its length in seconds and when it runs out (unix time); None for
+    # trials a `run` holds, and once the trial is told.
+    lease_seconds: float | None = None
+    lease_until: float | None = None
 
     @functools.cached_property
     def id(self) -> str:
@@ -177,6 +185,8 @@ class Trial:
         }
         if self.truncated is not None:  # only when something was cut: files without it stay as they were
             out["truncated"] = self.truncated
+        if self.lease_until is not None:  # asked trials only
+            out["lease"] = {"seconds": self.lease_seconds, "until": iso(self.lease_until)}
         return out
 
     @classmethod
@@ -201,7 +211,17 @@ class Trial:
             trial_seed=data.get("trial_seed"),
             attempts=data.get("attempts", 1),
             truncated=data.get("truncated"),
+            **_lease(data.get("lease")),
         )
+
+
+def _lease(data: Any) -> dict[str, float | None]:
+    """A trial record's `lease` object as Trial fields; ValueError/TypeError when it is not one."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise TypeError("a trial's lease must be an object")
+    return {"lease_seconds": _number(data["seconds"]), "lease_until": from_iso(data["until"])}
 
 
 @dataclass(frozen=True)

@@ -568,6 +568,11 @@ class BayesianSampler(Sampler):
                 return params
         return pick_unseen(self, self.rng, draws)
 
+    def hold(self, params: dict[str, Any]) -> None:
+        """Running elsewhere: pending, as this sampler's own proposals in flight are."""
+        super().hold(params)
+        self._pending[self.space.key(params)] = self._to_point(params) or []
+
     # Learning ---------------------------------------------------------------------
 
     def tell(self, trial: Trial) -> None:

@@ -16,8 +16,23 @@ from ..study import Study, Trial
 from .paths import describe_non_regular, results_target, temp_prefix
 
 
-def results_json(study: Study) -> str:
-    return json.dumps(study.to_dict(), indent=2, allow_nan=False) + "\n"
+def results_json(study: Study, trial_lines: bool = False) -> str:
+    """The results document, indented; with `trial_lines`, each trial on one line of its own.
+
+    One line per trial is what a study shared by ask/tell writes at every
+    transaction: json's C encoder only serves unindented output, and indented,
+    the document of 200 trials took 50 ms to encode (the whole ask 140 ms),
+    a tenth of that as lines, on the loaded 2-core machine.
+    """
+    document = study.to_dict()
+    if not trial_lines:
+        return json.dumps(document, indent=2, allow_nan=False) + "\n"
+    trials = document.pop("trials")
+    head = json.dumps(document, indent=2, allow_nan=False)[: -len("\n}")]
+    if not trials:
+        return head + ',\n  "trials": []\n}\n'
+    lines = ",\n".join("    " + json.dumps(trial, allow_nan=False) for trial in trials)
+    return head + ',\n  "trials": [\n' + lines + "\n  ]\n}\n"
 
 
 def _current_umask() -> int:
@@ -62,10 +77,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_results(study: Study, path: Path) -> None:
+def write_results(study: Study, path: Path, trial_lines: bool = False) -> None:
     """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError."""
     try:
-        write_atomically(path, results_json(study))
+        write_atomically(path, results_json(study, trial_lines))
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -142,6 +157,7 @@ def check_trial(trial: Trial) -> Trial:
     _check_type(f"{where} reason", trial.reason, str)
     _check_type(f"{where} truncated", trial.truncated, dict)  # only written back, never interpreted
     _check_time(f"{where} started_at", trial.started_at)
+    _check_time(f"{where} lease until", trial.lease_until)
     for record in trial.metrics:
         _check_type(f"{where} metric step", record.step, int)
         _check_time(f"{where} metric timestamp", record.timestamp)
