@@ -34,10 +34,11 @@ from .storage.paths import remove_stale_temp_files
 from .storage.results import load_json, read_results, write_results
 from .storage.shared import SharedJournal
 from .study import MetricRecord, Objective, Study, Trial, TrialState, iso
-from .studyfile.config import StudyConfig
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from .studyfile.config import StudyConfig
 
 # The lease of an asked trial: a trial of a batch system (a Slurm job, a CI job) runs for minutes to
 # hours and may wait in a queue between its ask and its start, so the default is long; a worker that
@@ -170,10 +171,20 @@ def read_header(results: Path) -> dict[str, Any]:
 
 
 def study_from_header(header: dict[str, Any]) -> Study:
+    """The study a journal header describes, its constraints included (they decide a grid's size)."""
+    from dataclasses import replace as with_fields
+
+    from .constraints import parse_constraint
+
     spec = dict(header.get("spec") or {})
+    space = SearchSpace.from_spec(spec.get("search_space") or {})
+    texts = spec.get("constraints") or []
+    if texts:
+        names = [*space.names, *space.constants]
+        space = with_fields(space, constraints=tuple(parse_constraint(str(t), names) for t in texts))
     return Study(
         name=str(header["name"]),
-        space=SearchSpace.from_spec(spec.get("search_space") or {}),
+        space=space,
         objectives=[Objective.from_dict(o) for o in header["objectives"]],
         strategy=dict(spec.get("strategy") or {}),
         spec=spec,
@@ -182,12 +193,17 @@ def study_from_header(header: dict[str, Any]) -> Study:
 
 
 def _planned(study: Study) -> int | None:
-    from .studyfile import planned_trials
+    """The planned number of trials, as the strategy counts it (without importing a model)."""
+    strategy = study.strategy
+    if strategy.get("type") == "grid":
+        from .samplers.grid import DEFAULT_POINTS_PER_DIM, GridSampler
 
-    try:
-        return planned_trials(study.strategy, study.space)
-    except (KeyError, TypeError, ValueError):
-        return None
+        points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
+        return GridSampler(study.space, study.primary, strategy.get("n_trials"), None, points).total
+    size, n_trials = study.space.cardinality(), strategy.get("n_trials")
+    if size is None or n_trials is None:
+        return n_trials if size is None else size
+    return min(size, n_trials)
 
 
 def write_shared_results(results: Path, state: JournalState, study: Study | None = None) -> Study:
@@ -206,7 +222,9 @@ def write_shared_results(results: Path, state: JournalState, study: Study | None
                                  if t.started_at is not None), default=None)
     else:
         study.status, study.stop_reason, study.finished_at = "running", None, None
-    write_results(study, results, trial_lines=True)
+    # Not fsynced: the journal (fsynced) is the record, and every transaction rewrites this file from it.
+    # Measured: the two fsyncs of a transaction took 16 ms of its 70 (200 trials, loaded 2-core machine).
+    write_results(study, results, trial_lines=True, sync=False)
     return study
 
 

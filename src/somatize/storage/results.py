@@ -45,10 +45,11 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, sync: bool = True) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half a file.
 
-    A failure (a full disk) leaves the old file as it was and no temp file behind.
+    A failure (a full disk) leaves the old file as it was and no temp file behind. Without `sync`
+    the data is not forced to disk before the rename (for a file rebuilt from a journal anyway).
     """
     path = Path(path)
     problem = describe_non_regular(path)  # again at every write: a rename would replace a device or FIFO
@@ -58,7 +59,8 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         os.fchmod(fd, _FILE_MODE)
         write_all(fd, text.encode("utf-8"))
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
@@ -77,10 +79,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_results(study: Study, path: Path, trial_lines: bool = False) -> None:
+def write_results(study: Study, path: Path, trial_lines: bool = False, sync: bool = True) -> None:
     """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError."""
     try:
-        write_atomically(path, results_json(study, trial_lines))
+        write_atomically(path, results_json(study, trial_lines), sync)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
