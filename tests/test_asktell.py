@@ -387,3 +387,25 @@ def test_join_refuses_resume_and_standard_output(tmp_path):
     one_line_error(invoke("run", study, "--join", "--resume"), "--join shares a study")
     one_line_error(invoke("run", study, "--join", "-o", "-"), "--join shares a study")
     one_line_error(invoke("run", study, "--lease", "5m"), "--lease goes with --join")
+
+
+def test_an_interrupted_joined_run_gives_its_running_trial_back_at_once(tmp_path):
+    study, results = study_file(tmp_path, n_trials=4), tmp_path / "r.json"
+    (tmp_path / "slow.py").write_text("import time\n\ndef objective(params):\n    time.sleep(60)\n    return 1.0\n")
+    study.write_text(study.read_text().replace("objective:objective", "slow:objective"))
+    joined = subprocess.Popen([sys.executable, "-m", "somatize", "run", study, "-o", results, "--join", "-q"],
+                              env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (results.exists() and any(t["state"] == "running" for t in trials_of(results))):
+        assert time.monotonic() < deadline and joined.poll() is None, "no trial started"
+        time.sleep(0.05)
+    joined.send_signal(signal.SIGINT)
+    _, err = joined.communicate(timeout=60)
+    assert joined.returncode == 130, err
+    trial = trials_of(results)[0]
+    assert (trial["state"], trial["reason"]) == ("stale", "the run --join running it stopped")
+    assert ask(study, results)["number"] == 1  # its slot is free again
+
+
+def test_ask_refuses_standard_output_as_the_results(tmp_path):
+    one_line_error(invoke("ask", study_file(tmp_path), "-o", "-"), "not with -o -")

@@ -612,7 +612,6 @@ def _join_study(config, output: str | None, events: str | None, quiet: bool, lea
 
 # ask / tell / heartbeat --------------------------------------------------------
 
-EXIT_NOTHING_TO_ASK = 3  # SPEC §5: `ask` found nothing left to ask (a NothingToAsk error's exit_code)
 ASK_FORMATS = ("json", "args", "env", "yaml")
 
 
