@@ -145,6 +145,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="random:10,random:1000,grid:10,grid:1000,bayesian:10,bayesian:100")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
+    # The floor every CLI call pays on this machine at this load: an interpreter, then somatize's CLI.
+    floors = []
+    for argv in ([sys.executable, "-c", "pass"], [sys.executable, "-m", "somatize", "--version"]):
+        times = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            subprocess.run(argv, check=True, env=ENV, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - started)
+        floors.append(statistics.median(times))
+    print(f"floor: python -c pass {floors[0] * 1000:.0f} ms, somatize --version {floors[1] * 1000:.0f} ms")
     print("| strategy | trials in the study | `ask` (CLI) | `tell` (CLI) | ask (API) | tell (API) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for item in args.sizes.split(","):

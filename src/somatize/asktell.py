@@ -292,8 +292,10 @@ def _stop(config: StudyConfig, finished: list[Trial], running: int, planned: int
     return None
 
 
-def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: float) -> Trial:
-    """Propose the next trial from everything the journal holds; NothingToAsk when there is none."""
+def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: float,
+                warm: Sampler | None = None) -> tuple[Trial, Sampler]:
+    """Propose the next trial from everything the journal holds, with a sampler built afresh (warmed from
+    an earlier build, `warm`); NothingToAsk when there is none. The trial and the sampler."""
     from .runner import derive_trial_seed
     from .samplers import make_sampler
 
@@ -301,6 +303,8 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
     finished = [t for t in trials if t.state.is_finished()]
     running = [t for t in trials if t.state is TrialState.RUNNING]
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
+    if warm is not None:
+        sampler.warm_from(warm)
     stop = _stop(config, finished, len(running), sampler.total)
     if stop is not None:
         raise stop
@@ -314,8 +318,9 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
         if sampler.give_up:
             raise NothingToAsk(f"nothing left to ask: {sampler.give_up}", "infeasible")
         raise NothingToAsk("nothing left to ask: every parameter set of the space was asked", "exhausted")
-    return Trial(number, params, started_at=now, trial_seed=derive_trial_seed(config.seed, number),
-                 lease_seconds=lease, lease_until=now + lease)
+    trial = Trial(number, params, started_at=now, trial_seed=derive_trial_seed(config.seed, number),
+                  lease_seconds=lease, lease_until=now + lease)
+    return trial, sampler
 
 
 def _clean(journal: SharedJournal) -> None:
@@ -335,7 +340,7 @@ def ask(config: StudyConfig, results: Path, lease: float = DEFAULT_LEASE) -> Tri
         now = time.time()
         expire_leases(journal, state, now)
         try:
-            trial = _next_trial(config, state, lease, now)
+            trial, _ = _next_trial(config, state, lease, now)
         except NothingToAsk:
             _clean(journal)
             write_shared_results(journal.results, state)
@@ -455,6 +460,7 @@ class JoinedStudy:
         self.study: Study | None = None  # the whole shared study, as last written
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._sampler: Sampler | None = None  # the last claim's, to warm the next one's model
 
     def __enter__(self) -> Self:
         self.journal.__enter__()
@@ -502,7 +508,7 @@ class JoinedStudy:
         with self.journal.transaction() as state:
             now = time.time()
             expire_leases(self.journal, state, now)
-            trial = _next_trial(self.config, state, self.lease, now)
+            trial, self._sampler = _next_trial(self.config, state, self.lease, now, self._sampler)
             self.journal.append({"trial": trial.to_dict()})
             self.mine.add(trial.number)
             self._write(state)

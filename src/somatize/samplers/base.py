@@ -78,6 +78,10 @@ class Sampler(ABC):
         """Learn from a finished trial (also used to replay history on resume)."""
         self.seen.add(self.space.key(trial.params))
 
+    def warm_from(self, other: Sampler) -> None:
+        """Take over what an earlier build of this sampler for the same study learnt that is costly to
+        learn again (a model's fitted hyperparameters); the history itself is told again."""
+
     def hold(self, params: dict[str, Any]) -> None:
         """A parameter set that is running elsewhere (an asked trial not told yet): not to be proposed
         again, and pending for a sampler that models what is in flight."""
