@@ -409,3 +409,15 @@ def test_an_interrupted_joined_run_gives_its_running_trial_back_at_once(tmp_path
 
 def test_ask_refuses_standard_output_as_the_results(tmp_path):
     one_line_error(invoke("ask", study_file(tmp_path), "-o", "-"), "not with -o -")
+
+
+def test_a_joined_bayesian_run_models_the_shared_history(tmp_path):
+    study, results = study_file(tmp_path, "bayesian", n_trials=7), tmp_path / "r.json"
+    for _ in range(2):  # asked elsewhere and told: the joined run's model learns them too
+        trial = ask(study, results)
+        assert invoke("tell", results, trial["trial_id"], "--value", 3, "--metric", "size=1").exit_code == 0
+    joined = invoke("run", study, "-o", results, "--join", "-q")
+    assert joined.exit_code == 0, joined.output
+    trials = trials_of(results)
+    assert [t["state"] for t in trials] == ["completed"] * 7
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 7
