@@ -70,6 +70,8 @@ def every_state_study() -> Study:
               [MetricRecord("f1", 0.9, None, 1_790_000_006.0), MetricRecord("latency_ms", 5.0, None, 1_790_000_006.0)],
               {"f1": 0.9, "latency_ms": 5.0}, 1_790_000_006.0, 10),
         Trial(4, dict(params, act="tanh"), TrialState.RUNNING, [], {}, 1_790_000_007.0),
+        Trial(5, dict(params, layers=4), TrialState.STALE, [], {}, 1_790_000_008.0, reason="its lease ran out",
+              lease_seconds=60.0, lease_until=1_790_000_068.0),
     ]
     study.status = "completed"
     study.finished_at = 1_790_000_010.0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from . import __version__
 from .errors import SomatizeError, StudyFileError, StudyInterrupted, UsageError
@@ -190,6 +191,12 @@ def run(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="With --resume: run the failed trials again first.")
     ] = False,
+    join: Annotated[
+        bool, typer.Option("--join", help="Share the study with other run --join and ask/tell processes.")
+    ] = False,
+    lease: Annotated[
+        Optional[str], typer.Option("--lease", metavar="DURATION", help="With --join: the lease of each trial (5m).")
+    ] = None,
 ) -> None:
     """Run a study: sample parameters, run trials, write results as JSON."""
     with user_errors():
@@ -208,7 +215,16 @@ def run(
             raise UsageError("-o - and --events - cannot both write to standard output")
         if retry_failed and not resume:
             raise UsageError("--retry-failed reruns the failed trials of a resumed study: use it with --resume")
+        if join and (resume or output == "-"):
+            raise UsageError("--join shares a study through its results file: not with --resume or -o -")
+        if join and (warm_start or retry_failed):
+            raise UsageError("--join runs the shared study's own trials: not with --warm-start or --retry-failed")
+        if lease is not None and not join:
+            raise UsageError("--lease goes with --join (an ask takes its own --lease)")
         config = _with_tracking(_load(study, settings), mlflow)
+        if join:
+            code = _join_study(config, output, events, quiet, _lease_seconds(lease, join=True))
+            raise typer.Exit(code)
         again = _resume_command(study, output, jobs, seed, n_trials, overrides or [], cluster, mlflow, gpus,
                                 warm_start or [])
         code = _run_study(config, output, events, quiet, resume, again, warm_start or [], retry_failed)
@@ -667,6 +683,192 @@ def _exit_code(study, quiet_if_none: bool = False) -> int:
             _say("somatize: no trial completed")
         return EXIT_NO_RESULT
     return 0
+
+
+def _join_study(config, output: str | None, events: str | None, quiet: bool, lease: float) -> int:
+    """`run --join`: the runner's trials come from, and go to, the study's shared journal (SPEC §8)."""
+    from .asktell import JoinedStudy
+    from .assemble import build_executor, build_study, stop_conditions
+    from .events import EventBus
+    from .pruners import make_pruner
+    from .runner import StudyRunner
+    from .storage.results import check_writable
+
+    path = check_writable(_results_path(config, output))
+    with JoinedStudy(config, path, lease, warn=_warn) as joined:
+        study = build_study(config)
+        study.id = joined.study_id
+        _before_first_trial(config, study, path, quiet)
+        sampler = joined.sampler()
+        bus = EventBus()
+        with _interrupts_as_keyboard_interrupt(), contextlib.ExitStack() as stack:
+            _attach_event_log(bus, events, stack)
+            _attach_tracker(bus, config, study, quiet, stack)
+            # resume=True: the other processes' trial directories are theirs, not a replaced study's
+            trial_dirs = _attach_trial_dirs(bus, config, study, path, resume=True)
+            bus.subscribe(joined)
+            _attach_progress(bus, quiet, stack)
+            executor = build_executor(config)
+            stack.callback(executor.close)
+            slots = config.parallel
+            if config.cluster:
+                executor.connect()
+                slots = config.parallel if config.parallel > 1 else executor.worker_slots()
+                if config.slots:
+                    slots = min(slots, len(config.slots))
+            pruner = make_pruner(config.pruning, config.primary)
+            runner = StudyRunner(
+                study, sampler, executor, bus, stop_conditions(config), config.seed, slots, pruner,
+                trial_dirs=trial_dirs, slots=_slot_pool(config),
+            )  # fmt: skip
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+            runner.run()
+    shared = joined.study
+    if not quiet and shared is not None:
+        _say(f"this run: {len(study.trials)} trials; the shared study: {len(shared.trials)}")
+        _say_top_trials(shared, path)
+    if sampler.give_up:
+        _say(f"somatize: {sampler.give_up}")
+    if study.status == "interrupted" or shared is None or study.status == "failed":
+        return _exit_code(study)
+    return 0 if shared.completed() else _exit_code(shared)
+
+
+# ask / tell / heartbeat --------------------------------------------------------
+
+ASK_FORMATS = ("json", "args", "env", "yaml")
+
+
+def _lease_seconds(text: str | None, join: bool = False) -> float:
+    from .asktell import DEFAULT_LEASE, JOIN_LEASE
+    from .studyfile.fields import parse_duration
+
+    if text is None:
+        return JOIN_LEASE if join else DEFAULT_LEASE
+    seconds = parse_duration(text)
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"--lease must be a positive duration like '90s', '30m', '2h', got {text!r}")
+    return seconds
+
+
+def _shared_results(config, output: str | None) -> Path:
+    from .storage.results import check_writable
+
+    path = _results_path(config, output)
+    if path is None:
+        raise UsageError("ask records its trial in a results file and its journal: not with -o -")
+    return check_writable(path)
+
+
+@app.command()
+def ask(
+    study: Annotated[str, typer.Argument(help="The study file ('-' reads standard input).")],
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="The study's results file.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json | args | env | yaml")] = "json",
+    lease: Annotated[
+        Optional[str], typer.Option("--lease", metavar="DURATION", help="Time to tell or renew before it is stale (2h).")
+    ] = None,
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a study-file key: KEY=VALUE (dotted path).")
+    ] = None,
+) -> None:
+    """Propose one trial of a study, record it as running, and print it (exit 3: nothing left to ask)."""
+    from .asktell import ask as ask_trial
+    from .ui.formats import format_asked
+
+    with user_errors():
+        if fmt not in ASK_FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(ASK_FORMATS)}, got {fmt!r}")
+        seconds = _lease_seconds(lease)
+        config = _load(study, list(overrides or []))
+        trial = ask_trial(config, _shared_results(config, output), seconds)
+        print(format_asked(trial, fmt), flush=True)
+
+
+class _TellCommand(typer.core.TyperCommand):
+    """`--failed [REASON]`: a flag whose value may be left out (typer has no spelling for it; click has)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.name == "failed":
+                param._flag_needs_value = True  # type: ignore[attr-defined]
+                param.flag_value = ""  # type: ignore[attr-defined]
+
+
+@app.command(cls=_TellCommand)
+def tell(
+    results: Annotated[str, typer.Argument(help="The study's results file.")],
+    trial: Annotated[str, typer.Argument(metavar="TRIAL_ID", help="The asked trial (trial_0007, or 7).")],
+    value: Annotated[Optional[str], typer.Option("--value", help="The first objective's value.")] = None,
+    metric: Annotated[
+        Optional[list[str]], typer.Option("--metric", metavar="NAME=VALUE", help="A metric's value (repeatable).")
+    ] = None,
+    metrics_from: Annotated[
+        Optional[str],
+        typer.Option("--metrics-from", metavar="FILE", help="Read metrics as from a shell trial's output ('-': stdin)."),
+    ] = None,
+    failed: Annotated[
+        Optional[str], typer.Option("--failed", metavar="[REASON]", help="The trial failed (optionally why).")
+    ] = None,
+    pruned: Annotated[bool, typer.Option("--pruned", help="The trial was stopped early.")] = False,
+    step: Annotated[Optional[int], typer.Option("--step", min=0, help="With --pruned: the step it stopped at.")] = None,
+) -> None:
+    """Record the outcome of an asked trial; the results file is updated."""
+    from .asktell import read_header, told_outcome
+    from .asktell import tell as tell_trial
+
+    with user_errors():
+        path = Path(results)
+        header = read_header(path)
+        with _metrics_source(metrics_from) as (stream, source):
+            told = told_outcome(header, value, metric or [], stream, source, failed, pruned, step)
+        done, warnings = tell_trial(path, trial, told)
+        for warning in warnings:
+            _warn(warning)
+        if done.state.value == "failed" and failed is None:
+            _warn(f"{done.id} is recorded as failed: {done.error}")
+
+
+@contextlib.contextmanager
+def _metrics_source(name: str | None):
+    """--metrics-from FILE or '-' (stdin) as a binary stream; a FIFO or device is refused like a metrics file."""
+    if name is None:
+        yield None, ""
+        return
+    if name == "-":
+        yield _piped_stdin().buffer, "<stdin>"
+        return
+    import stat
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # O_NONBLOCK: a FIFO must not hang the open
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--metrics-from {name}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"--metrics-from {name}: not a regular file; to read a pipe, give '-' and pipe it in")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as handle:
+        yield handle, name
+
+
+@app.command()
+def heartbeat(
+    results: Annotated[str, typer.Argument(help="The study's results file.")],
+    trial: Annotated[str, typer.Argument(metavar="TRIAL_ID", help="The asked trial (trial_0007, or 7).")],
+    lease: Annotated[
+        Optional[str], typer.Option("--lease", metavar="DURATION", help="Renew by this much (default: its lease).")
+    ] = None,
+) -> None:
+    """Renew an asked trial's lease, so it is not taken for stale while it runs."""
+    from .asktell import heartbeat as renew
+
+    with user_errors():
+        seconds = None if lease is None else _lease_seconds(lease)
+        _, warnings = renew(Path(results), trial, seconds)
+        for warning in warnings:
+            _warn(warning)
 
 
 # best / show -----------------------------------------------------------------

@@ -56,3 +56,13 @@ class StudyInterrupted(KeyboardInterrupt):
     Distinct from a KeyboardInterrupt that user code raises itself, which fails
     its trial like any other exception instead of stopping the study.
     """
+
+
+class NothingToAsk(SomatizeError):
+    """`somatize ask` on a study with nothing left to propose (SPEC §5: exit 3); `reason` is the stop reason."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, reason: str):
+        self.reason = reason
+        super().__init__(message)

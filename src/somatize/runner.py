@@ -177,9 +177,10 @@ class StudyRunner:
             reason = self._reason_to_stop(total, deadline)
             if reason:
                 return reason
-            params = self.sampler.propose(number)
-            if params is None:
+            claimed = self.sampler.claim(number)
+            if claimed is None:
                 return self._nothing_proposed()
+            number, params = claimed  # a shared study's sampler picks the number (run --join)
             trial = self._start_trial(number, params)
             self._run_attempts(trial)
             number += 1
@@ -203,10 +204,11 @@ class StudyRunner:
                     reason = self._reason_to_stop(total, deadline, in_flight=len(running))
                     if reason:
                         break
-                    params = self.sampler.propose(number)
-                    if params is None:
+                    claimed = self.sampler.claim(number)
+                    if claimed is None:
                         reason = self._nothing_proposed()
                         break
+                    number, params = claimed
                     trial = self._start_trial(number, params)
                     running[pool.submit(self._run_attempts, trial)] = trial
                     number += 1
@@ -227,6 +229,8 @@ class StudyRunner:
 
     def _nothing_proposed(self) -> str:
         """The stop reason when the sampler has no proposal: the space ran out, or it gave up (its `give_up`)."""
+        if self.sampler.ended_by is not None:
+            return self.sampler.ended_by
         return "infeasible" if self.sampler.give_up else "exhausted"
 
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:

@@ -54,9 +54,13 @@ class TrialState(str, Enum):
     COMPLETED = "completed"
     PRUNED = "pruned"
     FAILED = "failed"
+    # Asked (`somatize ask`) and never told while its lease lasted: its slot went back to the
+    # budget, and a late tell still records its outcome (SPEC §8).
+    STALE = "stale"
 
     def is_finished(self) -> bool:
-        return self is not TrialState.RUNNING
+        """Completed, pruned or failed: an outcome the sampler learns from and the budget counts."""
+        return self not in (TrialState.RUNNING, TrialState.STALE)
 
 
 class Direction(str, Enum):
@@ -150,6 +154,10 @@ class Trial:
     truncated: dict[str, Any] | None = None  # what of the trial's output was cut (somatize.bounds); None: nothing
     log_dir: str | None = None  # its directory, relative to the results file's (executors/artifacts.py)
     slot: str | None = None  # the devices or slot it ran on (executors/slots.py)
+    # An asked trial's lease (SPEC §8): its length in seconds and when it runs out (unix time); None for
+    # trials a `run` holds, and once the trial is told.
+    lease_seconds: float | None = None
+    lease_until: float | None = None
 
     @functools.cached_property
     def id(self) -> str:
@@ -183,6 +191,8 @@ class Trial:
             out["log_dir"] = self.log_dir
         if self.slot is not None:
             out["slot"] = self.slot
+        if self.lease_until is not None:  # asked trials only
+            out["lease"] = {"seconds": self.lease_seconds, "until": iso(self.lease_until)}
         return out
 
     @classmethod
@@ -209,7 +219,17 @@ class Trial:
             truncated=data.get("truncated"),
             log_dir=data.get("log_dir") if isinstance(data.get("log_dir"), str) else None,
             slot=data.get("slot") if isinstance(data.get("slot"), str) else None,
+            **_lease(data.get("lease")),
         )
+
+
+def _lease(data: Any) -> dict[str, float | None]:
+    """A trial record's `lease` object as Trial fields; ValueError/TypeError when it is not one."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise TypeError("a trial's lease must be an object")
+    return {"lease_seconds": _number(data["seconds"]), "lease_until": from_iso(data["until"])}
 
 
 @dataclass(frozen=True)

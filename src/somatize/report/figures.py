@@ -70,6 +70,7 @@ CURVE_COLORS = {
     TrialState.COMPLETED: COMPLETED_COLOR,
     TrialState.PRUNED: PRUNED_COLOR,
     TrialState.FAILED: OTHER_COLOR,
+    TrialState.STALE: OTHER_COLOR,
 }
 
 

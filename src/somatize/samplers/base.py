@@ -36,6 +36,9 @@ class Sampler(ABC):
         self._streams: TrialStreams | None = None
         # Why `propose` returned None other than a space exhausted: one line for the user.
         self.give_up: str | None = None
+        # The runner's stop reason when `claim` returned None for another reason than the space or a
+        # give-up (a shared study's budget used by other processes: "n_trials"); None otherwise.
+        self.ended_by: str | None = None
 
     @property
     def total(self) -> int | None:
@@ -63,9 +66,26 @@ class Sampler(ABC):
     def propose(self, number: int) -> dict[str, Any] | None:
         """Parameters (constants included) for trial `number`, or None when exhausted."""
 
+    def claim(self, number: int) -> tuple[int, dict[str, Any]] | None:
+        """The next trial's number and parameters: `number` and its proposal, or None when there is none.
+
+        A study shared with other processes (asktell.SharedSampler) picks the number itself.
+        """
+        params = self.propose(number)
+        return None if params is None else (number, params)
+
     def tell(self, trial: Trial) -> None:
         """Learn from a finished trial (also used to replay history on resume)."""
         self.seen.add(self.space.key(trial.params))
+
+    def warm_from(self, other: Sampler) -> None:
+        """Take over what an earlier build of this sampler for the same study learnt that is costly to
+        learn again (a model's fitted hyperparameters); the history itself is told again."""
+
+    def hold(self, params: dict[str, Any]) -> None:
+        """A parameter set that is running elsewhere (an asked trial not told yet): not to be proposed
+        again, and pending for a sampler that models what is in flight."""
+        self.seen.add(self.space.key(params))
 
     def recommend(self) -> Recommendation | None:
         """The finished trial this sampler recommends, with its model's prediction there; None

@@ -6,9 +6,10 @@ process dies, however it dies (`kill -9`, a segfault), so a lock file left
 behind never blocks the next run: only a live holder does.
 
 `StudyLock.acquire(wait=False)` is the whole-run hold of `somatize run`;
-`wait=True` blocks until the holder lets go, which is what one short
-transaction of a process sharing the study needs (issue 15's ask/tell):
-`with lock.hold(wait=True): ...` around each journal transaction.
+`wait=True` blocks until the holder lets go. `shared=True` is the hold of
+a process that shares the study with others (`ask`, `tell`, `run --join`,
+SPEC §8): any number of them at once, never beside a plain run; they take
+turns through a lock on the journal itself (storage/shared.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ def lock_path(results_path: Path) -> Path:
 class StudyLock:
     """An exclusive lock on one study's files, held through an open lock file."""
 
-    def __init__(self, path: Path, subject: Path):
+    def __init__(self, path: Path, subject: Path, shared: bool = False):
         self.path = path
         self.subject = subject  # what the lock protects, for messages
+        # Shared holders never remove the file: another holder may hold it, and a plain run that
+        # then locked a new file at the name would not be kept out.
+        self.shared = shared
         self._fd: int | None = None
 
     @property
@@ -47,10 +51,17 @@ class StudyLock:
         while self._fd is None:
             fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+                fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
             except OSError as exc:
                 holder = _read_pid(fd)
+                sharers = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) and not self.shared and _held_shared(fd)
                 os.close(fd)
+                if sharers:
+                    raise StudyBusyError(
+                        f"{self.subject} is shared by somatize ask/tell or run --join processes; "
+                        "join them with `somatize run --join`"
+                    ) from None
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     who = f"pid {holder}" if holder else "pid unknown"
                     raise StudyBusyError(f"{self.subject} is being written by another somatize run ({who})") from None
@@ -59,16 +70,20 @@ class StudyLock:
                 os.close(fd)  # the holder removed the file as we opened it: lock the new one
                 continue
             with contextlib.suppress(OSError):  # the pid only names the holder; a full disk must not stop the lock
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                if not self.shared:  # a shared holder leaves the pid of the one before: they are alike
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                elif os.fstat(fd).st_size == 0:
+                    os.write(fd, f"{os.getpid()}\n".encode())
             self._fd = fd
 
     def release(self) -> None:
         """Remove the lock file and let go (removed first, so a waiter never locks a file that is gone)."""
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if not self.shared:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
         os.close(self._fd)
         self._fd = None
 
@@ -94,6 +109,16 @@ class StudyLock:
                 os.close(fd)
                 problem = "it is not a regular file"
         raise ResultsFileError(f"{self.path}: cannot use it as the study's lock file: {problem}")
+
+
+def _held_shared(fd: int) -> bool:
+    """Whether the lock that kept us out is shared holders' (a shared lock is still granted) rather than a run's."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
 
 
 def _same_file(fd: int, path: Path) -> bool:

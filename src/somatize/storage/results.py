@@ -16,8 +16,24 @@ from ..study import Study, Trial
 from .paths import describe_non_regular, results_target, temp_prefix
 
 
-def results_json(study: Study) -> str:
-    return json.dumps(study.to_dict(), indent=2, allow_nan=False) + "\n"
+def results_json(study: Study, trial_lines: bool = False) -> str:
+    """The results document, indented; with `trial_lines`, each trial on one line of its own.
+
+    One line per trial is what a study shared by ask/tell writes at every
+    transaction: json's C encoder only serves unindented output, and indented,
+    the document of 200 trials took 50 ms to encode (the whole ask 140 ms),
+    a tenth of that as lines, on the loaded 2-core machine.
+    """
+    document = study.to_dict()
+    if not trial_lines:
+        return json.dumps(document, indent=2, allow_nan=False) + "\n"
+    trials = document.pop("trials")
+    head = json.dumps(document, indent=2, allow_nan=False)[: -len("\n}")]
+    if not trials:
+        return head + ',\n  "trials": []\n}\n'
+    encode = json.JSONEncoder(allow_nan=False).encode  # one encoder for all the lines
+    lines = ",\n".join("    " + encode(trial) for trial in trials)
+    return head + ',\n  "trials": [\n' + lines + "\n  ]\n}\n"
 
 
 def _current_umask() -> int:
@@ -30,10 +46,11 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, sync: bool = True) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half a file.
 
-    A failure (a full disk) leaves the old file as it was and no temp file behind.
+    A failure (a full disk) leaves the old file as it was and no temp file behind. Without `sync`
+    the data is not forced to disk before the rename (for a file rebuilt from a journal anyway).
     """
     path = Path(path)
     problem = describe_non_regular(path)  # again at every write: a rename would replace a device or FIFO
@@ -43,7 +60,8 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         os.fchmod(fd, _FILE_MODE)
         write_all(fd, text.encode("utf-8"))
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
@@ -62,10 +80,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_results(study: Study, path: Path) -> None:
+def write_results(study: Study, path: Path, trial_lines: bool = False, sync: bool = True) -> None:
     """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError."""
     try:
-        write_atomically(path, results_json(study))
+        write_atomically(path, results_json(study, trial_lines), sync)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -109,9 +127,14 @@ def _no_constant(literal: str) -> float:
     raise ValueError(f"{literal} is not a JSON number")
 
 
+# One decoder for every call: json.loads with an option builds a new one per call, which was a fifth
+# of reading a journal line (benchmarks/asktell.py, 1,000 trials).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def load_json(text: str) -> Any:
     """json.loads without NaN/Infinity literals; raises ValueError (or RecursionError) on bad text."""
-    return json.loads(text, parse_constant=_no_constant)
+    return _DECODER.decode(text)
 
 
 def one_line(message: object) -> str:
@@ -142,6 +165,7 @@ def check_trial(trial: Trial) -> Trial:
     _check_type(f"{where} reason", trial.reason, str)
     _check_type(f"{where} truncated", trial.truncated, dict)  # only written back, never interpreted
     _check_time(f"{where} started_at", trial.started_at)
+    _check_time(f"{where} lease until", trial.lease_until)
     for record in trial.metrics:
         _check_type(f"{where} metric step", record.step, int)
         _check_time(f"{where} metric timestamp", record.timestamp)

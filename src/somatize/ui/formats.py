@@ -57,14 +57,48 @@ def first_line(text: str | None, width: int = REASON_WIDTH) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def trial_reason(trial: Trial, width: int = REASON_WIDTH) -> str:
-    """Why a trial did not complete: the error's first line, or the pruning step and reason."""
+def trial_reason(trial: Trial, width: int = REASON_WIDTH, now: float | None = None) -> str:
+    """Why a trial did not complete: the error's first line, or the pruning step and reason; for an
+    asked trial still out (running or stale), its age and its lease."""
+    if trial.state in (TrialState.RUNNING, TrialState.STALE):
+        return first_line(asked_age(trial, now), width)
     if trial.state is TrialState.FAILED:
         return first_line(trial.error, width)
     if trial.state is TrialState.PRUNED:
         step = "" if trial.pruned_step is None else f"at step {trial.pruned_step}"
         return first_line(": ".join(p for p in (step, trial.reason or "") if p), width)
     return ""
+
+
+def asked_age(trial: Trial, now: float | None = None) -> str:
+    """`asked 12m05s ago, lease 1h47m left` (running) or `asked 2h10m ago, lease ran out 10m00s ago` (stale)."""
+    import time
+
+    now = time.time() if now is None else now
+    parts = [] if trial.started_at is None else [f"asked {duration_text(max(0.0, now - trial.started_at))} ago"]
+    if trial.lease_until is not None:
+        left = trial.lease_until - now
+        parts.append(f"lease {duration_text(left)} left" if left > 0 else f"lease ran out {duration_text(-left)} ago")
+    return ", ".join(parts)
+
+
+def format_asked(trial: Trial, fmt: str) -> str:
+    """An asked trial for `somatize ask` (SPEC §8): `json` one line, `args`/`env`/`yaml` as `best` prints
+    parameters, with the trial id (`--trial-id X`, `SOMATIZE_TRIAL_ID=X`, `trial_id: X`)."""
+    if fmt == "json":
+        document = {"trial_id": trial.id, "number": trial.number, "params": trial.params, "trial_seed": trial.trial_seed}
+        return json.dumps(document, ensure_ascii=False)
+    if fmt == "args":
+        return " ".join(shlex.quote(arg) for arg in ["--trial-id", trial.id, *args_list(trial.params)])
+    if fmt == "env":
+        lines = [f"SOMATIZE_TRIAL_ID={trial.id}"]
+        return "\n".join(lines + [f"{env_name(n)}={shlex.quote(value_text(v))}" for n, v in trial.params.items()])
+    if fmt == "yaml":
+        import yaml
+
+        document = {"trial_id": trial.id, "number": trial.number, "trial_seed": trial.trial_seed, "params": trial.params}
+        return yaml.safe_dump(document, sort_keys=False, allow_unicode=True).rstrip("\n")
+    raise ValueError(f"unknown format {fmt!r}")
 
 
 def attempt_text(attempt: int, attempts: int) -> str:
