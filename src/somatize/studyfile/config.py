@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..constraints import Constraint
 from ..space import SearchSpace
 from ..study import Objective
 
@@ -53,6 +54,9 @@ class StudyConfig:
     mlflow: dict[str, str] | None = None  # {tracking_uri?, experiment?}: log trials to MLflow
     durability: str = "power"  # one of DURABILITY
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
+    metrics: tuple[str, ...] = ()  # `metrics:` recorded, usable in constraints, not optimised (SPEC §9)
+    # The constraints that name a metric, judged after each trial; those on parameters only are in `space`.
+    outcome_constraints: tuple[Constraint, ...] = ()
     # Where some values were written, for checks made after loading (studyfile/probe.py):
     # dotted key -> "FILE:LINE:COL" or "--set KEY".
     locations: dict[str, str] = field(default_factory=dict)
