@@ -43,7 +43,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from functions import branin, hartmann6  # noqa: E402
+from functions import branin, hartmann6
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,10 @@ def tables(results: list[dict[str, Any]], evals: int) -> str:
     early = evals // 2
     lines = [
         f"Median best feasible value (interquartile range) over {seeds} seeds; lower is better.\n",
-        f"| problem | sampler | after {early} | after {evals} | runs without a feasible trial "
-        "| feasible trials | s per run |",
+        (
+            f"| problem | sampler | after {early} | after {evals} | runs without a feasible trial "
+            "| feasible trials | s per run |"
+        ),
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for problem in problems:

@@ -43,8 +43,8 @@ from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, IntDim
 from ..study import Direction, Objective, Recommendation, Trial, TrialState
 from . import noise as obs_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
-from .feasibility import FeasibilityModel
 from .base import Sampler
+from .feasibility import FeasibilityModel
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")

@@ -10,12 +10,12 @@ from typing import Any, BinaryIO
 
 from ..errors import StudyFileError
 from ..trackers import is_path
-from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY, StudyConfig
 from .conditions import check_constraints
-from .metrics import check_metrics
+from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY, StudyConfig
 from .dimensions import check_search_space
 from .executor import EXECUTOR_KINDS, check_executor, resolve_path
 from .fields import choice, duration, integer, mapping, text
+from .metrics import check_metrics
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
 from .sections import (
