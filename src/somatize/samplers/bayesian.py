@@ -403,7 +403,9 @@ class BayesianSampler(Sampler):
         self._constraints = tuple(outcome_constraints)
         self._margins: list[list[float | None] | None] = []
         self._feasible_rows: list[bool] = []
-        self._feasibility = FeasibilityModel(len(self._constraints), seed) if self._constraints else None
+        self._feasibility = (
+            FeasibilityModel(len(self._constraints), seed, search=_HyperparameterSearch) if self._constraints else None
+        )
         self._n_initial = n_initial
         self._kinds = KINDS if acquisition == "gp_hedge" else (acquisition,)
         self._hedge = Hedge(self.rng)

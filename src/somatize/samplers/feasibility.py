@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ LENGTH_SCALE_BOUNDS = (0.01, 100.0)
 # Hyperparameter searches from a random start besides the last fitted values, at each fit.
 # Margins are refitted once per proposal, on tens of points: one restart cost ~20 ms.
 RESTARTS = 1
+# What a search of a GP's log-hyperparameters is: called as scikit-learn's `optimizer` is, built
+# for a number of length scales. bayesian.py passes its own, with the objective GP's priors.
+HyperparameterSearch = Callable[[int], Callable[..., Any]]
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -64,9 +67,12 @@ class FeasibilityModel:
     never ran). A constraint with no known margin yet counts as certain to hold.
     """
 
-    def __init__(self, n_constraints: int, seed: int | None = None):
+    def __init__(self, n_constraints: int, seed: int | None = None, search: HyperparameterSearch | None = None):
         self.n_constraints = n_constraints
         self.seed = seed
+        # Without priors, maximum likelihood on a few margins picks length scales far below the
+        # data's spacing and the model sees only its mean (PoF flat): the caller's search has them.
+        self.search = search
         self._posteriors: list[Posterior | None] = [None] * n_constraints
         self._kernels: list[Any] = [None] * n_constraints  # last fitted, the start of the next search
         self._fitted_rows = -1
@@ -101,8 +107,9 @@ class FeasibilityModel:
             kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
                 np.ones(n), [LENGTH_SCALE_BOUNDS] * n, nu=2.5
             ) + WhiteKernel(1e-3, NOISE_BOUNDS)
+        optimizer: Any = "fmin_l_bfgs_b" if self.search is None else self.search(X.shape[1])
         gp = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=False, n_restarts_optimizer=RESTARTS, random_state=self.seed
+            kernel=kernel, normalize_y=False, n_restarts_optimizer=RESTARTS, random_state=self.seed, optimizer=optimizer
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
