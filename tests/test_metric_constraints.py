@@ -329,3 +329,11 @@ def test_with_feasibility_adds_log_pof_and_its_gradient():
     assert np.allclose(alone, log_pof)
     unchanged, _ = with_feasibility(None, points[:2], np.array([2.0, 3.0]))
     assert list(unchanged) == [2.0, 3.0]
+
+
+def test_the_example_study_with_a_constraint_on_a_result_is_valid():
+    study = Path(__file__).resolve().parent.parent / "studies" / "digits-small.yaml"
+    result = runner.invoke(app, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    assert "metrics (recorded, not optimised): support_vectors" in result.output
+    assert "    support_vectors <= 300" in result.output

@@ -148,7 +148,8 @@ def _summary(config, output_sample: Path | None) -> list[str]:
         except Unreadable as exc:
             raise UsageError(f"{output_sample}: cannot read: {exc}") from None
         lines.append(f"  metrics read from {output_sample}:")
-        lines += [f"    {line}" for line in explain_output(text, [o.metric for o in config.objectives])]
+        declared = [*(o.metric for o in config.objectives), *config.metrics]
+        lines += [f"    {line}" for line in explain_output(text, declared)]
     return lines
 
 
