@@ -245,7 +245,10 @@ def main() -> None:
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--json", help="Also write the raw results here (and read them back with --include).")
-    parser.add_argument("--include", action="append", default=[], help="Raw results of an earlier run to add.")
+    parser.add_argument(
+        "--include", action="append", default=[],
+        help="Raw results of an earlier run to add; runs already in them are not repeated (a stopped run continues).",
+    )
     args = parser.parse_args()
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"
@@ -254,9 +257,12 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     for path in args.include:
         results += json.loads(Path(path).read_text())["results"]
+    done = {(r["problem"], r["sampler"], r["seed"]) for r in results}
     for seed in range(args.seeds):
         for problem in args.problems.split(","):
             for sampler in args.samplers.split(","):
+                if (problem, sampler, seed) in done:
+                    continue
                 result = run_one(problem, sampler, seed, args.evals)
                 results.append(result)
                 print(
