@@ -167,8 +167,9 @@ def test_show_has_a_feasible_column_and_the_metrics(tmp_path):
 def test_the_target_is_reached_only_by_a_feasible_trial(tmp_path):
     # Every infeasible trial (x > 0.5) reaches loss <= 0.09; the feasible ones (x <= 0.5) never do.
     path = write_study(tmp_path, STUDY.replace("executor:", "target: {value: 0.0899}\nexecutor:"))
-    result, out = run(path)
+    _, out = run(path)
     document = json.loads(out.read_text())
+    assert any(t["values"]["loss"] <= 0.0899 for t in document["trials"])  # infeasible ones reached it
     assert document["stop_reason"] == "n_trials"
     assert len(document["trials"]) == 16
 
@@ -247,6 +248,18 @@ def test_kill_9_then_resume_keeps_each_trial_s_feasibility(tmp_path):
     assert all(t["feasible"] == (t["values"]["latency_ms"] <= 50) for t in trials_of(out))
 
 
+class LatencyExecutor:
+    """loss is best at x = 0.8; latency_ms = 100 x, so `latency_ms <= 50` holds for x <= 0.5."""
+
+    def run(self, request, reporter):
+        x = request.params["x"]
+        return Completed([MetricRecord("loss", (x - 0.8) ** 2), MetricRecord("latency_ms", 100 * x)])
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 # The Bayesian strategy models feasibility ---------------------------------------------------
 
 
@@ -293,19 +306,9 @@ def test_a_bayesian_run_finds_the_constrained_optimum_and_never_names_an_infeasi
     space = SearchSpace.from_spec({"x": {"type": "float", "low": 0.0, "high": 1.0}})
     constraint = parse_constraint("latency_ms <= 50", ["x"], ["latency_ms"])
     strategy = {"type": "bayesian", "n_trials": 14, "n_initial": 5, "noise": "none"}
-
-    class Executor:
-        def run(self, request, reporter):
-            x = request.params["x"]
-            return Completed([MetricRecord("loss", (x - 0.8) ** 2), MetricRecord("latency_ms", 100 * x)])
-
-        def cancel(self) -> None: ...
-
-        def close(self) -> None: ...
-
     study = Study("b", space, [Objective("loss")], strategy, metrics=("latency_ms",), outcome_constraints=(constraint,))
     sampler = make_sampler(strategy, space, Objective("loss"), 1, [constraint])
-    StudyRunner(study, sampler, Executor(), seed=1).run()
+    StudyRunner(study, sampler, LatencyExecutor(), seed=1).run()
     best = study.best_trial()
     assert best.feasible is True and 0.45 <= best.params["x"] <= 0.5
     assert study.recommended_trial() is None or study.recommended_trial().feasible is True
@@ -337,3 +340,31 @@ def test_the_example_study_with_a_constraint_on_a_result_is_valid():
     assert result.exit_code == 0, result.output
     assert "metrics (recorded, not optimised): support_vectors" in result.output
     assert "    support_vectors <= 300" in result.output
+
+
+def test_the_live_table_marks_infeasible_trials_and_leaves_them_out_of_the_top():
+    import io
+
+    from rich.console import Console
+
+    from somatize.events import EventBus
+    from somatize.ui.live import LiveModel, render, summary
+
+    space = SearchSpace.from_spec({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    constraint = parse_constraint("latency_ms <= 50", ["x"], ["latency_ms"])
+    strategy = {"type": "random", "n_trials": 12}
+    study = Study("live", space, [Objective("loss")], strategy, metrics=("latency_ms",), outcome_constraints=(constraint,))
+    model, bus = LiveModel(), EventBus()
+    bus.subscribe(model.apply)
+    StudyRunner(study, make_sampler(strategy, space, Objective("loss"), 2), LatencyExecutor(), bus, seed=2).run()
+    infeasible = {t.id for t in study.trials if t.feasible is False}
+    assert infeasible and model.best_id == study.best_trial().id
+    assert not {r.trial_id for r in model.top(20)} & infeasible
+    out = io.StringIO()
+    console = Console(file=out, width=160, force_terminal=False, color_system=None)
+    console.print(render(model))
+    console.print(summary(model))
+    text = out.getvalue()
+    rows = [line for line in text.splitlines() if any(i in line for i in infeasible) and "latency_ms <= 50" in line]
+    assert rows and all("infeasible" in line for line in rows)
+    assert f"({len(infeasible)} infeasible)" in text
