@@ -236,9 +236,13 @@ class AcquisitionSearch:
         candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
         if incumbent is not None:
             candidates = np.vstack([candidates, incumbent])
+        mean, std = posterior(candidates)  # once for every kind: 2,048 rows against every observation
+        log_pof = None if feasibility is None else feasibility.log_pof(candidates)[0]
         found = []
         for kind in kinds:
-            values = self._value(posterior, kind, best, candidates)
+            values = np.zeros(len(candidates)) if best is None else acquisition(kind, mean, std, best)
+            if log_pof is not None:
+                values = values + log_pof  # feasibility.with_feasibility, computed once for the candidates
             starts = candidates[self._starts(values, incumbent is not None)]
             xs = self._local(posterior, kind, best, starts)
             xs = self._sweep(posterior, kind, best, xs)
