@@ -285,6 +285,11 @@ class Study:
                 "strategy": dict(self.strategy),
                 "objectives": [o.to_dict() for o in self.objectives],
             }
+            constraints = [c.text for c in (*self.space.constraints, *self.outcome_constraints)]
+            if constraints:
+                self.spec["constraints"] = constraints
+            if self.metrics:
+                self.spec["metrics"] = list(self.metrics)
 
     @property
     def primary(self) -> Objective:
