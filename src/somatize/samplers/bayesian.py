@@ -548,7 +548,7 @@ class BayesianSampler(Sampler):
             feasibility.fit(X, self._margins)
             rows = np.flatnonzero(self._feasible_rows)
             X, y = X[rows], y[rows]
-            X_all = X
+            X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
         best: float | None
         if not len(y):
             best, incumbent = None, None
