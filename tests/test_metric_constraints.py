@@ -368,3 +368,16 @@ def test_the_live_table_marks_infeasible_trials_and_leaves_them_out_of_the_top()
     rows = [line for line in text.splitlines() if any(i in line for i in infeasible) and "latency_ms <= 50" in line]
     assert rows and all("infeasible" in line for line in rows)
     assert f"({len(infeasible)} infeasible)" in text
+
+
+@pytest.mark.parametrize("noise", ["none", "auto"])
+def test_bayesian_with_trials_in_flight_and_constraints_never_repeats_a_point(noise):
+    space = SearchSpace.from_spec({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    constraint = parse_constraint("latency_ms <= 50", ["x"], ["latency_ms"])
+    strategy = {"type": "bayesian", "n_trials": 10, "n_initial": 4, "noise": noise}
+    study = Study("j", space, [Objective("loss")], strategy, metrics=("latency_ms",), outcome_constraints=(constraint,))
+    sampler = make_sampler(strategy, space, Objective("loss"), 4, [constraint])
+    StudyRunner(study, sampler, LatencyExecutor(), seed=4, parallel=3).run()
+    xs = [t.params["x"] for t in study.trials]
+    assert len(xs) == 10 and len(set(xs)) == 10
+    assert study.best_trial().feasible is True
