@@ -131,13 +131,15 @@ class InProcess:
         pass
 
 
-def run_somatize(problem: ConstrainedProblem, seed: int, evals: int, kind: str) -> dict[str, Any]:
+def run_somatize(
+    problem: ConstrainedProblem, seed: int, evals: int, kind: str, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from somatize import Objective, SearchSpace, Study, StudyRunner, make_sampler
     from somatize.constraints import parse_constraint
 
     space = SearchSpace.from_spec(problem.space)
     constraint = parse_constraint("c <= 0", space.names, ["c"])
-    strategy = {"type": kind, "n_trials": evals}
+    strategy = {"type": kind, "n_trials": evals, **(options if kind == "bayesian" and options else {})}
     study = Study(problem.name, space, [Objective("value")], strategy, metrics=("c",), outcome_constraints=(constraint,))
     sampler = make_sampler(strategy, space, Objective("value"), seed, [constraint])
     StudyRunner(study, sampler, InProcess(problem), seed=seed).run()
@@ -181,14 +183,18 @@ def run_optuna(problem: ConstrainedProblem, seed: int, evals: int, kind: str) ->
     }
 
 
-def run_one(problem: str, sampler: str, seed: int, evals: int) -> dict[str, Any]:
+def run_one(
+    problem: str, sampler: str, seed: int, evals: int, options: dict[str, Any] | None = None, label: str = ""
+) -> dict[str, Any]:
     started = time.process_time()
     clock = time.perf_counter()
     library, kind = sampler.split("-", 1)
-    run = run_somatize if library == "somatize" else run_optuna
-    found = run(PROBLEMS[problem], seed, evals, kind)
+    if library == "somatize":
+        found = run_somatize(PROBLEMS[problem], seed, evals, kind, options)
+    else:
+        found = run_optuna(PROBLEMS[problem], seed, evals, kind)
     return {
-        "problem": problem, "sampler": sampler, "seed": seed, **found,
+        "problem": problem, "sampler": sampler + (f" ({label})" if label else ""), "seed": seed, **found,
         "seconds": time.perf_counter() - clock, "cpu_seconds": time.process_time() - started,
     }  # fmt: skip
 
@@ -251,6 +257,8 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=60)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--somatize-options", default="{}", help="Bayesian options for somatize, as JSON.")
+    parser.add_argument("--label", default="", help="A name for this variant of somatize's options, in the tables.")
     parser.add_argument("--json", help="Also write the raw results here (and read them back with --include).")
     parser.add_argument(
         "--include", action="append", default=[],
@@ -268,9 +276,12 @@ def main() -> None:
     for seed in range(args.seeds):
         for problem in args.problems.split(","):
             for sampler in args.samplers.split(","):
-                if (problem, sampler, seed) in done:
+                name = sampler + (f" ({args.label})" if args.label and sampler.startswith("somatize") else "")
+                if (problem, name, seed) in done:
                     continue
-                result = run_one(problem, sampler, seed, args.evals)
+                options = json.loads(args.somatize_options)
+                label = args.label if sampler.startswith("somatize") else ""
+                result = run_one(problem, sampler, seed, args.evals, options, label)
                 results.append(result)
                 print(
                     f"{problem} {sampler} seed {seed}: {best_feasible(result, args.evals):.4g} "
