@@ -37,8 +37,11 @@ from .acquisition import Posterior
 NOISE_BOUNDS = (1e-6, 1.0)
 # Length scales in the unit cube, as bayesian.py's objective GP.
 LENGTH_SCALE_BOUNDS = (0.01, 100.0)
-# Hyperparameter searches from random starts at a constraint's first fit; later fits start from
-# the last fitted values only, as bayesian.py's objective GP does (GP_RESTARTS).
+# Hyperparameter searches from a random start, besides the last fitted values, at every fit.
+# Measured (benchmarks/constrained.py, seeds 0-9, 60 trials): with the restart only at the first
+# fit, as the objective GP does, a suggestion at 60 trials took 0.21 s instead of 0.32 s, but
+# Hartmann6 with x0 + ... + x5 <= 1.5 ended at median regret 0.177 instead of 0.063 (5 of 10
+# seeds worse, none better), while Townsend's went from 0.032 to 0.0067: the restart was kept.
 RESTARTS = 1
 # What a search of a GP's log-hyperparameters is: called as scikit-learn's `optimizer` is, built
 # for a number of length scales. bayesian.py passes its own, with the objective GP's priors.
@@ -108,9 +111,8 @@ class FeasibilityModel:
                 np.ones(n), [LENGTH_SCALE_BOUNDS] * n, nu=2.5
             ) + WhiteKernel(1e-3, NOISE_BOUNDS)
         optimizer: Any = "fmin_l_bfgs_b" if self.search is None else self.search(X.shape[1])
-        restarts = RESTARTS if self._kernels[j] is None else 0
         gp = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=False, n_restarts_optimizer=restarts, random_state=self.seed, optimizer=optimizer
+            kernel=kernel, normalize_y=False, n_restarts_optimizer=RESTARTS, random_state=self.seed, optimizer=optimizer
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
