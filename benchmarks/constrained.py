@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from functions import branin, hartmann6
 
 
@@ -140,7 +138,9 @@ def run_somatize(
     space = SearchSpace.from_spec(problem.space)
     constraint = parse_constraint("c <= 0", space.names, ["c"])
     strategy = {"type": kind, "n_trials": evals, **(options if kind == "bayesian" and options else {})}
-    study = Study(problem.name, space, [Objective("value")], strategy, metrics=("c",), outcome_constraints=(constraint,))
+    study = Study(
+        problem.name, space, [Objective("value")], strategy, metrics=("c",), outcome_constraints=(constraint,)
+    )
     sampler = make_sampler(strategy, space, Objective("value"), seed, [constraint])
     StudyRunner(study, sampler, InProcess(problem), seed=seed).run()
     trials = sorted(study.trials, key=lambda t: t.number)
@@ -261,7 +261,9 @@ def main() -> None:
     parser.add_argument("--label", default="", help="A name for this variant of somatize's options, in the tables.")
     parser.add_argument("--json", help="Also write the raw results here (and read them back with --include).")
     parser.add_argument(
-        "--include", action="append", default=[],
+        "--include",
+        action="append",
+        default=[],
         help="Raw results of an earlier run to add; runs already in them are not repeated (a stopped run continues).",
     )
     args = parser.parse_args()

@@ -72,15 +72,18 @@ def test_a_constraint_naming_an_undeclared_metric_is_a_validate_error_at_its_pla
     path = write_study(tmp_path, STUDY.replace("  - latency_ms <= 50", "  - latency_msec <= 50"))
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
-    assert f"{path}:9:5: constraint 'latency_msec <= 50' names 'latency_msec', not a parameter or a declared metric" in (
-        result.output
+    assert (
+        f"{path}:9:5: constraint 'latency_msec <= 50' names 'latency_msec', not a parameter or a declared metric"
+        in (result.output)
     )
     assert "did you mean 'latency_ms'?" in result.output
     assert "Traceback" not in result.output
 
 
 def test_a_constraint_may_name_an_objective_and_validate_lists_the_metric_constraints(tmp_path):
-    path = write_study(tmp_path, STUDY.replace("  - latency_ms <= 50", "  - latency_ms <= 50\n  - loss < 0.5\n  - x < 2"))
+    path = write_study(
+        tmp_path, STUDY.replace("  - latency_ms <= 50", "  - latency_ms <= 50\n  - loss < 0.5\n  - x < 2")
+    )
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
     assert "metrics (recorded, not optimised): latency_ms" in result.output
@@ -131,8 +134,9 @@ def test_a_violating_trial_is_completed_but_infeasible_and_never_best(tmp_path):
 
 
 def test_a_trial_missing_a_constrained_metric_is_infeasible_and_says_why(tmp_path):
-    text = STUDY.replace("  x: {type: float, low: 0.0, high: 1.0}", "  x: {type: float, low: 0.0, high: 1.0}\n"
-                         "  drop_latency: true")
+    text = STUDY.replace(
+        "  x: {type: float, low: 0.0, high: 1.0}", "  x: {type: float, low: 0.0, high: 1.0}\n  drop_latency: true"
+    )
     result, out = run(write_study(tmp_path, text))
     assert result.exit_code == 0, result.output
     missing = [t for t in trials_of(out) if t["params"]["x"] > 0.5]
@@ -201,7 +205,9 @@ def test_pareto_front_holds_only_feasible_trials(tmp_path):
 
 
 def test_a_shell_trial_reports_a_declared_metric_as_a_name_value_line(tmp_path):
-    text = STUDY.replace("executor: {function: objective:f}", 'executor: {command: "echo loss={x}; echo latency_ms=60"}')
+    text = STUDY.replace(
+        "executor: {function: objective:f}", 'executor: {command: "echo loss={x}; echo latency_ms=60"}'
+    )
     result, out = run(write_study(tmp_path, text), "--n-trials", "2")
     assert result.exit_code == 0, result.output
     assert all(t["values"]["latency_ms"] == 60 and t["feasible"] is False for t in trials_of(out))
@@ -230,7 +236,8 @@ def test_kill_9_then_resume_keeps_each_trial_s_feasibility(tmp_path):
             return _f(params)
     """)
     text = STUDY.replace("objective:f", "objective:g").replace(
-        "  x: {type: float, low: 0.0, high: 1.0}", "  x: {type: float, low: 0.0, high: 1.0}\n  number: {type: int, low: 0, high: 9}"
+        "  x: {type: float, low: 0.0, high: 1.0}",
+        "  x: {type: float, low: 0.0, high: 1.0}\n  number: {type: int, low: 0, high: 9}",
     )
     path = write_study(tmp_path, text.replace("n_trials: 16", "n_trials: 40"), objective)
     out = tmp_path / "results.json"
@@ -264,7 +271,9 @@ class LatencyExecutor:
 
 
 def told(x: float, loss: float, margin_metric: float, number: int, feasible: bool) -> Trial:
-    trial = Trial(number, {"x": x}, TrialState.COMPLETED, [MetricRecord("loss", loss), MetricRecord("c", margin_metric)])
+    trial = Trial(
+        number, {"x": x}, TrialState.COMPLETED, [MetricRecord("loss", loss), MetricRecord("c", margin_metric)]
+    )
     trial.values = {"loss": loss, "c": margin_metric}
     trial.feasible = feasible
     return trial
@@ -353,7 +362,9 @@ def test_the_live_table_marks_infeasible_trials_and_leaves_them_out_of_the_top()
     space = SearchSpace.from_spec({"x": {"type": "float", "low": 0.0, "high": 1.0}})
     constraint = parse_constraint("latency_ms <= 50", ["x"], ["latency_ms"])
     strategy = {"type": "random", "n_trials": 12}
-    study = Study("live", space, [Objective("loss")], strategy, metrics=("latency_ms",), outcome_constraints=(constraint,))
+    study = Study(
+        "live", space, [Objective("loss")], strategy, metrics=("latency_ms",), outcome_constraints=(constraint,)
+    )
     model, bus = LiveModel(), EventBus()
     bus.subscribe(model.apply)
     StudyRunner(study, make_sampler(strategy, space, Objective("loss"), 2), LatencyExecutor(), bus, seed=2).run()

@@ -27,7 +27,9 @@ def check_metrics(value: Any, where: Where, objectives: Sequence[str], params: S
         if not isinstance(name, str) or not _METRIC.fullmatch(name):
             place.error(f"a metric must be a name without spaces, '=' or ':', got {show(name)}")
         elif name == RESERVED_METRIC:
-            place.error(f"metric {RESERVED_METRIC!r} is reserved: a JSON output line's step marks an intermediate report")
+            place.error(
+                f"metric {RESERVED_METRIC!r} is reserved: a JSON output line's step marks an intermediate report"
+            )
         elif name in objectives:
             place.error(f"metric {name!r} is already an objective (an objective's metric is recorded anyway)")
         elif name in params:
