@@ -392,3 +392,15 @@ def test_bayesian_with_trials_in_flight_and_constraints_never_repeats_a_point(no
     xs = [t.params["x"] for t in study.trials]
     assert len(xs) == 10 and len(set(xs)) == 10
     assert study.best_trial().feasible is True
+
+
+def test_the_report_draws_infeasible_trials_apart(tmp_path):
+    pytest.importorskip("plotly")
+    _, out = run(write_study(tmp_path))
+    infeasible = sum(t["feasible"] is False for t in trials_of(out))
+    page = tmp_path / "report.html"
+    result = runner.invoke(app, ["report", str(out), "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "infeasible (broke a constraint on metrics)" in html
+    assert f"{infeasible} of them infeasible" in html
