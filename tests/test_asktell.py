@@ -421,3 +421,18 @@ def test_a_joined_bayesian_run_models_the_shared_history(tmp_path):
     trials = trials_of(results)
     assert [t["state"] for t in trials] == ["completed"] * 7
     assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 7
+
+
+def test_a_told_trial_breaking_a_constraint_on_a_metrics_entry_is_completed_but_never_best(tmp_path):
+    extra = "metrics: [latency_ms]\nconstraints:\n  - latency_ms <= 50\n"
+    study, results = study_file(tmp_path, n_trials=2, extra=extra), tmp_path / "r.json"
+    fast, slow = ask(study, results), ask(study, results)
+    assert invoke("tell", results, slow["trial_id"], "--metric", "loss=0.1", "--metric", "size=1",
+                  "--metric", "latency_ms=80").exit_code == 0
+    assert invoke("tell", results, fast["trial_id"], "--metric", "loss=0.5", "--metric", "size=1",
+                  "--metric", "latency_ms=20").exit_code == 0
+    trials = {t["id"]: t for t in trials_of(results)}
+    assert trials[slow["trial_id"]]["state"] == "completed" and trials[slow["trial_id"]]["feasible"] is False
+    assert trials[slow["trial_id"]]["values"]["latency_ms"] == 80
+    assert trials[fast["trial_id"]]["feasible"] is True
+    assert json.loads(results.read_text())["best_trial"]["id"] == fast["trial_id"]

@@ -68,7 +68,9 @@ class Told:
 
 
 def declared_metrics(header: dict[str, Any]) -> list[str]:
-    return [str(o["metric"]) for o in header.get("objectives") or []]
+    """The objectives' metrics, then the `metrics:` entries (recorded, not optimised)."""
+    extra = (header.get("spec") or {}).get("metrics") or []
+    return [str(o["metric"]) for o in header.get("objectives") or []] + [str(m) for m in extra]
 
 
 def told_outcome(
@@ -120,9 +122,10 @@ def told_outcome(
     return told
 
 
-def _finished(trial: Trial, told: Told, objectives: list[Objective], now: float) -> Trial:
-    """The asked trial with its outcome, as `run` records one (SPEC §3, §4)."""
-    log = told.log if told.log is not None else MetricLog([o.metric for o in objectives])
+def _finished(trial: Trial, told: Told, study: Study, now: float) -> Trial:
+    """The asked trial with its outcome, as `run` records one (SPEC §3, §4), judged by the constraints on metrics."""
+    objectives = study.objectives
+    log = told.log if told.log is not None else MetricLog([*(o.metric for o in objectives), *study.metrics])
     log.extend(told.records)
     metrics = log.records()
     values = {}
@@ -150,6 +153,10 @@ def _finished(trial: Trial, told: Told, objectives: list[Objective], now: float)
             done.error = f"no value for primary metric {primary!r} (metrics told: {', '.join(seen) or 'none'})"
     else:
         done.state = TrialState.COMPLETED
+    if done.state is not TrialState.FAILED:
+        for name, value in study.outcome_values(done).items():  # `metrics:` entries, by their last report
+            done.values.setdefault(name, value)
+    study.judge(done)  # an infeasible trial is still completed (SPEC §9)
     return done
 
 
@@ -178,18 +185,18 @@ def study_from_header(header: dict[str, Any]) -> Study:
 
     spec = dict(header.get("spec") or {})
     space = SearchSpace.from_spec(spec.get("search_space") or {})
+    objectives = [Objective.from_dict(o) for o in header["objectives"]]
+    metrics = tuple(str(m) for m in spec.get("metrics") or [])
     texts = spec.get("constraints") or []
-    if texts:
-        names = [*space.names, *space.constants]
-        space = with_fields(space, constraints=tuple(parse_constraint(str(t), names) for t in texts))
-    return Study(
-        name=str(header["name"]),
-        space=space,
-        objectives=[Objective.from_dict(o) for o in header["objectives"]],
-        strategy=dict(spec.get("strategy") or {}),
-        spec=spec,
-        id=str(header["id"]),
-    )
+    names = [*space.names, *space.constants]
+    parsed = [parse_constraint(str(t), names, [*(o.metric for o in objectives), *metrics]) for t in texts]
+    space = with_fields(space, constraints=tuple(c for c in parsed if not c.on_outcome))
+    study = Study(
+        name=str(header["name"]), space=space, objectives=objectives,
+        strategy=dict(spec.get("strategy") or {}), spec=spec, id=str(header["id"]),
+    )  # fmt: skip
+    study.metrics, study.outcome_constraints = metrics, tuple(c for c in parsed if c.on_outcome)
+    return study
 
 
 def _planned(study: Study) -> int | None:
@@ -302,7 +309,7 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
     trials = state.sorted_trials()
     finished = [t for t in trials if t.state.is_finished()]
     running = [t for t in trials if t.state is TrialState.RUNNING]
-    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
+    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed, config.outcome_constraints)
     if warm is not None:
         sampler.warm_from(warm)
     stop = _stop(config, finished, len(running), sampler.total)
@@ -382,7 +389,7 @@ def tell(results: Path, reference: str, told: Told) -> tuple[Trial, list[str]]:
         if trial.state is TrialState.STALE:
             warnings.append(f"{trial.id}'s lease ran out at {iso(trial.lease_until)}, and its slot went back to "
                             "the budget; its outcome is recorded all the same")
-        done = _finished(trial, told, study.objectives, now)
+        done = _finished(trial, told, study, now)
         journal.append({"trial": done.to_dict()})
         _clean(journal)
         write_shared_results(journal.results, state, study)

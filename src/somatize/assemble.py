@@ -21,6 +21,8 @@ def build_study(config: StudyConfig) -> Study:
         objectives=list(config.objectives),
         strategy=dict(config.strategy),
         spec=dict(config.spec),
+        metrics=tuple(config.metrics),
+        outcome_constraints=tuple(config.outcome_constraints),
     )
 
 
@@ -43,7 +45,7 @@ def function_runs_here(config: StudyConfig) -> bool:
 
 def executor_recipe(config: StudyConfig, jobs: int) -> Callable[[], Executor]:
     """A picklable way to build the local executor (a Dask worker builds its own from it)."""
-    metrics = [o.metric for o in config.objectives]
+    metrics = [*(o.metric for o in config.objectives), *config.metrics]  # names `name=value` lines may carry
     spec = config.executor
     env = {**thread_limits(jobs, spec.env), **spec.env}
     if spec.function is not None:

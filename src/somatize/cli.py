@@ -152,7 +152,8 @@ def _summary(config, output_sample: Path | None) -> list[str]:
         except Unreadable as exc:
             raise UsageError(f"{output_sample}: cannot read: {exc}") from None
         lines.append(f"  metrics read from {output_sample}:")
-        lines += [f"    {line}" for line in explain_output(text, [o.metric for o in config.objectives])]
+        declared = [*(o.metric for o in config.objectives), *config.metrics]
+        lines += [f"    {line}" for line in explain_output(text, declared)]
     return lines
 
 
@@ -317,7 +318,8 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
     if path is not None and journal_file is not None:
         journal = Journal(journal_file, sync=config.durability == "power")
         _restore(study, path, journal.path, resume, again)
-    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
+    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed,
+                           config.outcome_constraints)
     config, sampler = _known_points(config, study, sampler, retry_failed, warm_start or [], quiet)
     _before_first_trial(config, study, path, quiet, reruns=(sampler.total or 0) - (sampler.inner.total or 0)
                         if hasattr(sampler, "inner") else 0)
@@ -446,7 +448,7 @@ def _say_top_trials(study, path: Path | None) -> None:
     """The end of a run, for people: the best few trials, the best-so-far curve, where the results are."""
     from .ui.formats import best_so_far_line, format_trials, sort_trials
 
-    top = sort_trials(study, study.completed())[:TOP_TRIALS]
+    top = sort_trials(study, study.feasible())[:TOP_TRIALS]
     if top and not _live_progress():  # the live table's own summary has just listed them, fitted to the terminal
         _say(f"top {len(top)} of {len(study.trials)} trials:")
         _say(format_trials(study, "table", top).rstrip("\n"))
@@ -901,14 +903,14 @@ def best(
                 raise UsageError("--pareto needs a study with two or more objectives; this one has one")
             front = study.pareto_front()
             if not front:
-                _say(f"somatize: no completed trial in {results}")
+                _say(f"somatize: {_none_best(study)} in {results}")
                 raise typer.Exit(EXIT_NO_RESULT)
             print(format_trials(study, fmt, front), end="")
             return
         metric = _check_objective(study, objective)
         trial = study.best_trial(metric)
         if trial is None:
-            _say(f"somatize: no completed trial in {results}")
+            _say(f"somatize: {_none_best(study)} in {results}")
             raise typer.Exit(EXIT_NO_RESULT)
         best_observed = trial
         recommended = None if observed or metric not in (None, study.primary.metric) else study.recommended_trial()
@@ -927,6 +929,14 @@ def best(
                 raise UsageError(f"no parameter {param!r} in the best trial (parameters: {known})") from None
             return
         print(format_best(study, trial, fmt, metric, best_observed=best_observed))
+
+
+def _none_best(study) -> str:
+    """Why `best` has nothing to print: no completed trial, or none that satisfied the constraints on metrics."""
+    completed = len(study.completed())
+    if completed and not study.feasible():
+        return f"no feasible trial ({completed} completed, each breaking a constraint on metrics)"
+    return "no completed trial"
 
 
 def _check_objective(study, objective: str | None) -> str | None:

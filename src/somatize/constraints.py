@@ -1,4 +1,4 @@
-"""Constraints over parameters: small expressions parsed and evaluated safely (SPEC §7).
+"""Constraints over parameters and metrics: small expressions parsed and evaluated safely (SPEC §7, §9).
 
 `batch_size * layers <= 1024`, `optimizer == "sgd" or lr < 0.01`,
 `activation in ["relu", "gelu"]`, `not (a > 2 and b < 1)`.
@@ -10,6 +10,11 @@ comparisons, `in`, `and`/`or`/`not` and parentheses. Anything else (calls,
 attributes, subscripts, lambdas, comprehensions) is rejected before the study
 starts, and evaluation walks the checked tree itself, with a cap on powers so
 `10 ** 10 ** 10` cannot hang it.
+
+A constraint that names a metric (`latency_ms <= 50`) is an *outcome*
+constraint: it is judged after the trial, on its metric values (`judge`), and
+a model of feasibility learns from its `margin`, a number that is positive
+when it holds and grows with the room left.
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ class Constraint:
     text: str
     tree: ast.expr = field(compare=False, repr=False)
     names: frozenset[str] = frozenset()
+    metrics: frozenset[str] = frozenset()  # the names that are metrics: judged after the trial when any
+
+    @property
+    def on_outcome(self) -> bool:
+        """Whether it names a metric, so it can only be judged once the trial has run."""
+        return bool(self.metrics)
 
     def holds(self, params: Mapping[str, Any]) -> bool:
         """Whether the parameters satisfy it. A constraint naming an inactive (absent)
@@ -64,9 +75,79 @@ class Constraint:
             return True
         return bool(_evaluate(self.tree, params))
 
+    def judge(self, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str | None:
+        """None when a finished trial satisfies it, else why not (one line).
 
-def parse_constraint(text: str, known: Iterable[str]) -> Constraint:
-    """Parse and check one constraint; ConstraintError says what is wrong, in one line."""
+        A metric the trial did not report, or reported as NaN, violates it: a
+        constraint that cannot be checked is not known to hold, and a trial is
+        never reported as best on a promise. An inactive parameter makes it hold,
+        as before a trial.
+        """
+        missing = sorted(m for m in self.metrics if not _finite(metrics.get(m)))
+        if missing:
+            return f"{self.text} (no value for {', '.join(missing)})"
+        if not (self.names - self.metrics).issubset(params):
+            return None
+        try:
+            return None if _evaluate(self.tree, {**params, **metrics}) else self.text
+        except ConstraintError as exc:
+            return f"{self.text} ({exc})"
+
+    def margin(self, params: Mapping[str, Any], metrics: Mapping[str, float]) -> float | None:
+        """How far from violation a finished trial is: > 0 inside, < 0 outside, None when it cannot tell.
+
+        For `a <= b` it is b - a, for `a >= b` a - b; `and` takes the smallest
+        margin, `or` the largest, `not` the negation; anything else (==, in, a
+        bare truth value) counts ±1. The feasibility model fits a GP to it.
+        """
+        if any(not _finite(metrics.get(m)) for m in self.metrics):
+            return None
+        values = {**params, **metrics}
+        if not self.names.issubset(values):
+            return None
+        try:
+            found = _margin(self.tree, values)
+        except ConstraintError:
+            return None
+        return found if math.isfinite(found) else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _margin(node: ast.AST, values: Mapping[str, Any]) -> float:
+    if isinstance(node, ast.BoolOp):
+        margins = [_margin(v, values) for v in node.values]
+        return min(margins) if isinstance(node.op, ast.And) else max(margins)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return -_margin(node.operand, values)
+    if isinstance(node, ast.Compare):
+        left = _evaluate(node.left, values)
+        margins = []
+        for op, comparator in zip(node.ops, node.comparators):
+            right = _evaluate(comparator, values)
+            margins.append(_pair_margin(op, left, right, node))
+            left = right
+        return min(margins)
+    return 1.0 if _evaluate(node, values) else -1.0
+
+
+def _pair_margin(op: ast.cmpop, left: Any, right: Any, node: ast.AST) -> float:
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
+    if numeric and isinstance(op, (ast.Lt, ast.LtE)):
+        return float(right) - float(left)
+    if numeric and isinstance(op, (ast.Gt, ast.GtE)):
+        return float(left) - float(right)
+    try:
+        return 1.0 if _COMPARISONS[type(op)](left, right) else -1.0
+    except TypeError:
+        raise ConstraintError(f"cannot compare {left!r} with {right!r} in {ast.unparse(node)!r}") from None
+
+
+def parse_constraint(text: str, known: Iterable[str], metrics: Iterable[str] = ()) -> Constraint:
+    """Parse and check one constraint over the `known` parameters and the declared `metrics`;
+    ConstraintError says what is wrong, in one line."""
     if not isinstance(text, str) or not text.strip():
         raise ConstraintError("a constraint must be a non-empty expression such as 'batch * layers <= 1024'")
     if len(text) > MAX_TEXT:
@@ -84,14 +165,25 @@ def parse_constraint(text: str, known: Iterable[str]) -> Constraint:
         raise ConstraintError(f"constraint {text!r} is nested too deeply") from None
     except ConstraintError as exc:  # say which constraint: a file may refuse several for the same reason
         raise ConstraintError(f"constraint {text!r}: {exc}") from None
-    known = set(known)
-    unknown = sorted(names - known)
+    known, metrics = set(known), set(metrics) - set(known)
+    unknown = sorted(names - known - metrics)
     if unknown:
+        listed = f"parameters: {', '.join(sorted(known))}"
+        if metrics:
+            listed += f"; metrics: {', '.join(sorted(metrics))}"
+        hint = _did_you_mean(unknown[0], known | metrics)
         raise ConstraintError(
-            f"constraint {text!r} names {', '.join(map(repr, unknown))}, not a parameter "
-            f"(parameters: {', '.join(sorted(known))})"
+            f"constraint {text!r} names {', '.join(map(repr, unknown))}, not a parameter or a declared metric "
+            f"({listed}; declare a metric under objectives: or metrics:){hint}"
         )
-    return Constraint(text, tree, frozenset(names))
+    return Constraint(text, tree, frozenset(names), frozenset(names & metrics))
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check(node: ast.AST, names: set[str]) -> None:

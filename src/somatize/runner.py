@@ -119,7 +119,8 @@ class StudyRunner:
         self.seed = seed
         self.parallel = max(1, parallel)  # trials in flight at once
         self.pruner = pruner
-        self._declared = tuple(o.metric for o in study.objectives)  # kept in full (up to a cap); others less
+        # Kept in full (up to a cap); others less.
+        self._declared = (*(o.metric for o in study.objectives), *study.metrics)
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -262,7 +263,7 @@ class StudyRunner:
         except KeyError:
             direction = self.study.primary.direction
         for trial in reversed(self.study.trials):
-            if trial.state is TrialState.COMPLETED:
+            if trial.state is TrialState.COMPLETED and trial.is_feasible:  # an infeasible value reaches nothing
                 got = trial.values.get(metric)
                 if got is None:
                     got = trial.best_metric(metric, direction)
@@ -343,6 +344,8 @@ class StudyRunner:
             value = objective.reduce_records(trial.metrics)
             if value is not None:
                 trial.values[objective.metric] = value
+        for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
+            trial.values.setdefault(name, value)
         if isinstance(outcome, Pruned):
             trial.state, trial.pruned_step, trial.reason = TrialState.PRUNED, outcome.step, outcome.reason
             return
@@ -355,6 +358,7 @@ class StudyRunner:
                 trial.error = clip_text("; ".join([trial.error, *hints]))[0]
             return
         trial.state = TrialState.COMPLETED
+        self.study.judge(trial)  # constraints on metrics: an infeasible trial is still completed (SPEC §9)
 
     @staticmethod
     def _bounded_error(trial: Trial, outcome: Failed) -> str:
@@ -387,8 +391,10 @@ class StudyRunner:
         if state is TrialState.COMPLETED:
             self._consecutive_failures = 0
             primary = study.primary
-            if self._best is None or primary.direction.better(
-                trial.values[primary.metric], self._best.values[primary.metric]
+            # An infeasible trial is completed but never best (SPEC §9).
+            if trial.is_feasible and (
+                self._best is None
+                or primary.direction.better(trial.values[primary.metric], self._best.values[primary.metric])
             ):
                 self._best = trial
                 became_best = True

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from .constraints import Constraint, parse_constraint
 from .space import SearchSpace
 
 RESULTS_FORMAT = "somatize.results"
@@ -158,6 +159,14 @@ class Trial:
     # trials a `run` holds, and once the trial is told.
     lease_seconds: float | None = None
     lease_until: float | None = None
+    # Whether a completed trial satisfied the constraints on metrics (SPEC §9); None when the study has none.
+    feasible: bool | None = None
+    violated: list[str] | None = None  # the metric constraints an infeasible trial broke, each as written
+
+    @property
+    def is_feasible(self) -> bool:
+        """False only for a trial judged infeasible: one that may be best, recommended or on the front."""
+        return self.feasible is not False
 
     @functools.cached_property
     def id(self) -> str:
@@ -193,6 +202,10 @@ class Trial:
             out["slot"] = self.slot
         if self.lease_until is not None:  # asked trials only
             out["lease"] = {"seconds": self.lease_seconds, "until": iso(self.lease_until)}
+        if self.feasible is not None:  # only in studies with constraints on metrics
+            out["feasible"] = self.feasible
+            if not self.feasible:
+                out["violated"] = list(self.violated or [])
         return out
 
     @classmethod
@@ -220,6 +233,8 @@ class Trial:
             log_dir=data.get("log_dir") if isinstance(data.get("log_dir"), str) else None,
             slot=data.get("slot") if isinstance(data.get("slot"), str) else None,
             **_lease(data.get("lease")),
+            feasible=_feasible(data.get("feasible")),
+            violated=[str(v) for v in data.get("violated") or []] or None,
         )
 
 
@@ -230,6 +245,12 @@ def _lease(data: Any) -> dict[str, float | None]:
     if not isinstance(data, Mapping):
         raise TypeError("a trial's lease must be an object")
     return {"lease_seconds": _number(data["seconds"]), "lease_until": from_iso(data["until"])}
+
+
+def _feasible(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"trial feasible must be true or false, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -276,6 +297,9 @@ class Study:
     stop_reason: str | None = None
     # Set by the runner from its sampler at the end of a run (Bayesian studies).
     recommended: Recommendation | None = None
+    # `metrics:` (recorded, not optimised) and the constraints naming a metric, judged after each trial (SPEC §9).
+    metrics: tuple[str, ...] = ()
+    outcome_constraints: tuple[Constraint, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.objectives:
@@ -289,6 +313,11 @@ class Study:
                 "strategy": dict(self.strategy),
                 "objectives": [o.to_dict() for o in self.objectives],
             }
+            constraints = [c.text for c in (*self.space.constraints, *self.outcome_constraints)]
+            if constraints:
+                self.spec["constraints"] = constraints
+            if self.metrics:
+                self.spec["metrics"] = list(self.metrics)
 
     @property
     def primary(self) -> Objective:
@@ -305,12 +334,34 @@ class Study:
     def completed(self) -> list[Trial]:
         return [t for t in self.trials if t.state is TrialState.COMPLETED]
 
+    def feasible(self) -> list[Trial]:
+        """Completed trials that satisfied every constraint on metrics: the only ones that may be best."""
+        return [t for t in self.trials if t.state is TrialState.COMPLETED and t.is_feasible]
+
+    def judge(self, trial: Trial) -> None:
+        """Set a completed trial's feasibility from its metrics (a study without metric constraints leaves it None)."""
+        if not self.outcome_constraints or trial.state is not TrialState.COMPLETED:
+            return
+        values = self.outcome_values(trial)
+        broken = [why for c in self.outcome_constraints if (why := c.judge(trial.params, values)) is not None]
+        trial.feasible, trial.violated = not broken, broken or None
+
+    def outcome_values(self, trial: Trial) -> dict[str, float]:
+        """The metric values constraints see: each objective's value, and each `metrics:` entry's last report."""
+        values = dict(trial.values)
+        for name in self.metrics:
+            if name not in values:
+                last = Objective(name, reduce="last").reduce_records(trial.metrics)
+                if last is not None:
+                    values[name] = last
+        return values
+
     def best_trial(self, metric: str | None = None) -> Trial | None:
-        """Best completed trial for an objective (primary by default); ties go to the earliest."""
+        """Best completed feasible trial for an objective (primary by default); ties go to the earliest."""
         objective = self.objective(metric)
         best: Trial | None = None
         best_value = math.nan
-        for trial in sorted(self.completed(), key=lambda t: t.number):
+        for trial in sorted(self.feasible(), key=lambda t: t.number):
             value = trial.values.get(objective.metric)
             if value is None or math.isnan(value):
                 continue
@@ -319,21 +370,21 @@ class Study:
         return best
 
     def recommended_trial(self) -> Trial | None:
-        """The trial the sampler recommended, when it did and the trial is here and completed."""
+        """The trial the sampler recommended, when it did and the trial is here, completed and feasible."""
         if self.recommended is None:
             return None
         for trial in self.trials:
-            if trial.number == self.recommended.number and trial.state is TrialState.COMPLETED:
+            if trial.number == self.recommended.number and trial.state is TrialState.COMPLETED and trial.is_feasible:
                 return trial
         return None
 
     def pareto_front(self) -> list[Trial]:
-        """Non-dominated completed trials over all objectives (empty with one objective)."""
+        """Non-dominated completed feasible trials over all objectives (empty with one objective)."""
         if len(self.objectives) < 2:
             return []
         signs = [1.0 if o.direction is Direction.MINIMIZE else -1.0 for o in self.objectives]
         points = []
-        for trial in self.completed():
+        for trial in self.feasible():
             vector = [trial.values.get(o.metric) for o in self.objectives]
             if all(v is not None and not math.isnan(v) for v in vector):
                 points.append((tuple(s * v for s, v in zip(signs, vector)), trial))  # type: ignore[operator]
@@ -414,6 +465,7 @@ class Study:
             finished_at=from_iso(data.get("finished_at")),
             stop_reason=data.get("stop_reason"),
         )
+        study.metrics, study.outcome_constraints = _outcome_constraints(spec, study)
         recommended = data.get("recommended_trial")  # absent from files before SPEC §9, and for other strategies
         if recommended is not None:
             if not isinstance(recommended, Mapping):
@@ -422,3 +474,17 @@ class Study:
             if study.recommended_trial() is None:
                 raise ValueError(f"recommended_trial names no completed trial (number {study.recommended.number})")
         return study
+
+
+def _outcome_constraints(spec: Mapping[str, Any], study: Study) -> tuple[tuple[str, ...], tuple[Constraint, ...]]:
+    """`metrics:` and the constraints on metrics of a results file's spec (ValueError when one is malformed)."""
+    metrics = spec.get("metrics") or []
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise ValueError("spec metrics must be a list of names")
+    texts = spec.get("constraints") or []
+    if not isinstance(texts, list):
+        raise ValueError("spec constraints must be a list of expressions")
+    known = [*study.space.names, *study.space.constants]
+    outcome = [*(o.metric for o in study.objectives), *metrics]
+    parsed = [parse_constraint(text, known, outcome) for text in texts]
+    return tuple(metrics), tuple(c for c in parsed if c.on_outcome)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..executors.command import value_text
@@ -53,18 +53,23 @@ class History:
     states: Counter  # TrialState -> number of trials
     completed_without_value: int
     pruned_without_value: int
+    # Completed trials that broke a constraint on metrics (SPEC §9): drawn apart, never in best_so_far.
+    infeasible: list[Point] = field(default_factory=list)
 
 
 def history(study: Study) -> History:
     objective = study.primary
     trials = sorted(study.trials, key=lambda t: t.number)
-    completed, pruned, best = [], [], []
+    completed, pruned, best, infeasible = [], [], [], []
     missing_completed = missing_pruned = 0
     for trial in trials:
         if trial.state is TrialState.COMPLETED:
             value = objective_value(trial, objective)
             if value is None:
                 missing_completed += 1
+                continue
+            if not trial.is_feasible:
+                infeasible.append(Point(trial, value))
                 continue
             completed.append(Point(trial, value))
             if not best or objective.direction.better(value, best[-1].value):
@@ -78,7 +83,7 @@ def history(study: Study) -> History:
             else:
                 pruned.append(Point(trial, value))
     states = Counter(t.state for t in trials)
-    return History(completed, pruned, best, states, missing_completed, missing_pruned)
+    return History(completed, pruned, best, states, missing_completed, missing_pruned, infeasible)
 
 
 @dataclass(frozen=True)

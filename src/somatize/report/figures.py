@@ -47,6 +47,11 @@ def history_figure(study: Study, history: History) -> go.Figure:
         mode="markers", name="completed", marker={"color": COMPLETED_COLOR, "size": 7},
         text=[hover_text(p.trial, p.value, metric) for p in history.completed], hoverinfo="text",
     ))
+    if history.infeasible:
+        fig.add_trace(_infeasible_trace(
+            [p.trial.number for p in history.infeasible], [p.value for p in history.infeasible],
+            [hover_text(p.trial, p.value, metric) for p in history.infeasible],
+        ))
     if history.pruned:
         fig.add_trace(go.Scatter(
             x=[p.trial.number for p in history.pruned], y=[p.value for p in history.pruned],
@@ -62,6 +67,14 @@ def history_figure(study: Study, history: History) -> go.Figure:
         fig, 420,
         xaxis_title="trial number", yaxis_title=objective_title(study.primary),
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+
+
+def _infeasible_trace(x: list, y: list, text: list[str]) -> go.Scatter:
+    """Completed trials that broke a constraint on metrics: hollow grey, apart from the feasible ones."""
+    return go.Scatter(
+        x=x, y=y, mode="markers", name="infeasible (broke a constraint on metrics)",
+        marker={"color": OTHER_COLOR, "symbol": "circle-open", "size": 8}, text=text, hoverinfo="text",
     )
 
 
@@ -194,7 +207,9 @@ def slice_figure(study: Study, axis: ParamAxis, index: int, samples: list[Sample
         xaxis = {"type": "log" if axis.log else "linear"}
     fig = go.Figure(go.Scatter(
         x=x, y=[s.value for s in having], mode="markers",
-        marker={"color": [s.trial.number for s in having], "colorscale": "Viridis", "size": 7, "opacity": 0.85},
+        marker={"color": [s.trial.number for s in having], "colorscale": "Viridis", "size": 7, "opacity": 0.85,
+                # Hollow: infeasible (a constraint on metrics broken).
+                "symbol": ["circle" if s.trial.is_feasible else "circle-open" for s in having]},
         text=[hover_text(s.trial, s.value, metric) for s in having], hoverinfo="text",
     ))
     xaxis["title"] = {"text": axis.name + (" (log scale)" if axis.log else "")}
@@ -223,13 +238,18 @@ def pareto_figure(study: Study, front: list[Trial]) -> go.Figure:
         x, y = objective_value(trial, first), objective_value(trial, second)
         if x is not None and y is not None:
             points.append((trial, x, y))
-    others = [p for p in points if p[0].id not in front_ids]
+    infeasible = [p for p in points if not p[0].is_feasible]
+    others = [p for p in points if p[0].id not in front_ids and p[0].is_feasible]
     on_front = sorted((p for p in points if p[0].id in front_ids), key=lambda p: (p[1], p[2]))
     fig = go.Figure()
     fig.add_trace(go.Scatter(
         x=[p[1] for p in others], y=[p[2] for p in others], mode="markers", name="dominated",
         marker={"color": OTHER_COLOR, "size": 7}, text=[hover_text(p[0]) for p in others], hoverinfo="text+x+y",
     ))
+    if infeasible:
+        fig.add_trace(_infeasible_trace(
+            [p[1] for p in infeasible], [p[2] for p in infeasible], [hover_text(p[0]) for p in infeasible]
+        ))
     # With two objectives the front is a curve worth joining in order; with more, its projection is just points.
     mode = "lines+markers" if len(study.objectives) == 2 else "markers"
     fig.add_trace(go.Scatter(

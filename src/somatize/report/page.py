@@ -158,13 +158,15 @@ def _time(timestamp: float | None) -> str:
 def _counts(history: History) -> str:
     total = sum(history.states.values())
     parts = [f"{history.states[state]} {state.value}" for state in TrialState if history.states[state]]
+    if history.infeasible:
+        parts.append(f"{len(history.infeasible)} of them infeasible")
     return f"{total} trials" + (f": {', '.join(parts)}" if parts else "")
 
 
 def _summary(study: Study, source: str, history: History) -> str:
     best = study.best_trial()
     if best is None:
-        best_text = "no completed trial"
+        best_text = "no feasible trial" if study.completed() else "no completed trial"
     else:
         params = ", ".join(f"{name}={short_value(value)}" for name, value in best.params.items())
         best_text = f"{best.id}: {study.primary.metric} = {short_number(best.values[study.primary.metric])} ({params})"

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..space import SearchSpace
 from ..study import Objective
 from .base import Sampler
 
+if TYPE_CHECKING:
+    from ..constraints import Constraint
+
 STRATEGIES = ("grid", "random", "bayesian")
 
 
-def make_sampler(strategy: Mapping[str, Any], space: SearchSpace, objective: Objective, seed: int | None) -> Sampler:
-    """Build the sampler a validated `strategy:` mapping names."""
+def make_sampler(
+    strategy: Mapping[str, Any], space: SearchSpace, objective: Objective, seed: int | None,
+    constraints: Sequence[Constraint] = (),
+) -> Sampler:
+    """Build the sampler a validated `strategy:` mapping names. `constraints` are those on metrics
+    (SPEC §9): the Bayesian strategy models them; grid and random only see trials judged."""
     options = {k: v for k, v in strategy.items() if k not in ("type", "n_trials")}
     kind = strategy.get("type")
     n_trials = strategy.get("n_trials")
@@ -28,7 +35,7 @@ def make_sampler(strategy: Mapping[str, Any], space: SearchSpace, objective: Obj
     if kind == "bayesian":
         from .bayesian import BayesianSampler
 
-        return BayesianSampler(space, objective, n_trials, seed, **options)
+        return BayesianSampler(space, objective, n_trials, seed, outcome_constraints=tuple(constraints), **options)
     raise ValueError(f"unknown strategy {kind!r}")
 
 

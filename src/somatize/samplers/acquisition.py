@@ -26,12 +26,15 @@ gradients alive far from the incumbent where the plain values underflow to 0.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 from scipy.special import erfcx, log_ndtr
+
+if TYPE_CHECKING:
+    from .feasibility import FeasibilityModel
 
 # Exploration margin of EI and PI, in the surrogate's units. skopt's default
 # 0.01 is large next to the differences the warped values have near the best
@@ -200,6 +203,8 @@ class AcquisitionSearch:
     def __init__(self, space: Any, rng: np.random.Generator):
         self.space = space
         self.rng = rng
+        # Constraints on metrics (feasibility.py): set for each `best` call, None without them.
+        self._feasibility: FeasibilityModel | None = None
         # Transformed columns the local search moves (real and integer axes, relaxed),
         # and the dimensions the coordinate sweep then settles (integer, categorical).
         self._columns: list[int] = []
@@ -215,23 +220,60 @@ class AcquisitionSearch:
                 self._discrete.append(index)
             column += dim.transformed_size
 
-    def best(self, model: Any, kinds: tuple[str, ...], best: float, incumbent: np.ndarray | None) -> list[np.ndarray]:
-        """For each acquisition kind, the transformed point of highest value found."""
+    def best(
+        self, model: Any, kinds: tuple[str, ...], best: float | None, incumbent: np.ndarray | None,
+        feasibility: FeasibilityModel | None = None,
+    ) -> list[np.ndarray]:
+        """For each acquisition kind, the transformed point of highest value found.
+
+        With a `feasibility` model every acquisition is weighted by the
+        probability of feasibility (feasibility.with_feasibility); `best` None
+        (no feasible trial yet) then searches for the most probably feasible point.
+        """
+        self._feasibility = feasibility
         posterior = Posterior(model)
         seed = int(self.rng.integers(2**31 - 1))
         candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
         if incumbent is not None:
             candidates = np.vstack([candidates, incumbent])
-        mean, std = posterior(candidates)
+        mean, std = posterior(candidates)  # once for every kind: 2,048 rows against every observation
+        log_pof = None if feasibility is None else feasibility.log_pof(candidates)[0]
         found = []
         for kind in kinds:
-            values = acquisition(kind, mean, std, best)
+            values = np.zeros(len(candidates)) if best is None else acquisition(kind, mean, std, best)
+            if log_pof is not None:
+                values = values + log_pof  # feasibility.with_feasibility, computed once for the candidates
             starts = candidates[self._starts(values, incumbent is not None)]
             xs = self._local(posterior, kind, best, starts)
             xs = self._sweep(posterior, kind, best, xs)
-            mean_x, std_x = posterior(xs)
-            found.append(xs[int(np.argmax(acquisition(kind, mean_x, std_x, best)))])
+            found.append(xs[int(np.argmax(self._value(posterior, kind, best, xs)))])
         return found
+
+    def _value(self, posterior: Posterior, kind: str, best: float | None, X: np.ndarray) -> np.ndarray:
+        """The acquisition at the rows of X, weighted by the probability of feasibility when modelled."""
+        value = None if best is None else acquisition(kind, *posterior(X), best)
+        if self._feasibility is None:
+            assert value is not None, "no value to improve on needs a feasibility model"
+            return value
+        from .feasibility import with_feasibility
+
+        return with_feasibility(self._feasibility, X, value)[0]
+
+    def _value_and_gradient(
+        self, posterior: Posterior, kind: str, best: float | None, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if best is None:
+            value, grad = np.zeros(len(x)), np.zeros_like(x)
+        else:
+            mean, std, dmean, dstd = posterior.gradients(x)
+            value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
+        if self._feasibility is None:
+            return value, grad
+        from .feasibility import with_feasibility
+
+        weighted, weighted_grad = with_feasibility(self._feasibility, x, value, grad)
+        assert weighted_grad is not None
+        return weighted, weighted_grad
 
     def _starts(self, values: np.ndarray, with_incumbent: bool) -> np.ndarray:
         """Indices of the local searches' starts: the best candidate, the incumbent,
@@ -248,7 +290,7 @@ class AcquisitionSearch:
             chosen.update(self.rng.choice(len(values), size=room, replace=False, p=weights / weights.sum()).tolist())
         return np.array(sorted(chosen))
 
-    def _local(self, posterior: Posterior, kind: str, best: float, starts: np.ndarray) -> np.ndarray:
+    def _local(self, posterior: Posterior, kind: str, best: float | None, starts: np.ndarray) -> np.ndarray:
         """L-BFGS-B from each start over the continuous columns, with exact gradients.
 
         One search per start: run jointly on the sum (which is separable), a
@@ -262,8 +304,7 @@ class AcquisitionSearch:
         def negative(free: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
             x = start.copy()
             x[cols] = free
-            mean, std, dmean, dstd = posterior.gradients(x[None])
-            value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
+            value, grad = self._value_and_gradient(posterior, kind, best, x[None])
             return -float(value[0]), -grad[0, cols]
 
         found = starts.copy()
@@ -274,11 +315,11 @@ class AcquisitionSearch:
             )  # fmt: skip
             found[row, cols] = np.clip(result.x, 0.0, 1.0)
         # Keep a start where the search made it worse (it cannot, but rounding can).
-        before = acquisition(kind, *posterior(starts), best)
-        after = acquisition(kind, *posterior(found), best)
+        before = self._value(posterior, kind, best, starts)
+        after = self._value(posterior, kind, best, found)
         return np.where((after >= before)[:, None], found, starts)
 
-    def _sweep(self, posterior: Posterior, kind: str, best: float, xs: np.ndarray) -> np.ndarray:
+    def _sweep(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:
         """Snap every point onto the space, then settle each integer and categorical
         dimension in turn at its best value, the others held; twice over."""
         xs = np.asarray(self.space.transform(self.space.inverse_transform(xs)), dtype=float)
@@ -290,7 +331,7 @@ class AcquisitionSearch:
                 break
         return xs
 
-    def _settle(self, posterior: Posterior, kind: str, best: float, xs: np.ndarray, d: int) -> np.ndarray:
+    def _settle(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray, d: int) -> np.ndarray:
         """Every row with dimension `d` set to its best value, in one batch."""
         dim = self.space.dimensions[d]
         cols = slice(self._offsets[d], self._offsets[d] + dim.transformed_size)
@@ -306,7 +347,7 @@ class AcquisitionSearch:
         encoded = np.asarray(dim.transform(list(options.ravel())), dtype=float).reshape(rows, width, -1)
         batch = np.repeat(xs[:, None, :], width, axis=1)
         batch[:, :, cols] = encoded
-        values = acquisition(kind, *posterior(batch.reshape(rows * width, -1)), best).reshape(rows, width)
+        values = self._value(posterior, kind, best, batch.reshape(rows * width, -1)).reshape(rows, width)
         return batch[np.arange(rows), np.argmax(values, axis=1)]
 
     @staticmethod

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,11 +38,13 @@ from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.learning.gaussian_process.kernels import WhiteKernel
 from skopt.space import Categorical, Integer, Real
 
+from ..constraints import Constraint
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace, tidy
 from ..study import Direction, Objective, Recommendation, Trial, TrialState
 from . import noise as obs_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import Sampler
+from .feasibility import FeasibilityModel
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
@@ -368,6 +370,7 @@ class BayesianSampler(Sampler):
         estimator: str = "GP",
         initial_points: str = "random",
         noise: str | float = obs_noise.AUTO,
+        outcome_constraints: Sequence[Constraint] = (),
     ):
         super().__init__(space, objective, n_trials, seed)
         if estimator not in ESTIMATORS:
@@ -393,8 +396,16 @@ class BayesianSampler(Sampler):
         # What was told, in order: the loss, or None for a failure (told as the worst loss).
         self._raw: list[float | None] = []
         self._losses: list[float] = []
-        # The trial number of each value told, for a completed trial; None for the others.
+        # The trial number of each value told, for a completed feasible trial; None for the others.
         self._numbers: list[int | None] = []
+        # Constraints on metrics (SPEC §9): each told point's margins (None: not known), whether it was
+        # feasible, and the model of feasibility that weights the acquisition (feasibility.py).
+        self._constraints = tuple(outcome_constraints)
+        self._margins: list[list[float | None] | None] = []
+        self._feasible_rows: list[bool] = []
+        self._feasibility = (
+            FeasibilityModel(len(self._constraints), seed, search=_HyperparameterSearch) if self._constraints else None
+        )
         self._n_initial = n_initial
         self._kinds = KINDS if acquisition == "gp_hedge" else (acquisition,)
         self._hedge = Hedge(self.rng)
@@ -529,12 +540,24 @@ class BayesianSampler(Sampler):
             model = self._conditioned(model, X_all, np.concatenate([y, model.predict(P)]), len(X))
         else:
             X_all = X
-        if self._noisy and _is_gp(model):
+        feasibility = None
+        if self._feasibility is not None:
+            # Only feasible trials set the value to improve on (none yet: PoF alone is maximised),
+            # and the model of feasibility weights the acquisition (feasibility.with_feasibility).
+            feasibility = self._feasibility
+            feasibility.fit(X, self._margins)
+            rows = np.flatnonzero(self._feasible_rows)
+            X, y = X[rows], y[rows]
+            X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
+        best: float | None
+        if not len(y):
+            best, incumbent = None, None
+        elif self._noisy and _is_gp(model):
             best, incumbent = self._expected_best(model, X_all)
         else:
             best, incumbent = float(y.min()), X[int(np.argmin(y))]
         assert self._search is not None
-        proposals = self._search.best(model, self._kinds, best, incumbent)
+        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility)
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
         return space.inverse_transform(point[None])[0]
 
@@ -596,10 +619,25 @@ class BayesianSampler(Sampler):
             if point is None:
                 return
         loss = self._loss(trial)
-        number = trial.number if trial.state is TrialState.COMPLETED and loss is not None else None
-        self._tell(point, loss, number)
+        completed = trial.state is TrialState.COMPLETED and loss is not None
+        # An infeasible trial teaches the model its value, but is never recommended (SPEC §9).
+        number = trial.number if completed and trial.is_feasible else None
+        self._tell(point, loss, number, self._trial_margins(trial), completed and trial.is_feasible)
 
-    def _tell(self, point: list[Any], loss: float | None, number: int | None = None) -> None:
+    def _trial_margins(self, trial: Trial) -> list[float | None] | None:
+        """Each metric constraint's margin for a completed trial (constraints.Constraint.margin), else None."""
+        if not self._constraints or trial.state is not TrialState.COMPLETED:
+            return None
+        values = dict(trial.values)
+        for record in trial.metrics:  # `metrics:` entries by their last report, when not among the values
+            if record.name not in trial.values and math.isfinite(record.value):
+                values[record.name] = record.value
+        return [c.margin(trial.params, values) for c in self._constraints]
+
+    def _tell(
+        self, point: list[Any], loss: float | None, number: int | None = None,
+        margins: list[float | None] | None = None, feasible: bool = False,
+    ) -> None:
         """Tell one point; None (a failure, a constraint violation) is told as the worst loss.
 
         The surrogate is fitted to all of skopt's `yi`, so every earlier value
@@ -613,6 +651,8 @@ class BayesianSampler(Sampler):
             self._losses.append(loss)
         self._raw.append(loss)
         self._numbers.append(number)
+        self._margins.append(margins)
+        self._feasible_rows.append(feasible)
         values = self._model_values()
         self._opt.yi[:] = values[:-1]
         self._opt.tell(point, values[-1], fit=False)

@@ -1,4 +1,4 @@
-"""`when:` on dimensions and the `constraints:` section (SPEC §7)."""
+"""`when:` on dimensions and the `constraints:` section (SPEC §7, §9)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..constraints import ConstraintError, parse_constraint
+from ..constraints import Constraint, ConstraintError, parse_constraint
 from ..errors import SpaceError
 from ..space import Dimension, SearchSpace
 from .problems import Where, did_you_mean, show
@@ -96,18 +96,21 @@ def build_space(
 
 
 def check_constraints(
-    value: Any, where: Where, space: SearchSpace | None, names: Sequence[str]
-) -> SearchSpace | None:
-    """The space with its constraints, each parsed and checked; None when any is wrong or
-    when no parameter set can satisfy them.
+    value: Any, where: Where, space: SearchSpace | None, names: Sequence[str], metrics: Sequence[str] = ()
+) -> tuple[SearchSpace | None, tuple[Constraint, ...]]:
+    """The space with its parameter constraints, and the constraints that name a metric
+    (`metrics`: the objectives' and `metrics:`), each parsed and checked. The space is None
+    when any constraint is wrong or when no parameter set can satisfy them.
 
     With a broken `space` (None) each constraint is still parsed against the
     declared `names`, so its problems come in the same report as the space's.
+    A metric constraint is judged after its trial (SPEC §9), so only the
+    parameter constraints are checked for a satisfiable space.
     """
     if not isinstance(value, list) or not value:
         example = "'batch * layers <= 1024'"
         where.error(f"constraints must be a non-empty list of expressions such as {example}, got {show(value)}")
-        return None
+        return None, ()
     known = [*space.names, *space.constants] if space is not None else list(names)
     parsed = []
     for i, text in enumerate(value):
@@ -115,17 +118,21 @@ def check_constraints(
             (where / i).error(f"a constraint must be an expression in quotes, got {show(text)}")
             continue
         try:
-            parsed.append(parse_constraint(text, known))
+            parsed.append(parse_constraint(text, known, metrics))
         except ConstraintError as exc:
             (where / i).error(str(exc))
+    outcome = tuple(c for c in parsed if c.on_outcome)
     if len(parsed) != len(value) or space is None:
-        return None
-    constrained = replace(space, constraints=tuple(parsed))
+        return None, outcome
+    on_params = tuple(c for c in parsed if not c.on_outcome)
+    if not on_params:
+        return space, outcome
+    constrained = replace(space, constraints=on_params)
     problem = _unsatisfiable(constrained)
     if problem:
         where.error(problem)
-        return None
-    return constrained
+        return None, outcome
+    return constrained, outcome
 
 
 def _unsatisfiable(space: SearchSpace) -> str | None:

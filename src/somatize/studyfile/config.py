@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..constraints import Constraint
 from ..executors.artifacts import KeepPolicy
 from ..executors.slots import Slot
 from ..space import SearchSpace
@@ -58,6 +59,9 @@ class StudyConfig:
     slots: tuple[Slot, ...] = ()  # from resources: one per running trial; () = none declared
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # parameter sets run first, in order
     spec: dict[str, Any] = field(default_factory=dict)  # normalised plain data of the whole file
+    metrics: tuple[str, ...] = ()  # `metrics:` recorded, usable in constraints, not optimised (SPEC §9)
+    # The constraints that name a metric, judged after each trial; those on parameters only are in `space`.
+    outcome_constraints: tuple[Constraint, ...] = ()
     # Where some values were written, for checks made after loading (studyfile/probe.py):
     # dotted key -> "FILE:LINE:COL" or "--set KEY".
     locations: dict[str, str] = field(default_factory=dict)

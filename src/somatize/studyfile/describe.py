@@ -21,6 +21,11 @@ def describe(config: StudyConfig) -> list[str]:
     trials = planned_trials(config.strategy, config.space)
     lines.append(f"strategy: {_strategy_text(config.strategy)}, {trials} trial{'s' if trials != 1 else ''} planned")
     lines.append("objectives: " + ", ".join(f"{o.metric} ({o.direction.value})" for o in config.objectives))
+    if config.metrics:
+        lines.append("metrics (recorded, not optimised): " + ", ".join(config.metrics))
+    if config.outcome_constraints:
+        lines.append("constraints on metrics (checked after each trial; a trial that breaks one is infeasible):")
+        lines += [f"  {c.text}" for c in config.outcome_constraints]
     if config.target is not None:
         metric, value = config.target
         primary = next(o for o in config.objectives if o.metric == metric)

@@ -10,11 +10,12 @@ from typing import Any, BinaryIO
 
 from ..errors import StudyFileError
 from ..trackers import is_path
-from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY, StudyConfig
 from .conditions import check_constraints
+from .config import CLUSTER_WORKER_TIMEOUT, DURABILITY, StudyConfig
 from .dimensions import check_search_space
 from .executor import EXECUTOR_KINDS, check_executor, resolve_path
 from .fields import choice, duration, integer, mapping, text
+from .metrics import check_metrics
 from .overrides import apply_overrides
 from .problems import Problems, Where, one_line, show
 from .sections import (
@@ -35,6 +36,7 @@ TOP_KEYS = (
     "name", "seed", "search_space", "strategy", "objectives", "objective", "target", "executor",
     "parallel", "retries", "max_failures", "max_consecutive_failures", "timeout", "output", "pruning", "cluster",
     "cluster_worker_timeout", "constraints", "mlflow", "durability", "trial_dirs", "resources", "enqueue",
+    "metrics",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "search_space", "strategy", "executor")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -120,8 +122,13 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     )
     space = check_search_space(data["search_space"], root / "search_space") if "search_space" in data else None
     declared = list(data["search_space"]) if isinstance(data.get("search_space"), dict) else []
+    metrics = check_metrics(data.get("metrics"), root / "metrics", objective_metrics(data), declared)
+    outcome_constraints: tuple = ()
     if "constraints" in data and (space is not None or declared):
-        space = check_constraints(data["constraints"], root / "constraints", space, declared)
+        outcome_names = [*objective_metrics(data), *metrics]
+        space, outcome_constraints = check_constraints(
+            data["constraints"], root / "constraints", space, declared, outcome_names
+        )
     strategy = check_strategy(data["strategy"], root / "strategy") if "strategy" in data else None
     if strategy is not None and space is not None:
         check_grid_size(strategy, space, root / "strategy")
@@ -156,12 +163,15 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     for key in ("trial_dirs", "resources", "enqueue"):  # as written: they say how it ran, not what it is
         if data.get(key) is not None:
             spec[key] = data[key]
-    if space.constraints:
-        spec["constraints"] = [c.text for c in space.constraints]
+    if space.constraints or outcome_constraints:  # in the file's order, on parameters and on metrics
+        spec["constraints"] = list(data["constraints"])
+    if metrics:
+        spec["metrics"] = list(metrics)
     locations = {f"executor.{key}": root.problems.location(("executor", key)) for key in EXECUTOR_KINDS}
     return StudyConfig(
         filename, base_dir, name, space, strategy, objectives, executor[0],  # type: ignore[arg-type]
-        target=target, spec=spec, locations=locations, **settings,
+        target=target, spec=spec, locations=locations, metrics=metrics,
+        outcome_constraints=outcome_constraints, **settings,
     )  # fmt: skip
 
 

@@ -451,10 +451,19 @@ def _top_level() -> dict[str, dict[str, Any]]:
         },
         "constraints": {
             "title": "constraints",
-            "description": "Expressions over parameters that every trial's parameters must satisfy.",
+            "description": "Expressions over parameters (checked before a trial: a violating sample is never "
+            "run) or over metrics (checked after it: a trial that violates one is completed but infeasible).",
             "type": "array",
             "minItems": 1,
-            "items": {"type": "string", "examples": ["batch_size * layers <= 1024"]},
+            "items": {"type": "string", "examples": ["batch_size * layers <= 1024", "latency_ms <= 50"]},
+        },
+        "metrics": {
+            "title": "metrics",
+            "description": "Metrics recorded and usable in constraints, but not optimised.",
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": _text("A metric's name, as returned or printed by a trial.", sections._METRIC),
         },
     }
 

@@ -59,9 +59,12 @@ def first_line(text: str | None, width: int = REASON_WIDTH) -> str:
 
 def trial_reason(trial: Trial, width: int = REASON_WIDTH, now: float | None = None) -> str:
     """Why a trial did not complete: the error's first line, or the pruning step and reason; for an
-    asked trial still out (running or stale), its age and its lease."""
+    asked trial still out (running or stale), its age and its lease; for an infeasible one, the
+    constraints on metrics it broke."""
     if trial.state in (TrialState.RUNNING, TrialState.STALE):
         return first_line(asked_age(trial, now), width)
+    if trial.feasible is False:
+        return first_line("; ".join(trial.violated or []), width)
     if trial.state is TrialState.FAILED:
         return first_line(trial.error, width)
     if trial.state is TrialState.PRUNED:
@@ -241,10 +244,25 @@ def param_names(study: Study, trials: Iterable[Trial]) -> list[str]:
     return list(names)
 
 
+def _metric_columns(study: Study) -> list[str]:
+    """The objectives' metrics, then the `metrics:` entries (recorded, not optimised)."""
+    return [*(o.metric for o in study.objectives), *(m for m in study.metrics)]
+
+
+def _judged(trials: Sequence[Trial]) -> bool:
+    """Whether any trial carries feasibility (a study with constraints on metrics): then `feasible` is a column."""
+    return any(t.feasible is not None for t in trials)
+
+
+def _feasible_text(trial: Trial, yes: str = "yes", no: str = "no") -> str:
+    return "" if trial.feasible is None else yes if trial.feasible else no
+
+
 def _columns(study: Study, trials: Sequence[Trial]) -> tuple[list[str], list[str]]:
     """Header and the param names; a param that shares a column's name gets a `param.` prefix."""
-    metrics = [o.metric for o in study.objectives]
-    fixed = ["id", "number", "state", *metrics, "duration_ms", "reason"]
+    metrics = _metric_columns(study)
+    feasible = ["feasible"] if _judged(trials) else []
+    fixed = ["id", "number", "state", *feasible, *metrics, "duration_ms", "reason"]
     params = param_names(study, trials)
     param_headers = [f"param.{p}" if p in fixed else p for p in params]
     return fixed[:-1] + param_headers + fixed[-1:], params
@@ -265,9 +283,11 @@ def _trials_csv(study: Study, trials: Sequence[Trial], dirs: Path | None = None)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
+    judged = _judged(trials)
     for trial in trials:
         row = [trial.id, trial.number, trial.state.value]
-        row += [_csv_number(trial.values.get(o.metric)) for o in study.objectives]
+        row += [_feasible_text(trial, "true", "false")] if judged else []
+        row += [_csv_number(trial.values.get(m)) for m in _metric_columns(study)]
         row.append("" if trial.duration_ms is None else trial.duration_ms)
         row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
         row.append(trial_reason(trial, width=200))
@@ -282,16 +302,18 @@ def _trials_table(study: Study, trials: Sequence[Trial], dirs: Path | None = Non
     if dirs is not None:
         header.append("log_dir")
     rows = []
+    judged = _judged(trials)
     for trial in trials:
         row = [trial.id, str(trial.number), trial.state.value]
-        row += [short_number(trial.values.get(o.metric)) for o in study.objectives]
+        row += [_feasible_text(trial)] if judged else []
+        row += [short_number(trial.values.get(m)) for m in _metric_columns(study)]
         row.append("" if trial.duration_ms is None else str(trial.duration_ms))
         row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
         row.append(trial_reason(trial))
         if dirs is not None:
             row.append(_log_dir(trial, dirs))
         rows.append(row)
-    numeric = {"number", "duration_ms", *(o.metric for o in study.objectives)}
+    numeric = {"number", "duration_ms", *_metric_columns(study)}
     return _rich_table_text(header, rows, numeric)
 
 
@@ -319,10 +341,10 @@ SPARK_WIDTH = 60
 
 
 def best_so_far(study: Study, metric: str | None = None) -> list[float]:
-    """After each completed trial (in trial order), the best value of the objective so far."""
+    """After each completed feasible trial (in trial order), the best value of the objective so far."""
     objective = study.objective(metric)
     curve: list[float] = []
-    for trial in sorted(study.completed(), key=lambda t: t.number):
+    for trial in sorted(study.feasible(), key=lambda t: t.number):
         value = trial.values.get(objective.metric)
         if value is None or math.isnan(value):
             continue
@@ -391,6 +413,11 @@ def sort_trials_by(study: Study, trials: Iterable[Trial], key: str) -> list[Tria
     if name in metrics:
         if not sign:
             return sort_trials(study, trials, name)
+
+        def value(trial: Trial) -> Any:
+            return trial.values.get(name)
+
+    elif name in study.metrics:  # recorded, not optimised: no better way, so ascending unless signed
 
         def value(trial: Trial) -> Any:
             return trial.values.get(name)

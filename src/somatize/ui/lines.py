@@ -117,7 +117,11 @@ class PlainProgress:
             reason = f": {first_line(event.reason, ERROR_WIDTH)}" if event.reason else ""
             return f"pruned{step}{tries}{reason}"
         values = " ".join(f"{k}={short_number(v)}" for k, v in self._ordered(event.values))
-        return " ".join(part for part in (f"completed{tries}", values, params_text(params)) if part)
+        trial = event.trial
+        infeasible = ""
+        if trial is not None and trial.feasible is False:  # completed, but broke a constraint on metrics
+            infeasible = f"(infeasible: {first_line('; '.join(trial.violated or []), ERROR_WIDTH)})"
+        return " ".join(part for part in (f"completed{tries}", values, params_text(params), infeasible) if part)
 
     def interrupted(self) -> None:
         """The first Ctrl-C: say what the wait is for (called from the signal handler)."""

@@ -70,6 +70,7 @@ class TrialRow:
     reason: str = ""
     attempt: int = 1  # the attempt that finished it
     slot: str | None = None  # the devices or slot it holds (resources:)
+    feasible: bool | None = None  # False: completed, but broke a constraint on metrics (never best)
 
     def seconds(self, now: float) -> float | None:
         if self.duration_ms is not None:
@@ -93,6 +94,7 @@ class LiveModel:
     completed: int = 0
     pruned: int = 0
     failed: int = 0
+    infeasible: int = 0  # completed trials that broke a constraint on metrics
     best_id: str | None = None
     best_value: float = math.nan
     best_params: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +147,9 @@ class LiveModel:
         self.finished += 1
         if isinstance(event, TrialCompleted):
             row.state, row.values = TrialState.COMPLETED, dict(event.values)
+            if trial is not None and trial.feasible is False:
+                row.feasible, row.reason = False, first_line("; ".join(trial.violated or []), REASON_WIDTH)
+                self.infeasible += 1
             self.completed += 1
             self.done[row.trial_id] = row
         elif isinstance(event, TrialPrunedEvent):
@@ -186,7 +191,9 @@ class LiveModel:
         if metric is None:
             return []
         sign = 1.0 if self.minimize() else -1.0
-        scored = [r for r in self.done.values() if not math.isnan(r.values.get(metric, math.nan))]
+        scored = [
+            r for r in self.done.values() if r.feasible is not False and not math.isnan(r.values.get(metric, math.nan))
+        ]
         return sorted(scored, key=lambda r: (sign * r.values[metric], r.number))[:n]
 
     def eta(self, now: float) -> float | None:
@@ -348,6 +355,8 @@ def _cells(model: LiveModel, row: TrialRow, now: float) -> list[RenderableType]:
     state = Text(row.state.value, style=STATE_STYLES[row.state])
     if row.state is TrialState.RUNNING and row.slot is not None:  # which devices it holds
         state.append(f" on {row.slot}", style="dim")
+    if row.feasible is False:
+        state = Text("infeasible", style="yellow")  # completed, but never best
     values = [short_number(row.values.get(metric)) for metric in model.objectives]
     reason = row.reason
     if row.state is TrialState.RUNNING and row.step is not None:
@@ -358,6 +367,10 @@ def _cells(model: LiveModel, row: TrialRow, now: float) -> list[RenderableType]:
     return [trial, state, params_text(row.params), *values, duration_text(row.seconds(now)), reason]
 
 
+def _infeasible_text(model: LiveModel) -> str:
+    return f" ({model.infeasible} infeasible)" if model.infeasible else ""
+
+
 def summary(model: LiveModel, n: int = TOP_TRIALS) -> RenderableType:
     """After the run: a status line and the top trials by the primary objective."""
     status = model.status or "stopped"
@@ -365,7 +378,7 @@ def summary(model: LiveModel, n: int = TOP_TRIALS) -> RenderableType:
         status += f" ({model.stop_reason})"
     line = Text(
         f"study {model.name or '(unnamed)'} {status}: {model.finished} trials "
-        f"({model.completed} completed, {model.pruned} pruned, {model.failed} failed)"
+        f"({model.completed} completed{_infeasible_text(model)}, {model.pruned} pruned, {model.failed} failed)"
     )
     if model.missed:
         line.append(f"  ({model.missed} events missed by the display)", style="yellow")
