@@ -426,7 +426,7 @@ class BayesianSampler(Sampler):
         # completed point, whether the deliberate repeat was proposed, and the noise mode chosen.
         self._warp_noise: float | None = None  # see `_tell`
         self._repeats: dict[tuple, list[float]] = {}
-        self._params_of: dict[tuple, dict[str, Any]] = {}
+        self._points_of: dict[tuple, list[Any]] = {}
         self._replicated = False
         self._auto = self._noise_mode == obs_noise.AUTO and estimator == "GP"
         if self._axes:
@@ -526,7 +526,8 @@ class BayesianSampler(Sampler):
         if not told:
             return None
         self._replicated = True
-        return dict(self._params_of[min(told)[1]])
+        # Through the skopt point: the space's own plain values, whatever the history was told.
+        return self._to_params(self._points_of[min(told)[1]])
 
     def _repeat_dof(self) -> int:
         return sum(len(losses) - 1 for losses in self._repeats.values())
@@ -684,7 +685,7 @@ class BayesianSampler(Sampler):
         if number is not None:
             assert loss is not None
             self._repeats.setdefault(key, []).append(loss)
-            self._params_of.setdefault(key, dict(trial.params))
+            self._points_of.setdefault(key, list(point))
         self._tell(point, loss, number)
         if number is not None and len(self._repeats[key]) > 1:
             self._choose_noise_model()
