@@ -192,18 +192,22 @@ def test_parallel_proposals_under_noise_do_not_collapse_onto_one_point() -> None
         return (p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2 + 0.3 * rng.normal()  # noise larger than the signal
 
     number = 0
-    for _ in range(3):
+    # Two batches of the initial design, then three of the model's: the first of them holds
+    # noise: auto's repeat of the best point (pending while the others are proposed), the
+    # later ones come from the noise fitted within what the repeat showed.
+    for _ in range(5):
         batch = []
         for _ in range(4):  # four trials in flight, as with -j 4
             params = sampler.propose(number)
             assert params is not None
-            batch.append(params)
+            batch.append((number, params))
             number += 1
-        points = np.array([[p["x"], p["y"]] for p in batch])
+        points = np.array([[p["x"], p["y"]] for _, p in batch])
         gaps = [np.linalg.norm(a - b) for i, a in enumerate(points) for b in points[i + 1 :]]
         assert min(gaps) > 0.02, points
-        for params in reversed(batch):
-            sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": loss(params)}))
+        for done, params in reversed(batch):
+            sampler.tell(Trial(done, params, TrialState.COMPLETED, values={"loss": loss(params)}))
+    assert sampler.noise_sd() > 0.05
 
 
 # The results file and `somatize best` ---------------------------------------------------

@@ -421,6 +421,7 @@ class BayesianSampler(Sampler):
         # The surrogate fitted last, to the first `_model_told` values told.
         self._model: Any = None
         self._model_told = 0
+        self._model_spread = 1.0
         self._searched_at = 0  # values told when the GP's hyperparameters were last searched
         # `noise: auto`'s evidence from repeated evaluations (`_replicate`): the losses of each
         # completed point, whether the deliberate repeat was proposed, and the noise mode chosen.
@@ -482,6 +483,8 @@ class BayesianSampler(Sampler):
         self._reseed(number)
         replicate = self._replicate()
         if replicate is not None:
+            # Pending like any proposal, so that trials proposed while it runs look elsewhere (Kriging believer).
+            self._pending[self.space.key(replicate)] = self._to_point(replicate) or []
             return replicate
         params = None
         for _ in range(INFEASIBLE_ASKS if self._opt is not None else 0):
@@ -764,6 +767,8 @@ class BayesianSampler(Sampler):
             model.set_params(kernel=self._noise_weighted(model.kernel, yi))
         model = _fit(model, self._opt.space.transform(self._opt.Xi), yi)
         self._model, self._model_told = model, told
+        warp = self._warp()
+        self._model_spread = warp[1] if warp is not None else 1.0  # the warp the model was fitted under
         if len(self._kinds) > 1:
             self._hedge.update(model.predict)
         return model
@@ -865,9 +870,8 @@ class BayesianSampler(Sampler):
             return 0.0  # repeats came back the same (`_choose_noise_model`)
         if not self._noisy or model is None or not _is_gp(model) or model.noise_ is None:
             return None
-        warp = self._warp()
-        spread = warp[1] if warp is not None else 1.0
-        return obs_noise.sd_in_objective_units(float(model.noise_), spread, float(model.y_train_std_))
+        # In the units of the warp it was fitted under: values told since may have moved the warp.
+        return obs_noise.sd_in_objective_units(float(model.noise_), self._model_spread, float(model.y_train_std_))
 
 
 def _replace(kernel: Any, name: str, term: Any) -> Any:
