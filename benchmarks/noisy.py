@@ -223,7 +223,8 @@ def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[
     StudyRunner(study, sampler, InProcess(), seed=seed).run()
     chosen = study.recommended_trial() or study.best_trial()
     assert chosen is not None
-    return {"params": chosen.params, "observed": chosen.values["value"]}
+    evaluated = [t.params for t in study.trials if t.values]
+    return {"params": chosen.params, "observed": chosen.values["value"], "evaluated": evaluated}
 
 
 def run_optuna(problem: Problem, seed: int, kind: str) -> dict[str, Any]:
@@ -247,16 +248,18 @@ def run_optuna(problem: Problem, seed: int, kind: str) -> dict[str, Any]:
 
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=problem.evals)
-    return {"params": dict(study.best_trial.params), "observed": float(study.best_value)}
+    evaluated = [dict(t.params) for t in study.trials if t.value is not None]
+    return {"params": dict(study.best_trial.params), "observed": float(study.best_value), "evaluated": evaluated}
 
 
-def run_job(problem_name: str, sampler: str, seed: int) -> dict[str, Any]:
+def run_job(problem_name: str, sampler: str, seed: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
     problem = PROBLEMS[problem_name]
+    options = options or {}
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence and experimental-feature warnings, thousands of them
         if sampler == "somatize-bayesian":
-            answer = run_somatize(problem, seed, {"type": "bayesian"})
+            answer = run_somatize(problem, seed, {"type": "bayesian", **options})
         elif sampler == "somatize-bayesian-noise-none":
             answer = run_somatize(problem, seed, {"type": "bayesian", "noise": "none"})
         elif sampler == "somatize-random":
@@ -265,9 +268,11 @@ def run_job(problem_name: str, sampler: str, seed: int) -> dict[str, Any]:
             answer = run_optuna(problem, seed, sampler.removeprefix("optuna-"))
         seconds = time.perf_counter() - started
         truth = problem.truth(answer["params"])
+        # What the search found, told apart from what was recommended (test functions only: cheap to evaluate).
+        searched = None if problem.minimum is None else min(map(problem.truth, answer["evaluated"])) - problem.minimum
     regret = truth - problem.minimum if problem.minimum is not None else truth
     return {"problem": problem_name, "sampler": sampler, "seed": seed, "seconds": seconds, "regret": regret,
-            "observed": answer["observed"], "params": answer["params"]}  # fmt: skip
+            "searched": searched, "observed": answer["observed"], "params": answer["params"]}  # fmt: skip
 
 
 def missing(sampler: str) -> str | None:
@@ -335,7 +340,9 @@ def main() -> None:
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--json", help="write raw per-seed results here")
     parser.add_argument("--include", action="append", default=[], help="add the runs of an earlier --json file")
+    parser.add_argument("--somatize-options", default="{}", help="JSON merged into somatize-bayesian's strategy")
     args = parser.parse_args()
+    options = json.loads(args.somatize_options)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"
     problems = [p for p in args.problems.split(",") if p]
@@ -355,11 +362,11 @@ def main() -> None:
             for p in problems for s in samplers]  # fmt: skip
     results = []
     for done, job in enumerate(jobs, 1):
-        result = run_job(*job)
+        result = run_job(*job, options)
         results.append(result)
         elapsed = time.perf_counter() - started
         print(f"[{done}/{len(jobs)} {elapsed:5.0f} s] {job[0]} {job[1]} seed {job[2]}: "
-              f"{result['regret']:.4g} ({result['seconds']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
+              f"{result['regret']:.4g} (searched {math.nan if result['searched'] is None else result['searched']:.4g}; {result['seconds']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
         if args.json:  # as it goes, so that a long run stopped early keeps what it measured
             Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
     if args.json:

@@ -95,7 +95,8 @@ def test_samplers_never_propose_an_inactive_parameter(tmp_path, strategy):
         assert ("momentum" in params) == (params["optimizer"] != "adam")
         assert ("nesterov" in params) == (params["optimizer"] == "sgd")
     assert {p["optimizer"] for p in recorder.seen} == {"adam", "sgd", "rmsprop"}
-    assert len({tuple(sorted(p.items())) for p in recorder.seen}) == 25
+    # Distinct, but for the Bayesian strategy's one second evaluation of its best point (noise: auto).
+    assert len({tuple(sorted(p.items())) for p in recorder.seen}) == 25 - (strategy == "bayesian")
 
 
 def test_inactive_parameters_are_absent_from_the_command_and_the_results(tmp_path):

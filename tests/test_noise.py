@@ -90,6 +90,79 @@ def test_repeated_points_inform_the_noise_and_do_not_break_the_fit(noise: str) -
         assert recommended is None or means[recommended] <= sorted(means.values())[1]
 
 
+# Repeats: telling noise from structure (noise: auto) -------------------------------------
+
+
+def drive(space: SearchSpace, fn: Any, n_trials: int, **options: Any) -> tuple[Any, list[Trial]]:
+    """A Bayesian sampler run through `n_trials` proposals of `fn` (5 initial), and its trials."""
+    strategy = {"type": "bayesian", "n_trials": n_trials, "n_initial": 5, **options}
+    sampler = make_sampler(strategy, space, Objective("loss"), 0)
+    trials: list[Trial] = []
+    for number in range(n_trials):
+        params = sampler.propose(number)
+        assert params is not None
+        trials.append(Trial(number, params, TrialState.COMPLETED, values={"loss": fn(params)}))
+        sampler.tell(trials[-1])
+    return sampler, trials
+
+
+def repeated(space: SearchSpace, trials: list[Trial]) -> list[int]:
+    """The numbers of the trials whose parameters an earlier trial already had."""
+    seen: set[tuple] = set()
+    again = []
+    for trial in trials:
+        key = space.key(trial.params)
+        if key in seen:
+            again.append(trial.number)
+        seen.add(key)
+    return again
+
+
+def ripples(p: dict[str, Any]) -> float:
+    """Deterministic, with structure much finer than a dozen points resolve (as Ackley's)."""
+    return (p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2 + 0.3 * math.sin(40 * p["x"]) * math.sin(40 * p["y"])
+
+
+def test_auto_evaluates_the_best_initial_point_again_and_a_repeatable_objective_is_modelled_noise_free() -> None:
+    sampler, trials = drive(UNIT, ripples, 14)
+    assert repeated(UNIT, trials) == [5]  # once, right after the 5 initial points
+    assert trials[5].params == min(trials[:5], key=lambda t: t.values["loss"]).params
+    assert sampler.noise_sd() == 0.0
+    recommendation = sampler.recommend()
+    assert recommendation is not None and recommendation.noise == 0.0
+    # Noise-free, the best observation is the answer.
+    assert recommendation.number == min(trials, key=lambda t: (t.values["loss"], t.number)).number
+
+
+def test_a_nearly_repeatable_objective_gets_a_noise_no_larger_than_its_repeats_allow() -> None:
+    rng = np.random.default_rng(5)
+    jitter = 1e-6  # a nondeterministic kernel's last digits: far below the ripples a smooth GP calls noise
+    sampler, trials = drive(UNIT, lambda p: ripples(p) + jitter * rng.normal(), 20)
+    assert repeated(UNIT, trials) == [5]
+    assert 0.0 < sampler.noise_sd() < 1e-4
+
+
+def test_a_noisy_repeat_keeps_the_noise_fitted_and_none_never_repeats() -> None:
+    rng = np.random.default_rng(3)
+
+    def noisy(p: dict[str, Any]) -> float:
+        return (p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2 + 0.1 * rng.normal()
+
+    sampler, trials = drive(UNIT, noisy, 14)
+    assert repeated(UNIT, trials) == [5]
+    assert sampler.noise_sd() > 0.01
+    _, trials = drive(UNIT, noisy, 14, noise="none")
+    assert repeated(UNIT, trials) == []
+
+
+def test_a_finite_space_is_never_repeated() -> None:
+    from somatize import IntDimension
+
+    grid = SearchSpace((IntDimension("a", 0, 9), IntDimension("b", 0, 9)))
+    _, trials = drive(grid, lambda p: (p["a"] - 3) ** 2 + (p["b"] - 6) ** 2, 14)
+    assert repeated(grid, trials) == []
+
+
 # The recommendation ----------------------------------------------------------------
 
 
@@ -119,18 +192,22 @@ def test_parallel_proposals_under_noise_do_not_collapse_onto_one_point() -> None
         return (p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2 + 0.3 * rng.normal()  # noise larger than the signal
 
     number = 0
-    for _ in range(3):
+    # Two batches of the initial design, then three of the model's: the first of them holds
+    # noise: auto's repeat of the best point (pending while the others are proposed), the
+    # later ones come from the noise fitted within what the repeat showed.
+    for _ in range(5):
         batch = []
         for _ in range(4):  # four trials in flight, as with -j 4
             params = sampler.propose(number)
             assert params is not None
-            batch.append(params)
+            batch.append((number, params))
             number += 1
-        points = np.array([[p["x"], p["y"]] for p in batch])
+        points = np.array([[p["x"], p["y"]] for _, p in batch])
         gaps = [np.linalg.norm(a - b) for i, a in enumerate(points) for b in points[i + 1 :]]
         assert min(gaps) > 0.02, points
-        for params in reversed(batch):
-            sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": loss(params)}))
+        for done, params in reversed(batch):
+            sampler.tell(Trial(done, params, TrialState.COMPLETED, values={"loss": loss(params)}))
+    assert sampler.noise_sd() > 0.05
 
 
 # The results file and `somatize best` ---------------------------------------------------

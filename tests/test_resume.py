@@ -86,7 +86,8 @@ def test_a_bayesian_study_resumed_past_its_initial_design_runs_every_planned_tri
     assert resumed.exit_code == 0, resumed.output
     trials = trials_of(out)
     assert [t["number"] for t in trials] == list(range(14))
-    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 14
+    # One repeat, not two: noise: auto's second evaluation of its best initial point is not redone on resume.
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 13
 
 
 def test_a_finite_space_still_ends_when_every_point_was_tried(tmp_path):
