@@ -287,6 +287,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
     from .runner import StudyRunner
     from .storage.results import PeriodicResults, results_json, write_results
 
+    periodic = None
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
             _attach_event_log(bus, events, stack)  # before the journal: an unwritable --events leaves no journal
@@ -295,7 +296,8 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
                 stack.callback(journal.close)
                 journal.begin(study)
                 bus.subscribe(journal)
-                bus.subscribe(PeriodicResults(study, path))
+                periodic = PeriodicResults(study, path)  # writes in the background; the final write reuses it
+                bus.subscribe(periodic)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)
             stack.callback(executor.close)  # also when connecting to a cluster fails
@@ -311,7 +313,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             sys.stdout.write(results_json(study))
             sys.stdout.flush()
         else:
-            write_results(study, path)
+            periodic.write_final(study) if periodic is not None else write_results(study, path)
             if journal is not None and study.status != "interrupted":
                 journal.remove()
         if not quiet:

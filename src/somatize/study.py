@@ -320,6 +320,11 @@ class Study:
         return sorted((t for _, t in front), key=lambda t: t.number)
 
     def to_dict(self) -> dict[str, Any]:
+        return {**self.head_dict(), "trials": [t.to_dict() for t in self.trials]}
+
+    def head_dict(self) -> dict[str, Any]:
+        """The results document without its trials (which to_dict adds last): what a writer
+        that encodes each trial once (storage/results.py) puts before them."""
         best = self.best_trial()
         return {
             "format": RESULTS_FORMAT,
@@ -344,7 +349,6 @@ class Study:
             },
             "pareto_front": [t.id for t in self.pareto_front()],
             **self._recommended_dict(),
-            "trials": [t.to_dict() for t in self.trials],
         }
 
     def _recommended_dict(self) -> dict[str, Any]:

@@ -3,21 +3,65 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputWriteError, ResultsFileError
+from ..errors import OutputWriteError, ResultsFileError, SomatizeError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial
 from .paths import describe_non_regular, results_target, temp_prefix
 
+# One encoder for every trial line: the C encoder (no indent), Python's default separators.
+_encode_trial = json.JSONEncoder(allow_nan=False, check_circular=False).encode  # plain trees: no cycles
+
+# The line that opens the trials array; readers (storage/reader.py) look for it to read a file line by line.
+TRIALS_OPENING = '  "trials": ['
+TRIAL_INDENT = "    "
+# Lines per write(): few system calls, and no copy of the whole document in memory.
+_LINES_PER_WRITE = 512
+
+
+def trial_line(trial: Trial) -> str:
+    """A trial's JSON object on one line, as the results file holds it."""
+    return _encode_trial(trial.to_dict())
+
+
+def results_pieces(head: dict[str, Any], lines: Iterable[str]) -> Iterator[str]:
+    """The results document in pieces: `head` (Study.head_dict) indented by 2, then each trial's line.
+
+    The study's definition reads as before (indented); each trial is one line
+    (`"trials": [` then `    {"id": "trial_0000", ...},` ...): the same JSON
+    document as indenting every trial, written by the C encoder (a pretty-printed
+    100,000-trial file took 6.4 s to encode, the pure-Python indenting encoder;
+    one line per trial 0.4 s), and a reader can take one trial at a time.
+    """
+    text = json.dumps(head, indent=2, allow_nan=False)
+    yield text[: -len("\n}")] + ",\n" + TRIALS_OPENING
+    batch: list[str] = []
+    separator = "\n" + TRIAL_INDENT
+    written = False
+    for line in lines:
+        batch.append(separator + line)
+        separator = ",\n" + TRIAL_INDENT
+        if len(batch) >= _LINES_PER_WRITE:
+            yield "".join(batch)
+            batch.clear()
+            written = True
+    if batch:
+        yield "".join(batch)
+        written = True
+    yield "\n  ]\n}\n" if written else "]\n}\n"
+
 
 def results_json(study: Study) -> str:
-    return json.dumps(study.to_dict(), indent=2, allow_nan=False) + "\n"
+    return "".join(results_pieces(study.head_dict(), map(trial_line, study.trials)))
 
 
 def _current_umask() -> int:
@@ -30,10 +74,11 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str | Iterable[str]) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half a file.
 
-    A failure (a full disk) leaves the old file as it was and no temp file behind.
+    `text` may come in pieces (results_pieces), written as they come. A failure
+    (a full disk) leaves the old file as it was and no temp file behind.
     """
     path = Path(path)
     problem = describe_non_regular(path)  # again at every write: a rename would replace a device or FIFO
@@ -42,7 +87,8 @@ def write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent or ".")
     try:
         os.fchmod(fd, _FILE_MODE)
-        write_all(fd, text.encode("utf-8"))
+        for piece in [text] if isinstance(text, str) else text:
+            write_all(fd, piece.encode("utf-8"))
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -62,10 +108,20 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_results(study: Study, path: Path) -> None:
-    """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError."""
+def write_results(study: Study, path: Path, lines: Mapping[int, tuple[Trial, str]] | None = None) -> None:
+    """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError.
+
+    `lines` maps trial numbers to a trial and its line already encoded: a trial
+    found there (the same object) is not encoded again.
+    """
+    known = lines or {}
+
+    def line(trial: Trial) -> str:
+        entry = known.get(trial.number)
+        return entry[1] if entry is not None and entry[0] is trial else trial_line(trial)
+
     try:
-        write_atomically(path, results_json(study))
+        write_atomically(path, results_pieces(study.head_dict(), map(line, study.trials)))
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -175,7 +231,8 @@ def read_results(path: str | Path) -> Study:
 
 # How often the results file is rewritten while trials finish: a reader sees
 # progress within seconds, and a study of millisecond trials does not spend
-# its time rewriting a file that grows with every trial.
+# its time rewriting a file that grows with every trial. Counted from the end
+# of the last write, so a write that takes long (a huge study) spaces them out.
 PERIODIC_WRITE_SECONDS = 2.0
 
 
@@ -183,7 +240,14 @@ class PeriodicResults:
     """A bus subscriber that rewrites the results file every few seconds while trials finish.
 
     It keeps its own copy of the study (definition plus the trials it was told
-    of), so a reader of the results file sees progress without waiting for the end.
+    of), so a reader of the results file sees progress without waiting for the
+    end. The trial loop only appends the finished trial; the write happens in a
+    background thread, from a snapshot (the list of trials so far: finished
+    trials never change), and encodes each trial once: later writes reuse the
+    line. So a write never holds up the next trial, at any size of study
+    (issue 18: a 100,000-trial file rewritten in the loop took 3.9-4.6 s).
+    `write_final` waits for a write in progress and writes the finished study,
+    reusing the lines.
     """
 
     def __init__(self, study: Study, path: Path, every_seconds: float | None = None):
@@ -192,10 +256,45 @@ class PeriodicResults:
         self.path = path
         self.every_seconds = PERIODIC_WRITE_SECONDS if every_seconds is None else every_seconds
         self._last_write = time.monotonic()
+        self._lines: list[str] = []  # the line of each of self.study.trials, in order, as far as encoded
+        self._writer: threading.Thread | None = None
+        self._error: SomatizeError | None = None
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FINISHED_TRIAL_EVENTS):
             self.study.trials.append(event.trial)  # type: ignore[attr-defined]
-            if time.monotonic() - self._last_write >= self.every_seconds:
-                write_results(self.study, self.path)
-                self._last_write = time.monotonic()
+            if self._error is not None:  # a full disk: the run stops as when the write was in the loop
+                error, self._error = self._error, None
+                raise error
+            if self._writer is None and time.monotonic() - self._last_write >= self.every_seconds:
+                snapshot = copy.copy(self.study)
+                snapshot.trials = list(self.study.trials)
+                self._writer = threading.Thread(
+                    target=self._write_snapshot, args=(snapshot,), name="somatize-results-write", daemon=True
+                )
+                self._writer.start()
+
+    def _write_snapshot(self, snapshot: Study) -> None:
+        try:
+            lines = self._lines
+            lines.extend(map(trial_line, snapshot.trials[len(lines):]))
+            write_atomically(self.path, results_pieces(snapshot.head_dict(), lines[: len(snapshot.trials)]))
+        except OSError as exc:
+            self._error = OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}")
+        except SomatizeError as exc:
+            self._error = exc
+        finally:
+            self._last_write = time.monotonic()
+            self._writer = None
+
+    def wait(self) -> None:
+        """Until a write in progress has ended."""
+        writer = self._writer
+        if writer is not None:
+            writer.join()
+
+    def write_final(self, study: Study) -> None:
+        """Write the finished `study` (the runner's, in trial order), reusing every line already encoded."""
+        self.wait()
+        known = {t.number: (t, line) for t, line in zip(self.study.trials, self._lines)}
+        write_results(study, self.path, known)
