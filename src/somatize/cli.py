@@ -87,12 +87,16 @@ def _load(study: str, overrides: list[str]):
     return load_study(study, overrides, stdin=_piped_stdin().buffer if study == "-" else None)
 
 
-def _load_results(results: str):
-    from .storage.results import parse_results, read_results
+def _load_results(results: str, best_of: str | None | bool = False):
+    """The study in a results file ('-': stdin). With `best_of` (an objective, or None for the primary),
+    only the trials `best` prints are read where the file's layout allows (storage/reader.py)."""
+    from .storage.results import parse_results
 
     if results == "-":
         return parse_results(_read_stdin(), "<stdin>")
-    return read_results(results)
+    from .storage.reader import read_all, read_for_best
+
+    return read_all(results) if best_of is False else read_for_best(results, best_of)  # type: ignore[arg-type]
 
 
 # validate --------------------------------------------------------------------
@@ -265,14 +269,15 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
 
     study = build_study(config)
     journal = None
+    known: dict = {}  # resumed trials already encoded: number -> (trial, its JSON), written again as they are
     if path is not None and journal_file is not None:
         journal = Journal(journal_file, sync=config.durability == "power")
-        _restore(study, path, journal.path, resume, again)
+        _restore(study, path, journal.path, resume, again, known)
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed)
     _before_first_trial(config, study, path, quiet)
     bus = EventBus()
     try:
-        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet)
+        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, known)
     except OutputWriteError as exc:
         if journal is None or not journal_exists(journal.path):
             raise
@@ -281,7 +286,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
 
 
 def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journal, events: str | None,
-                          quiet: bool) -> int:
+                          quiet: bool, known: dict | None = None) -> int:
     from .assemble import build_executor, stop_conditions
     from .pruners import make_pruner
     from .runner import StudyRunner
@@ -294,9 +299,9 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             _attach_tracker(bus, config, study, quiet, stack)
             if journal is not None and path is not None:
                 stack.callback(journal.close)
-                journal.begin(study)
+                journal.begin(study, known)
                 bus.subscribe(journal)
-                periodic = PeriodicResults(study, path)  # writes in the background; the final write reuses it
+                periodic = PeriodicResults(study, path, lines=known)  # writes in the background; the end reuses it
                 bus.subscribe(periodic)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)
@@ -354,10 +359,10 @@ def _say_top_trials(study, path: Path | None) -> None:
         _say(f"results: {path}")
 
 
-def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None:
+def _restore(study, path: Path, journal: Path, resume: bool, again: str, known: dict | None = None) -> None:
     """Load earlier trials for --resume, or refuse to start over an unfinished run."""
     from .storage.journal import check_trials, journal_exists, read_journal, spec_changes
-    from .storage.results import read_results
+    from .storage.reader import read_all as read_results
 
     if not resume:
         if journal_exists(journal):
@@ -367,7 +372,7 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None
     if journal_exists(journal):
         header, trials, source = *read_journal(journal), journal
     elif path.exists():
-        earlier = read_results(path)
+        earlier = read_results(path, known)
         header, trials, source = {"id": earlier.id, "spec": earlier.spec}, earlier.trials, path
     else:
         raise UsageError(f"nothing to resume: neither {journal} nor {path} exists")
@@ -580,7 +585,7 @@ def best(
             raise UsageError(f"--format must be one of {', '.join(BEST_FORMATS)}, got {fmt!r}")
         if pareto and (fmt not in ("table", "json") or param is not None or objective is not None):
             raise UsageError("--pareto lists several trials: use it with --format table or json only")
-        study = _load_results(results)
+        study = _load_results(results) if pareto else _load_results(results, best_of=objective)
         if pareto:
             if len(study.objectives) < 2:
                 raise UsageError("--pareto needs a study with two or more objectives; this one has one")
@@ -648,6 +653,8 @@ def show(
         states = [s.value for s in TrialState]
         if state is not None and state not in states:
             raise UsageError(f"--state must be one of {', '.join(states)}, got {state!r}")
+        if sort is None and results != "-" and _show_streamed(results, fmt, state, limit):
+            return
         study = _load_results(results)
         trials = list(study.trials)
         if state is not None:
@@ -662,6 +669,20 @@ def show(
         print(format_trials(study, fmt, trials), end="")
         if fmt == "table":
             print(best_so_far_line(study), end="")
+
+
+def _show_streamed(results: str, fmt: str, state: str | None, limit: int | None) -> bool:
+    """show without --sort: each row written as its trial is read, in bounded memory; False when the
+    file is not in the layout that allows it (then it is read whole, as before)."""
+    from .storage.reader import open_results
+    from .ui.rows import show_trials
+
+    source = open_results(results)
+    if source is None:
+        return False
+    show_trials(source, fmt, sys.stdout, state, limit)
+    sys.stdout.flush()
+    return True
 
 
 # report ----------------------------------------------------------------------

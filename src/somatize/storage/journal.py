@@ -67,8 +67,12 @@ class Journal:
         self._syncer: _Syncer | None = None
         self._sync = sync
 
-    def begin(self, study: Study) -> None:
-        """Start a new journal with the study header and any trials it already has (resumed)."""
+    def begin(self, study: Study, lines: Mapping[int, tuple[Trial, str]] | None = None) -> None:
+        """Start a new journal with the study header and any trials it already has (resumed).
+
+        `lines` maps trial numbers to a trial and its JSON object already encoded (read from
+        the results file): those are written as they are, all in one write, not encoded again.
+        """
         if journal_exists(self.path):
             self._open()
             self._drop_torn_tail()
@@ -76,8 +80,29 @@ class Journal:
         self._append({"format": JOURNAL_FORMAT, "version": 1, "study": _header(study)})
         if self._sync:
             _sync_directory(self.path)  # the new file's name survives a power loss too
+        known = lines or {}
+        text = []
         for trial in study.trials:
-            self._append({"trial": trial.to_dict()})
+            entry = known.get(trial.number)
+            text.append('{"trial": ' + (entry[1] if entry is not None and entry[0] is trial
+                                        else _encode_line(trial.to_dict())) + "}\n")
+        if text:
+            self._write("".join(text).encode("utf-8"))
+
+    def _write(self, data: bytes) -> None:
+        """Append whole lines; a failed write is cut back off (see _append)."""
+        fd = self._open()
+        try:
+            write_all(fd, data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)  # frees space: works on a full disk too
+                if self._size == 0:  # not even the header: no journal to keep
+                    os.unlink(self.path)
+            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._size += len(data)
+        if self._syncer is not None:
+            self._syncer.written()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FINISHED_TRIAL_EVENTS):

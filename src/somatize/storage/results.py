@@ -250,13 +250,20 @@ class PeriodicResults:
     reusing the lines.
     """
 
-    def __init__(self, study: Study, path: Path, every_seconds: float | None = None):
+    def __init__(self, study: Study, path: Path, every_seconds: float | None = None,
+                 lines: Mapping[int, tuple[Trial, str]] | None = None):
+        """`lines`: trials already encoded (resumed from the results file), as write_results takes them."""
         self.study = Study(study.name, study.space, study.objectives, study.strategy, study.spec, study.id,
                            list(study.trials), "running", study.started_at)
         self.path = path
         self.every_seconds = PERIODIC_WRITE_SECONDS if every_seconds is None else every_seconds
         self._last_write = time.monotonic()
         self._lines: list[str] = []  # the line of each of self.study.trials, in order, as far as encoded
+        for trial in self.study.trials:
+            entry = (lines or {}).get(trial.number)
+            if entry is None or entry[0] is not trial:
+                break
+            self._lines.append(entry[1])
         self._writer: threading.Thread | None = None
         self._error: SomatizeError | None = None
 

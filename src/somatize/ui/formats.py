@@ -220,27 +220,39 @@ def _trials_csv(study: Study, trials: Sequence[Trial]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     for trial in trials:
-        row = [trial.id, trial.number, trial.state.value]
-        row += [_csv_number(trial.values.get(o.metric)) for o in study.objectives]
-        row.append("" if trial.duration_ms is None else trial.duration_ms)
-        row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
-        row.append(trial_reason(trial, width=200))
-        writer.writerow(row)
+        writer.writerow(csv_row(study, trial, params))
     return out.getvalue()
+
+
+def csv_row(study: Study, trial: Trial, params: Sequence[str]) -> list[Any]:
+    """One trial's CSV fields, under the header _columns gives (ui/rows.py writes them as they are read)."""
+    row: list[Any] = [trial.id, trial.number, trial.state.value]
+    row += [_csv_number(trial.values.get(o.metric)) for o in study.objectives]
+    row.append("" if trial.duration_ms is None else trial.duration_ms)
+    row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
+    row.append(trial_reason(trial, width=200))
+    return row
+
+
+def table_row(study: Study, trial: Trial, params: Sequence[str]) -> list[str]:
+    """One trial's table cells, under the header _columns gives."""
+    row = [trial.id, str(trial.number), trial.state.value]
+    row += [short_number(trial.values.get(o.metric)) for o in study.objectives]
+    row.append("" if trial.duration_ms is None else str(trial.duration_ms))
+    row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
+    row.append(trial_reason(trial))
+    return row
+
+
+def numeric_columns(study: Study) -> set[str]:
+    """The table's right-aligned columns."""
+    return {"number", "duration_ms", *(o.metric for o in study.objectives)}
 
 
 def _trials_table(study: Study, trials: Sequence[Trial]) -> str:
     header, params = _columns(study, trials)
-    rows = []
-    for trial in trials:
-        row = [trial.id, str(trial.number), trial.state.value]
-        row += [short_number(trial.values.get(o.metric)) for o in study.objectives]
-        row.append("" if trial.duration_ms is None else str(trial.duration_ms))
-        row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
-        row.append(trial_reason(trial))
-        rows.append(row)
-    numeric = {"number", "duration_ms", *(o.metric for o in study.objectives)}
-    return _rich_table_text(header, rows, numeric)
+    rows = [table_row(study, trial, params) for trial in trials]
+    return _rich_table_text(header, rows, numeric_columns(study))
 
 
 def _rich_table_text(header: list[str], rows: list[list[str]], right: set[str]) -> str:
@@ -300,11 +312,14 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
 
 def best_so_far_line(study: Study) -> str:
     """`best so far: ▇▅▃▂▁▁ 0.398 after 60 trials` for people, or "" when nothing completed."""
-    curve = best_so_far(study)
+    return best_so_far_text(study.primary.metric, best_so_far(study), len(study.trials))
+
+
+def best_so_far_text(metric: str, curve: Sequence[float], trials: int) -> str:
+    """best_so_far_line from the curve and the number of trials (ui/rows.py has no Study of them all)."""
     if not curve:
         return ""
-    metric = study.primary.metric
-    return f"best {metric} so far: {sparkline(curve)} {short_number(curve[-1])} after {len(study.trials)} trials\n"
+    return f"best {metric} so far: {sparkline(curve)} {short_number(curve[-1])} after {trials} trials\n"
 
 
 # sort and filter -------------------------------------------------------------------
