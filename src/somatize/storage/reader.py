@@ -115,7 +115,7 @@ _STATES = {state.value: state for state in TrialState}
 def _element(line: str) -> str:
     """A trial line without its indent, comma and newline."""
     text = line.strip()
-    return text[:-1] if text.endswith(",") else text
+    return text.removesuffix(",")
 
 
 def _trial_number(value: Any) -> int:
