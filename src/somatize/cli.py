@@ -290,7 +290,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
     from .assemble import build_executor, stop_conditions
     from .pruners import make_pruner
     from .runner import StudyRunner
-    from .storage.results import PeriodicResults, results_json, write_results
+    from .storage.results import PeriodicResults, TrialLines, results_json, write_results
 
     periodic = None
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
@@ -299,9 +299,10 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             _attach_tracker(bus, config, study, quiet, stack)
             if journal is not None and path is not None:
                 stack.callback(journal.close)
-                journal.begin(study, known)
+                encoded = TrialLines(known)  # each trial encoded once, for the journal and the results file
+                journal.begin(study, encoded)
                 bus.subscribe(journal)
-                periodic = PeriodicResults(study, path, lines=known)  # writes in the background; the end reuses it
+                periodic = PeriodicResults(study, path, lines=encoded)  # writes in the background
                 bus.subscribe(periodic)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)

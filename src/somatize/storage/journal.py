@@ -25,7 +25,7 @@ from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..space import SearchSpace
 from ..study import Study, Trial
 from .paths import check_own_file
-from .results import check_trial, load_json, one_line, write_all
+from .results import TrialLines, check_trial, load_json, one_line, trial_line, write_all
 
 JOURNAL_FORMAT = "somatize.journal"
 
@@ -66,13 +66,16 @@ class Journal:
         self._size = 0  # bytes of whole lines in the file
         self._syncer: _Syncer | None = None
         self._sync = sync
+        self._lines: TrialLines | None = None  # set by begin
 
-    def begin(self, study: Study, lines: Mapping[int, tuple[Trial, str]] | None = None) -> None:
+    def begin(self, study: Study, lines: TrialLines | None = None) -> None:
         """Start a new journal with the study header and any trials it already has (resumed).
 
-        `lines` maps trial numbers to a trial and its JSON object already encoded (read from
-        the results file): those are written as they are, all in one write, not encoded again.
+        `lines` (shared with the results file's writer) holds trials' JSON already encoded
+        (read from the results file): those are written as they are, all in one write; each
+        trial that finishes is encoded there once, for both.
         """
+        self._lines = lines
         if journal_exists(self.path):
             self._open()
             self._drop_torn_tail()
@@ -80,12 +83,8 @@ class Journal:
         self._append({"format": JOURNAL_FORMAT, "version": 1, "study": _header(study)})
         if self._sync:
             _sync_directory(self.path)  # the new file's name survives a power loss too
-        known = lines or {}
-        text = []
-        for trial in study.trials:
-            entry = known.get(trial.number)
-            text.append('{"trial": ' + (entry[1] if entry is not None and entry[0] is trial
-                                        else _encode_line(trial.to_dict())) + "}\n")
+        encode = trial_line if lines is None else lines.line
+        text = ['{"trial": ' + encode(trial) + "}\n" for trial in study.trials]
         if text:
             self._write("".join(text).encode("utf-8"))
 
@@ -106,7 +105,11 @@ class Journal:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FINISHED_TRIAL_EVENTS):
-            self._append({"trial": event.trial.to_dict()})  # type: ignore[attr-defined]
+            trial = event.trial  # type: ignore[attr-defined]
+            if self._lines is None:
+                self._append({"trial": trial.to_dict()})
+            else:  # the trial's JSON, encoded once for the journal and the results file
+                self._write(('{"trial": ' + self._lines.line(trial) + "}\n").encode("utf-8"))
 
     def _open(self) -> int:
         if self._fd is None:

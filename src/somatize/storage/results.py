@@ -33,6 +33,31 @@ def trial_line(trial: Trial) -> str:
     return _encode_trial(trial.to_dict())
 
 
+class TrialLines:
+    """Each finished trial's JSON object, encoded once for the journal and the results file alike.
+
+    Keyed by trial number and holding the trial itself: a line is reused only for
+    the very trial it was encoded from. Shared by the journal (which writes
+    `{"trial": LINE}`) and PeriodicResults, so a trial is turned into JSON once per
+    run, not once per writer; a resumed study starts with the lines read from its
+    results file (storage/reader.py).
+    """
+
+    def __init__(self, known: Mapping[int, tuple[Trial, str]] | None = None):
+        self._lines: dict[int, tuple[Trial, str]] = dict(known or {})
+
+    def get(self, number: int) -> tuple[Trial, str] | None:
+        return self._lines.get(number)
+
+    def line(self, trial: Trial) -> str:
+        entry = self._lines.get(trial.number)
+        if entry is not None and entry[0] is trial:
+            return entry[1]
+        text = trial_line(trial)
+        self._lines[trial.number] = (trial, text)
+        return text
+
+
 def results_pieces(head: dict[str, Any], lines: Iterable[str]) -> Iterator[str]:
     """The results document in pieces: `head` (Study.head_dict) indented by 2, then each trial's line.
 
@@ -108,18 +133,12 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_results(study: Study, path: Path, lines: Mapping[int, tuple[Trial, str]] | None = None) -> None:
+def write_results(study: Study, path: Path, lines: TrialLines | None = None) -> None:
     """Write the results file; a failure to write (a full disk) is a one-line ResultsFileError.
 
-    `lines` maps trial numbers to a trial and its line already encoded: a trial
-    found there (the same object) is not encoded again.
+    A trial whose line `lines` holds already is not encoded again.
     """
-    known = lines or {}
-
-    def line(trial: Trial) -> str:
-        entry = known.get(trial.number)
-        return entry[1] if entry is not None and entry[0] is trial else trial_line(trial)
-
+    line = trial_line if lines is None else lines.line
     try:
         write_atomically(path, results_pieces(study.head_dict(), map(line, study.trials)))
     except OSError as exc:
@@ -258,20 +277,15 @@ class PeriodicResults:
     reusing the lines.
     """
 
-    def __init__(self, study: Study, path: Path, every_seconds: float | None = None,
-                 lines: Mapping[int, tuple[Trial, str]] | None = None):
-        """`lines`: trials already encoded (resumed from the results file), as write_results takes them."""
+    def __init__(self, study: Study, path: Path, every_seconds: float | None = None, lines: TrialLines | None = None):
+        """`lines`: where trials already encoded are (the journal's, a resumed results file's)."""
         self.study = Study(study.name, study.space, study.objectives, study.strategy, study.spec, study.id,
                            list(study.trials), "running", study.started_at)
         self.path = path
         self.every_seconds = PERIODIC_WRITE_SECONDS if every_seconds is None else every_seconds
         self._last_write = time.monotonic()
         self._lines: list[str] = []  # the line of each of self.study.trials, in order, as far as encoded
-        for trial in self.study.trials:
-            entry = (lines or {}).get(trial.number)
-            if entry is None or entry[0] is not trial:
-                break
-            self._lines.append(entry[1])
+        self._encoded = lines if lines is not None else TrialLines()
         self._writer: threading.Thread | None = None
         self._error: SomatizeError | None = None
 
@@ -292,7 +306,7 @@ class PeriodicResults:
     def _write_snapshot(self, snapshot: Study) -> None:
         try:
             lines = self._lines
-            lines.extend(map(trial_line, snapshot.trials[len(lines):]))
+            lines.extend(map(self._encoded.line, snapshot.trials[len(lines):]))
             write_atomically(self.path, results_pieces(snapshot.head_dict(), lines[: len(snapshot.trials)]))
         except OSError as exc:
             self._error = OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}")
@@ -314,6 +328,7 @@ class PeriodicResults:
         ours, lines = self.study.trials, self._lines
         if len(study.trials) >= len(lines) and all(a is b for a, b in zip(study.trials, ours[: len(lines)])):
             # The usual case, trials finished in number order: the lines are those of the first trials.
-            write_atomically_results(study, self.path, lines + [trial_line(t) for t in study.trials[len(lines):]])
+            rest = [self._encoded.line(t) for t in study.trials[len(lines):]]
+            write_atomically_results(study, self.path, lines + rest)
             return
-        write_results(study, self.path, {t.number: (t, line) for t, line in zip(ours, lines)})
+        write_results(study, self.path, self._encoded)
