@@ -362,7 +362,7 @@ def _say_top_trials(study, path: Path | None) -> None:
 
 def _restore(study, path: Path, journal: Path, resume: bool, again: str, known: dict | None = None) -> None:
     """Load earlier trials for --resume, or refuse to start over an unfinished run."""
-    from .storage.journal import check_trials, journal_exists, read_journal, spec_changes
+    from .storage.journal import check_trials, journal_exists, read_journal, read_journal_header, spec_changes
     from .storage.reader import read_all as read_results
 
     if not resume:
@@ -371,7 +371,7 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str, known: 
                              "or write to another file with -o")
         return
     if journal_exists(journal):
-        header, trials, source = *read_journal(journal), journal
+        header, trials, source = read_journal_header(journal), [], journal  # the trials: below, read once
     elif path.exists():
         earlier = read_results(path, known)
         header, trials, source = {"id": earlier.id, "spec": earlier.spec}, earlier.trials, path

@@ -265,6 +265,25 @@ def _header(study: Study) -> dict[str, Any]:
 MAX_TRIAL_NUMBER = 10**9 - 1
 
 
+def read_journal_header(path: Path) -> dict[str, Any]:
+    """The header alone (the first line), as read_journal checks it: what --resume compares first,
+    before it reads a 100,000-trial journal once, with the study's space."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{path}: cannot read journal: {exc}") from None
+    if not first.endswith("\n"):  # no whole line: read_journal says what is wrong
+        return read_journal(path)[0]
+    try:
+        record = load_json(first)
+        if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
+            raise ValueError("not a somatize journal")
+        return _check_header(record["study"])
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+        return read_journal(path)[0]  # the same message as ever
+
+
 def read_journal(path: Path, space: SearchSpace | None = None) -> tuple[dict[str, Any], list[Trial]]:
     """The header and the finished trials, in number order.
 
