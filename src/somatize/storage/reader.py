@@ -30,8 +30,10 @@ _CLOSING = ("  ]\n", "}\n")
 class ResultsFile:
     """A results file in somatize's layout: `study` is its head (no trials), `trials()` reads them one by one."""
 
-    def __init__(self, path: Path, study: Study, best: int | None, offset: int, line: int, empty: bool):
+    def __init__(self, path: Path, handle: IO[bytes], study: Study, best: int | None, offset: int, line: int,
+                 empty: bool):
         self.path = path
+        self._handle = handle  # kept open: a rewrite (a rename over the file) does not change what is read
         self.study = study  # the head: definition, status, recommendation; trials empty
         self.best = best  # the number of the head's best_trial
         self._offset = offset  # byte offset of the first trial line
@@ -47,18 +49,18 @@ class ResultsFile:
         """(line number, text) of each trial line, in file order; one line in memory at a time."""
         if self._empty:
             return
-        with open(self.path, "rb") as handle:
-            handle.seek(self._offset)
-            number = self._line
-            for raw in handle:
-                line = _decode(raw, self.path, number)
-                if line == _CLOSING[0]:
-                    if handle.read() != _CLOSING[1].encode():
-                        raise ResultsFileError(f"{self.path}:{number + 1}: not a valid results file: "
-                                               "expected the end of the document after the trials")
-                    return
-                yield number, line
-                number += 1
+        handle = self._handle
+        handle.seek(self._offset)
+        number = self._line
+        for raw in handle:
+            line = _decode(raw, self.path, number)
+            if line == _CLOSING[0]:
+                if handle.read() != _CLOSING[1].encode():
+                    raise ResultsFileError(f"{self.path}:{number + 1}: not a valid results file: "
+                                           "expected the end of the document after the trials")
+                return
+            yield number, line
+            number += 1
         raise ResultsFileError(f"{self.path}: not valid JSON (the trials list does not end); is the file truncated?")
 
     def summary(self, line: str, number: int) -> tuple[int, TrialState, dict[str, float]]:
@@ -83,7 +85,7 @@ class ResultsFile:
     def trial(self, number: int) -> Trial | None:
         """The trial numbered `number`, found by its line's opening (no other line is parsed); None if absent."""
         needle = f'\n{TRIAL_INDENT}{{"id": {json.dumps(trial_id(number))}, "number": {number},'.encode()
-        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with mmap.mmap(self._handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             start = data.find(needle, self._offset - 1)
             if start < 0:
                 return None
@@ -152,16 +154,18 @@ def open_results(path: str | Path) -> ResultsFile | None:
     (or not readable at all: read_results then says why, as it always did)."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            head, offset, line, empty = _read_head(handle)
+        handle = open(path, "rb")  # noqa: SIM115 - the ResultsFile reads on from it
+    except OSError:
+        return None
+    try:
+        head, offset, line, empty = _read_head(handle)
     except (OSError, ValueError):
-        return None
-    if head is None:
-        return None
-    read = _head_study(head)
+        head = None
+    read = None if head is None else _head_study(head)
     if read is None:
+        handle.close()
         return None
-    return ResultsFile(path, *read, offset, line, empty)
+    return ResultsFile(path, handle, *read, offset, line, empty)
 
 
 def _read_head(handle: IO[bytes]) -> tuple[str | None, int, int, bool]:
