@@ -6,8 +6,9 @@ Parts (issue 18):
   run     `somatize run` (random, a trivial Python function, durability: power) as a real subprocess:
           µs per trial (start-up, measured with one trial, left out) and peak RSS, beside an Optuna
           in-memory script (RandomSampler) of the same study in the same run.
-  stall   the trial loop through the package API with the periodic results writer attached: the
-          longest gap between two finished trials, overall and while a results write was under way.
+  stall   the trial loop through the package API with the journal and the periodic results writer
+          attached, as `somatize run` has them: the longest gap between two finished trials, overall
+          and while a results write was under way.
   read    on the largest size's results file: `best`, `show --limit 10`, `show` (every row, a table;
           time to its first row, total, peak RSS), `report` (time, RSS, page size), `run --resume` +10.
   finite  random and grid search over a finite space filled up to its last point (3k and 30k points).
@@ -133,9 +134,10 @@ def part_stall(sizes: list[int]) -> list[str]:
     )
     from somatize.events import FINISHED_TRIAL_EVENTS
     from somatize.executors.python import FunctionExecutor
-    from somatize.storage.results import PeriodicResults
+    from somatize.storage.journal import Journal
+    from somatize.storage.results import PeriodicResults, TrialLines
 
-    rows = ["| trials | periodic writes | longest gap between trials | longest gap during a write | median gap |",
+    rows = ["| trials | periodic writes | longest gap, no write under way | longest gap during a write | median gap |",
             "|---:|---:|---:|---:|---:|"]
     for size in sizes:
         space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0),
@@ -144,15 +146,20 @@ def part_stall(sizes: list[int]) -> list[str]:
         study = Study("stall", space, [Objective("value")], strategy)
         with tempfile.TemporaryDirectory() as scratch:
             Path(scratch, "trivial.py").write_text(TRIVIAL)
-            periodic = PeriodicResults(study, Path(scratch) / "r.json")
+            # As `somatize run` sets them up: the journal and the results writer share each trial's JSON.
+            encoded = TrialLines()
+            journal = Journal(Path(scratch) / "r.journal.jsonl")
+            journal.begin(study, encoded)
+            periodic = PeriodicResults(study, Path(scratch) / "r.json", lines=encoded)
             gaps: list[float] = []
             during: list[float] = []
+            outside: list[float] = []
             writes = [0]
             last = [time.perf_counter()]
             was_writing = [False]
 
-            def clock(event, periodic=periodic, gaps=gaps, during=during, writes=writes, last=last,
-                      was_writing=was_writing) -> None:
+            def clock(event, periodic=periodic, gaps=gaps, during=during, outside=outside, writes=writes,
+                      last=last, was_writing=was_writing) -> None:
                 if isinstance(event, FINISHED_TRIAL_EVENTS):
                     now = time.perf_counter()
                     gap = now - last[0]
@@ -161,12 +168,15 @@ def part_stall(sizes: list[int]) -> list[str]:
                     writing = periodic._writer is not None
                     if writing or was_writing[0]:
                         during.append(gap)
+                    elif event.trial.number > 0:
+                        outside.append(gap)
                     if writing and not was_writing[0]:
                         writes[0] += 1
                     was_writing[0] = writing
                     last[0] = now
 
             bus = EventBus()
+            bus.subscribe(journal)
             bus.subscribe(periodic)
             bus.subscribe(clock)
             runner = StudyRunner(study, make_sampler(strategy, space, study.primary, 1),
@@ -174,8 +184,9 @@ def part_stall(sizes: list[int]) -> list[str]:
                                  StopConditions(max_consecutive_failures=None), 1)
             runner.run()
             periodic.write_final(study)
+            journal.close()
         gaps.sort()
-        rows.append(f"| {size:,} | {writes[0]} | {max(gaps) * 1e3:.2f} ms | "
+        rows.append(f"| {size:,} | {writes[0]} | {max(outside) * 1e3:.2f} ms | "
                     f"{(max(during) * 1e3 if during else 0):.2f} ms | {gaps[len(gaps) // 2] * 1e6:.0f} µs |")
     return rows
 
@@ -249,12 +260,12 @@ def main() -> None:
         out: list[str] = []
         if args.part in ("run", "all"):
             out += ["### somatize run against Optuna in memory", "", *part_run(where, sizes), ""]
-        if args.part in ("stall", "all"):
-            out += ["### The trial loop during periodic results writes", "", *part_stall(sizes), ""]
         if args.part in ("read", "all"):
             out += ["### Reading a large results file", "", *part_read(where, max(sizes)), ""]
         if args.part in ("finite", "all"):
             out += ["### Finite spaces filled up", "", *part_finite(where), ""]
+        if args.part in ("stall", "all"):  # last: in this process, whose memory later children would inherit
+            out += ["### The trial loop during periodic results writes", "", *part_stall(sizes), ""]
         after = os.getloadavg()
     print(f"python benchmarks/scale.py --part {args.part} --sizes {args.sizes}")
     print(f"load average {before[0]:.2f} before, {after[0]:.2f} after; {os.cpu_count()} cores\n")

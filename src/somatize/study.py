@@ -331,10 +331,12 @@ class Study:
     def to_dict(self) -> dict[str, Any]:
         return {**self.head_dict(), "trials": [t.to_dict() for t in self.trials]}
 
-    def head_dict(self) -> dict[str, Any]:
+    def head_dict(self, best: Trial | None | str = "compute") -> dict[str, Any]:
         """The results document without its trials (which to_dict adds last): what a writer
-        that encodes each trial once (storage/results.py) puts before them."""
-        best = self.best_trial()
+        that encodes each trial once (storage/results.py) puts before them. `best`: the best
+        trial when the caller kept track of it (best_trial walks every trial)."""
+        if isinstance(best, str):
+            best = self.best_trial()
         return {
             "format": RESULTS_FORMAT,
             "version": RESULTS_VERSION,

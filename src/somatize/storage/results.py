@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import tempfile
 import threading
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..errors import OutputWriteError, ResultsFileError, SomatizeError
 from ..events import FINISHED_TRIAL_EVENTS, Event
-from ..study import Study, Trial
+from ..study import Study, Trial, TrialState
 from .paths import describe_non_regular, results_target, temp_prefix
 
 # One encoder for every trial line: the C encoder (no indent), Python's default separators.
@@ -286,12 +287,17 @@ class PeriodicResults:
         self._last_write = time.monotonic()
         self._lines: list[str] = []  # the line of each of self.study.trials, in order, as far as encoded
         self._encoded = lines if lines is not None else TrialLines()
+        # The best trial so far, kept up as trials finish by Study.best_trial's rule: the write
+        # thread would otherwise walk every trial for it (0.3 s at 100,000 trials, holding the GIL).
+        self._best = self.study.best_trial()
         self._writer: threading.Thread | None = None
         self._error: SomatizeError | None = None
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FINISHED_TRIAL_EVENTS):
-            self.study.trials.append(event.trial)  # type: ignore[attr-defined]
+            trial: Trial = event.trial  # type: ignore[attr-defined]
+            self.study.trials.append(trial)
+            self._consider(trial)
             if self._error is not None:  # a full disk: the run stops as when the write was in the loop
                 error, self._error = self._error, None
                 raise error
@@ -299,15 +305,31 @@ class PeriodicResults:
                 snapshot = copy.copy(self.study)
                 snapshot.trials = list(self.study.trials)
                 self._writer = threading.Thread(
-                    target=self._write_snapshot, args=(snapshot,), name="somatize-results-write", daemon=True
+                    target=self._write_snapshot, args=(snapshot, self._best), name="somatize-results-write",
+                    daemon=True,
                 )
                 self._writer.start()
 
-    def _write_snapshot(self, snapshot: Study) -> None:
+    def _consider(self, trial: Trial) -> None:
+        if trial.state is not TrialState.COMPLETED:
+            return
+        metric, direction = self.study.primary.metric, self.study.primary.direction
+        value = trial.values.get(metric)
+        if value is None or math.isnan(value):
+            return
+        best = self._best
+        if best is None:
+            self._best = trial
+            return
+        incumbent = best.values[metric]
+        if direction.better(value, incumbent) or (value == incumbent and trial.number < best.number):
+            self._best = trial  # ties go to the earliest trial, also when trials finish out of order
+
+    def _write_snapshot(self, snapshot: Study, best: Trial | None) -> None:
         try:
             lines = self._lines
             lines.extend(map(self._encoded.line, snapshot.trials[len(lines):]))
-            write_atomically(self.path, results_pieces(snapshot.head_dict(), lines[: len(snapshot.trials)]))
+            write_atomically(self.path, results_pieces(snapshot.head_dict(best), lines[: len(snapshot.trials)]))
         except OSError as exc:
             self._error = OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}")
         except SomatizeError as exc:
