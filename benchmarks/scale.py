@@ -249,7 +249,13 @@ def main() -> None:
     parser.add_argument("--part", choices=("run", "stall", "read", "finite", "all"), default="all")
     parser.add_argument("--sizes", default="1000,10000,100000", help="study sizes, comma-separated")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (default: a temp dir)")
+    parser.add_argument("--src", type=Path, default=None,
+                        help="another source tree to measure (e.g. the code before issue 18: "
+                             "`git archive <commit> src | tar -x -C /tmp/old`, then --src /tmp/old/src)")
     args = parser.parse_args()
+    if args.src is not None:
+        global SRC
+        SRC = args.src.resolve()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         where = Path(scratch)
@@ -267,7 +273,8 @@ def main() -> None:
         if args.part in ("stall", "all"):  # last: in this process, whose memory later children would inherit
             out += ["### The trial loop during periodic results writes", "", *part_stall(sizes), ""]
         after = os.getloadavg()
-    print(f"python benchmarks/scale.py --part {args.part} --sizes {args.sizes}")
+    print(f"python benchmarks/scale.py --part {args.part} --sizes {args.sizes}"
+          + ("" if args.src is None else f" --src {args.src}"))
     print(f"load average {before[0]:.2f} before, {after[0]:.2f} after; {os.cpu_count()} cores\n")
     print("\n".join(out))
 
