@@ -222,9 +222,11 @@ def test_a_full_disk_at_a_results_write_is_one_line_and_keeps_the_journal(tmp_pa
     assert_disk_full_message(result, out, journal)
     assert not list(tmp_path.glob(".r.json.*"))  # no temp file left
     lines = journal_lines(journal)
-    if when == "periodic":  # stopped at the second trial, the first trial's results file intact
+    if when == "periodic":  # the first trial's results file intact
         assert [t["number"] for t in json.loads(out.read_text())["trials"]] == [0]
-        assert len(lines) == 3
+        # Stopped at the first trial to finish after the failed write, which ran in the background
+        # (issue 18): the second trial or a later one, every finished trial in the journal.
+        assert 3 <= len(lines) <= 5
     else:
         assert not out.exists() and len(lines) == 5
     disk.full = lambda name, size: False

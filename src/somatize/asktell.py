@@ -231,7 +231,7 @@ def write_shared_results(results: Path, state: JournalState, study: Study | None
         study.status, study.stop_reason, study.finished_at = "running", None, None
     # Not fsynced: the journal (fsynced) is the record, and every transaction rewrites this file from it.
     # Measured: the two fsyncs of a transaction took 16 ms of its 70 (200 trials, loaded 2-core machine).
-    write_results(study, results, trial_lines=True, sync=False)
+    write_results(study, results, sync=False)
     return study
 
 

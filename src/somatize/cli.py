@@ -88,12 +88,16 @@ def _load(study: str, overrides: list[str]):
     return load_study(study, overrides, stdin=_piped_stdin().buffer if study == "-" else None)
 
 
-def _load_results(results: str):
-    from .storage.results import parse_results, read_results
+def _load_results(results: str, best_of: str | None | bool = False):
+    """The study in a results file ('-': stdin). With `best_of` (an objective, or None for the primary),
+    only the trials `best` prints are read where the file's layout allows (storage/reader.py)."""
+    from .storage.results import parse_results
 
     if results == "-":
         return parse_results(_read_stdin(), "<stdin>")
-    return read_results(results)
+    from .storage.reader import read_all, read_for_best
+
+    return read_all(results) if best_of is False else read_for_best(results, best_of)  # type: ignore[arg-type]
 
 
 # validate --------------------------------------------------------------------
@@ -315,9 +319,10 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
 
     study = build_study(config)
     journal = None
+    known: dict = {}  # resumed trials already encoded: number -> (trial, its JSON), written again as they are
     if path is not None and journal_file is not None:
         journal = Journal(journal_file, sync=config.durability == "power")
-        _restore(study, path, journal.path, resume, again)
+        _restore(study, path, journal.path, resume, again, known)
     sampler = make_sampler(config.strategy, config.space, config.primary, config.seed,
                            config.outcome_constraints)
     config, sampler = _known_points(config, study, sampler, retry_failed, warm_start or [], quiet)
@@ -325,7 +330,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
                         if hasattr(sampler, "inner") else 0)
     bus = EventBus()
     try:
-        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume)
+        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume, known)
     except OutputWriteError as exc:
         if journal is None or not journal_exists(journal.path):
             raise
@@ -334,12 +339,13 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
 
 
 def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journal, events: str | None,
-                          quiet: bool, resume: bool = False) -> int:
+                          quiet: bool, resume: bool = False, known: dict | None = None) -> int:
     from .assemble import build_executor, stop_conditions
     from .pruners import make_pruner
     from .runner import StudyRunner
-    from .storage.results import PeriodicResults, results_json, write_results
+    from .storage.results import PeriodicResults, TrialLines, results_json, write_results
 
+    periodic = None
     with _interrupts_as_keyboard_interrupt():  # also covers the final write
         with contextlib.ExitStack() as stack:
             _attach_event_log(bus, events, stack)  # before the journal: an unwritable --events leaves no journal
@@ -347,9 +353,11 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             trial_dirs = _attach_trial_dirs(bus, config, study, path, resume)  # before the journal: it sets log_dir
             if journal is not None and path is not None:
                 stack.callback(journal.close)
-                journal.begin(study)
+                encoded = TrialLines(known)  # each trial encoded once, for the journal and the results file
+                journal.begin(study, encoded)
                 bus.subscribe(journal)
-                bus.subscribe(PeriodicResults(study, path))
+                periodic = PeriodicResults(study, path, lines=encoded)  # writes in the background
+                bus.subscribe(periodic)
             _attach_progress(bus, quiet, stack)
             executor = build_executor(config)
             stack.callback(executor.close)  # also when connecting to a cluster fails
@@ -370,7 +378,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
             sys.stdout.write(results_json(study))
             sys.stdout.flush()
         else:
-            write_results(study, path)
+            periodic.write_final(study) if periodic is not None else write_results(study, path)
             if journal is not None and study.status != "interrupted":
                 journal.remove()
         if not quiet:
@@ -458,10 +466,10 @@ def _say_top_trials(study, path: Path | None) -> None:
         _say(f"results: {path}")
 
 
-def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None:
+def _restore(study, path: Path, journal: Path, resume: bool, again: str, known: dict | None = None) -> None:
     """Load earlier trials for --resume, or refuse to start over an unfinished run."""
-    from .storage.journal import check_trials, journal_exists, read_journal, spec_changes
-    from .storage.results import read_results
+    from .storage.journal import check_trials, journal_exists, read_journal, read_journal_header, spec_changes
+    from .storage.reader import read_all as read_results
 
     if not resume:
         if journal_exists(journal):
@@ -469,9 +477,9 @@ def _restore(study, path: Path, journal: Path, resume: bool, again: str) -> None
                              "or write to another file with -o")
         return
     if journal_exists(journal):
-        header, trials, source = *read_journal(journal), journal
+        header, trials, source = read_journal_header(journal), [], journal  # the trials: below, read once
     elif path.exists():
-        earlier = read_results(path)
+        earlier = read_results(path, known)
         header, trials, source = {"id": earlier.id, "spec": earlier.spec}, earlier.trials, path
     else:
         raise UsageError(f"nothing to resume: neither {journal} nor {path} exists")
@@ -897,7 +905,7 @@ def best(
             raise UsageError(f"--format must be one of {', '.join(BEST_FORMATS)}, got {fmt!r}")
         if pareto and (fmt not in ("table", "json") or param is not None or objective is not None):
             raise UsageError("--pareto lists several trials: use it with --format table or json only")
-        study = _load_results(results)
+        study = _load_results(results) if pareto else _load_results(results, best_of=objective)
         if pareto:
             if len(study.objectives) < 2:
                 raise UsageError("--pareto needs a study with two or more objectives; this one has one")
@@ -973,6 +981,8 @@ def show(
         states = [s.value for s in TrialState]
         if state is not None and state not in states:
             raise UsageError(f"--state must be one of {', '.join(states)}, got {state!r}")
+        if sort is None and results != "-" and _show_streamed(results, fmt, state, limit):
+            return
         study = _load_results(results)
         trials = list(study.trials)
         if state is not None:
@@ -1024,6 +1034,20 @@ def _copy_to(path: Path, stream) -> None:
         while chunk := handle.read(65536):
             stream.buffer.write(chunk)
     stream.buffer.flush()
+
+
+def _show_streamed(results: str, fmt: str, state: str | None, limit: int | None) -> bool:
+    """show without --sort: each row written as its trial is read, in bounded memory; False when the
+    file is not in the layout that allows it (then it is read whole, as before)."""
+    from .storage.reader import open_results
+    from .ui.rows import show_trials
+
+    source = open_results(results)
+    if source is None:
+        return False
+    show_trials(source, fmt, sys.stdout, state, limit, Path(results).parent)
+    sys.stdout.flush()
+    return True
 
 
 # report ----------------------------------------------------------------------

@@ -30,6 +30,18 @@ from .figures import (
     slice_figure,
 )
 from .importance import parameter_importance
+from .sampling import (
+    BEST_SHARE,
+    MAX_FIT,
+    MAX_LINES,
+    MAX_POINTS,
+    MAX_ROWS,
+    sampled_note,
+    thin,
+    thin_curves,
+    thin_history,
+    thin_samples,
+)
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 REASON_WIDTH = 200
@@ -100,15 +112,19 @@ def render_page(study: Study, source: str, trial_links: str | None = None) -> st
     """The whole report as one HTML document."""
     trial_history = history(study)
     axes = param_axes(study)
-    drawable = samples(study, axes)
+    sign = _sign(study)  # a study too large to draw whole is sampled (sampling.py): each plot says so
+    total = len(trial_history.completed)  # the completed trials with a finite value: what samples() keeps
+    fitted = thin(trial_history.completed, MAX_FIT, lambda p: sign * p.value)
+    drawable = samples(_with_trials(study, [p.trial for p in fitted]) if len(fitted) < total else study, axes)
     sections = [_section("history", "Optimization history", _history_body(study, trial_history))]
     learning = curves(study)
     if learning is not None:  # only studies whose trials report steps have curves
         sections.append(_section("curves", "Learning curves", _curves_body(study, learning)))
     sections += [
-        _section("parallel", "Parallel coordinates", _parallel_body(study, axes, drawable, trial_history)),
-        _section("slices", "Slice plots", _slices_body(study, axes, drawable)),
-        _section("importance", "Parameter importance", _importance_body(axes, drawable)),
+        _section("parallel", "Parallel coordinates",
+                 _parallel_body(study, axes, thin_samples(drawable, MAX_LINES, sign), trial_history, total)),
+        _section("slices", "Slice plots", _slices_body(study, axes, thin_samples(drawable, MAX_POINTS, sign), total)),
+        _section("importance", "Parameter importance", _importance_body(axes, drawable, total)),
     ]
     if len(study.objectives) >= 2:
         sections.append(_section("pareto", "Pareto front", _pareto_body(study)))
@@ -135,6 +151,16 @@ def render_page(study: Study, source: str, trial_links: str | None = None) -> st
 </body>
 </html>
 """
+
+
+def _sign(study: Study) -> float:
+    """1 when the primary objective is minimised, -1 when maximised: sampling.thin keeps the lowest scores."""
+    return 1.0 if study.primary.direction.value == "minimize" else -1.0
+
+
+def _sampled(shown: int, total: int, what: str = "trials") -> str:
+    note = sampled_note(shown, total, what)
+    return _note(note) if note else ""
 
 
 def _section(key: str, title: str, body: str) -> tuple[str, str, str]:
@@ -202,7 +228,10 @@ def _history_body(study: Study, history: History) -> str:
     note = _note(" ".join(notes))
     if not history.completed and not history.pruned:
         return note + _note("No trial has a value to plot yet.")
-    return note + _figure(history_figure(study, history), "history-plot")
+    drawn = thin_history(history, _sign(study))
+    sample = _sampled(len(drawn.completed) + len(drawn.pruned), len(history.completed) + len(history.pruned),
+                      "trials with a value")
+    return note + sample + _figure(history_figure(study, drawn), "history-plot")
 
 
 def _curves_body(study: Study, learning: Curves) -> str:
@@ -211,10 +240,13 @@ def _curves_body(study: Study, learning: Curves) -> str:
             "trial ended; pruned trials end in a cross where they were stopped")
     text += f", and the best trial, {learning.best.trial.id}, is drawn bold." if learning.best is not None else "."
     text += f" Hover over a line for its trial. {shown} of {len(study.trials)} trials reported steps."
-    return _note(text) + _figure(curves_figure(study, learning), "curves-plot")
+    drawn = thin_curves(learning, _sign(study))
+    sample = _sampled(sum(len(group) for group in drawn.by_state.values()), shown, "learning curves")
+    return _note(text) + sample + _figure(curves_figure(study, drawn), "curves-plot")
 
 
-def _parallel_body(study: Study, axes: list[ParamAxis], drawable: list[Sample], history: History) -> str:
+def _parallel_body(study: Study, axes: list[ParamAxis], drawable: list[Sample], history: History,
+                   total: int = 0) -> str:
     notes = [(f"One line per completed trial through its parameters and its {study.primary.metric}; "
               "brighter is better. Drag along an axis to filter.")]
     if any(axis.categorical for axis in axes):
@@ -227,14 +259,15 @@ def _parallel_body(study: Study, axes: list[ParamAxis], drawable: list[Sample], 
         notes.append(f"{history.completed_without_value} completed trial(s) without a finite value left out.")
     if not drawable:
         return _note(" ".join(notes[:1])) + _note("No completed trial to draw yet.")
-    return _note(" ".join(notes)) + _figure(parallel_figure(study, axes, drawable), "parallel-plot")
+    return (_note(" ".join(notes)) + _sampled(len(drawable), total)
+            + _figure(parallel_figure(study, axes, drawable), "parallel-plot"))
 
 
-def _slices_body(study: Study, axes: list[ParamAxis], drawable: list[Sample]) -> str:
+def _slices_body(study: Study, axes: list[ParamAxis], drawable: list[Sample], total: int = 0) -> str:
     if not drawable:
         return _note("No completed trial to draw yet.")
     note = _note(f"{study.primary.metric} against each parameter on its own, completed trials only; "
-                 "colour is the trial number (dark: early, bright: late).")
+                 "colour is the trial number (dark: early, bright: late).") + _sampled(len(drawable), total)
     cells = []
     for index, axis in enumerate(axes):
         having = sum(s.params[index] is not None for s in drawable)
@@ -244,11 +277,13 @@ def _slices_body(study: Study, axes: list[ParamAxis], drawable: list[Sample]) ->
     return note + '<div class="slices">\n' + "\n".join(cells) + "\n</div>"
 
 
-def _importance_body(axes: list[ParamAxis], drawable: list[Sample]) -> str:
+def _importance_body(axes: list[ParamAxis], drawable: list[Sample], total: int = 0) -> str:
     importance = parameter_importance(axes, drawable)
+    fitted = "" if len(drawable) >= total else (
+        f" Fitted to {len(drawable):,} of the {total:,} completed trials (sampled as the plots are).")
     if not importance.scores:
         return _note(importance.note)
-    return _note(importance.note) + _figure(importance_figure(importance), "importance-plot")
+    return _note(importance.note + fitted) + _figure(importance_figure(importance), "importance-plot")
 
 
 def _pareto_body(study: Study) -> str:
@@ -260,7 +295,28 @@ def _pareto_body(study: Study) -> str:
         text += f" The front is taken over all {len(study.objectives)} objectives, so here it is a projection."
     if not front:
         return _note(text) + _note("No completed trial has a value for every objective yet.")
-    return _note(text) + _figure(pareto_figure(study, front), "pareto-plot")
+    completed = study.completed()
+    on_front = {t.number for t in front}
+    others = [t for t in completed if t.number not in on_front]
+    first = study.primary
+    sign = _sign(study)
+    shown = thin(others, MAX_POINTS, lambda t: sign * t.values.get(first.metric, float("inf")))
+    drawn = study if len(shown) == len(others) else _with_trials(study, sorted([*front, *shown], key=_number))
+    sample = _sampled(len(shown), len(others), "dominated trials")
+    return _note(text) + sample + _figure(pareto_figure(drawn, front), "pareto-plot")
+
+
+def _number(trial: Trial) -> int:
+    return trial.number
+
+
+def _with_trials(study: Study, trials: list[Trial]) -> Study:
+    """A copy of the study holding only `trials`: what a figure that reads study.trials draws."""
+    import copy
+
+    drawn = copy.copy(study)
+    drawn.trials = trials
+    return drawn
 
 
 # the trial table -----------------------------------------------------------------
@@ -308,8 +364,15 @@ def _trial_table(study: Study, trial_links: str | None = None) -> str:
     if links is not None:
         headers.append(("output", "output"))
     head = "".join(f'<th data-column="{escape(key)}" scope="col">{escape(text)}</th>' for key, text in headers)
+    total = len(trials)
+    metric, sign = study.primary.metric, _sign(study)
+    trials = thin(trials, MAX_ROWS, lambda t: sign * t.values.get(metric, sign * float("inf"))
+                  if t.state is TrialState.COMPLETED and t.is_feasible else float("inf"))
     rows = [_trial_row(study, trial, params, trial is best, links) for trial in trials]
-    note = _note(f"{len(trials)} trials. Click a column header to sort by it; click again to reverse.")
+    shown = (f"{total} trials" if len(trials) == total else
+             f"{len(trials):,} of {total:,} trials (the best {int(MAX_ROWS * BEST_SHARE):,} and the rest evenly "
+             "spaced by trial number; `somatize show` lists them all)")
+    note = _note(f"{shown}. Click a column header to sort by it; click again to reverse.")
     return (f'{note}<div class="table-wrap"><table class="trials">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
             + "\n".join(rows) + "\n</tbody>\n</table></div>")
 

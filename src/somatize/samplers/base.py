@@ -15,6 +15,30 @@ if TYPE_CHECKING:
     from .streams import TrialStreams
 
 
+class SeenKeys(set):
+    """A set of parameter-set keys that, once `watch`ed, also lists the keys added since.
+
+    What lets a finite space's remainder (random.py) follow what was tried
+    without looking through the whole set at every proposal.
+    """
+
+    __slots__ = ("added",)
+
+    def __init__(self, keys: tuple = ()):
+        super().__init__(keys)
+        self.added: list[tuple] | None = None
+
+    def watch(self) -> list[tuple]:
+        """From now on, every new key is appended to the returned list (the watcher empties it)."""
+        self.added = []
+        return self.added
+
+    def add(self, key: tuple) -> None:
+        if self.added is not None and key not in self:
+            self.added.append(key)
+        set.add(self, key)
+
+
 class Sampler(ABC):
     """Proposes parameter sets and learns from finished trials.
 
@@ -30,7 +54,7 @@ class Sampler(ABC):
         self.n_trials = n_trials
         self.seed = seed
         # Identities of every parameter set proposed or told, so a finite space is never revisited.
-        self.seen: set[tuple] = set()
+        self.seen: SeenKeys = SeenKeys()
         # The root of every random stream: the seed, or fresh entropy for an unseeded study.
         self._entropy = seed if seed is not None else secrets.randbits(64)
         self._streams: TrialStreams | None = None

@@ -25,7 +25,7 @@ from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..space import SearchSpace
 from ..study import Study, Trial, TrialState
 from .paths import check_own_file
-from .results import check_trial, load_json, one_line, write_all
+from .results import TrialLines, check_trial, load_json, one_line, trial_line, write_all
 
 JOURNAL_FORMAT = "somatize.journal"
 
@@ -66,9 +66,16 @@ class Journal:
         self._size = 0  # bytes of whole lines in the file
         self._syncer: _Syncer | None = None
         self._sync = sync
+        self._lines: TrialLines | None = None  # set by begin
 
-    def begin(self, study: Study) -> None:
-        """Start a new journal with the study header and any trials it already has (resumed)."""
+    def begin(self, study: Study, lines: TrialLines | None = None) -> None:
+        """Start a new journal with the study header and any trials it already has (resumed).
+
+        `lines` (shared with the results file's writer) holds trials' JSON already encoded
+        (read from the results file): those are written as they are, all in one write; each
+        trial that finishes is encoded there once, for both.
+        """
+        self._lines = lines
         if journal_exists(self.path):
             self._open()
             self._drop_torn_tail()
@@ -76,12 +83,33 @@ class Journal:
         self._append(header_record(study))
         if self._sync:
             _sync_directory(self.path)  # the new file's name survives a power loss too
-        for trial in study.trials:
-            self._append({"trial": trial.to_dict()})
+        encode = trial_line if lines is None else lines.line
+        text = ['{"trial": ' + encode(trial) + "}\n" for trial in study.trials]
+        if text:
+            self._write("".join(text).encode("utf-8"))
+
+    def _write(self, data: bytes) -> None:
+        """Append whole lines; a failed write is cut back off (see _append)."""
+        fd = self._open()
+        try:
+            write_all(fd, data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)  # frees space: works on a full disk too
+                if self._size == 0:  # not even the header: no journal to keep
+                    os.unlink(self.path)
+            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._size += len(data)
+        if self._syncer is not None:
+            self._syncer.written()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FINISHED_TRIAL_EVENTS):
-            self._append({"trial": event.trial.to_dict()})  # type: ignore[attr-defined]
+            trial = event.trial  # type: ignore[attr-defined]
+            if self._lines is None:
+                self._append({"trial": trial.to_dict()})
+            else:  # the trial's JSON, encoded once for the journal and the results file
+                self._write(('{"trial": ' + self._lines.line(trial) + "}\n").encode("utf-8"))
 
     def _open(self) -> int:
         if self._fd is None:
@@ -240,6 +268,25 @@ def _header(study: Study) -> dict[str, Any]:
 # No real study reaches a billion trials (at a millisecond each, eleven days of
 # trials): a larger number in a journal is corruption, not history.
 MAX_TRIAL_NUMBER = 10**9 - 1
+
+
+def read_journal_header(path: Path) -> dict[str, Any]:
+    """The header alone (the first line), as read_journal checks it: what --resume compares first,
+    before it reads a 100,000-trial journal once, with the study's space."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{path}: cannot read journal: {exc}") from None
+    if not first.endswith("\n"):  # no whole line: read_journal says what is wrong
+        return read_journal(path)[0]
+    try:
+        record = load_json(first)
+        if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
+            raise ValueError("not a somatize journal")
+        return _check_header(record["study"])
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+        return read_journal(path)[0]  # the same message as ever
 
 
 def read_journal(path: Path, space: SearchSpace | None = None) -> tuple[dict[str, Any], list[Trial]]:

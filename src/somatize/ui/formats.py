@@ -285,36 +285,51 @@ def _trials_csv(study: Study, trials: Sequence[Trial], dirs: Path | None = None)
     writer.writerow(header)
     judged = _judged(trials)
     for trial in trials:
-        row = [trial.id, trial.number, trial.state.value]
-        row += [_feasible_text(trial, "true", "false")] if judged else []
-        row += [_csv_number(trial.values.get(m)) for m in _metric_columns(study)]
-        row.append("" if trial.duration_ms is None else trial.duration_ms)
-        row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
-        row.append(trial_reason(trial, width=200))
-        if dirs is not None:
-            row.append(_log_dir(trial, dirs))
-        writer.writerow(row)
+        writer.writerow(csv_row(study, trial, params, judged, dirs))
     return out.getvalue()
+
+
+def csv_row(study: Study, trial: Trial, params: Sequence[str], judged: bool = False,
+            dirs: Path | None = None) -> list[Any]:
+    """One trial's CSV fields, under the header _columns gives (ui/rows.py writes them as they are read);
+    `judged`: with the feasible column; `dirs`: with the log_dir column."""
+    row: list[Any] = [trial.id, trial.number, trial.state.value]
+    row += [_feasible_text(trial, "true", "false")] if judged else []
+    row += [_csv_number(trial.values.get(m)) for m in _metric_columns(study)]
+    row.append("" if trial.duration_ms is None else trial.duration_ms)
+    row += ["" if p not in trial.params else value_text(trial.params[p]) for p in params]
+    row.append(trial_reason(trial, width=200))
+    if dirs is not None:
+        row.append(_log_dir(trial, dirs))
+    return row
+
+
+def table_row(study: Study, trial: Trial, params: Sequence[str], judged: bool = False,
+              dirs: Path | None = None) -> list[str]:
+    """One trial's table cells, under the header _columns gives."""
+    row = [trial.id, str(trial.number), trial.state.value]
+    row += [_feasible_text(trial)] if judged else []
+    row += [short_number(trial.values.get(m)) for m in _metric_columns(study)]
+    row.append("" if trial.duration_ms is None else str(trial.duration_ms))
+    row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
+    row.append(trial_reason(trial))
+    if dirs is not None:
+        row.append(_log_dir(trial, dirs))
+    return row
+
+
+def numeric_columns(study: Study) -> set[str]:
+    """The table's right-aligned columns."""
+    return {"number", "duration_ms", *_metric_columns(study)}
 
 
 def _trials_table(study: Study, trials: Sequence[Trial], dirs: Path | None = None) -> str:
     header, params = _columns(study, trials)
     if dirs is not None:
         header.append("log_dir")
-    rows = []
     judged = _judged(trials)
-    for trial in trials:
-        row = [trial.id, str(trial.number), trial.state.value]
-        row += [_feasible_text(trial)] if judged else []
-        row += [short_number(trial.values.get(m)) for m in _metric_columns(study)]
-        row.append("" if trial.duration_ms is None else str(trial.duration_ms))
-        row += ["" if p not in trial.params else short_value(trial.params[p]) for p in params]
-        row.append(trial_reason(trial))
-        if dirs is not None:
-            row.append(_log_dir(trial, dirs))
-        rows.append(row)
-    numeric = {"number", "duration_ms", *_metric_columns(study)}
-    return _rich_table_text(header, rows, numeric)
+    rows = [table_row(study, trial, params, judged, dirs) for trial in trials]
+    return _rich_table_text(header, rows, numeric_columns(study))
 
 
 def _rich_table_text(header: list[str], rows: list[list[str]], right: set[str]) -> str:
@@ -374,11 +389,14 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
 
 def best_so_far_line(study: Study) -> str:
     """`best so far: ▇▅▃▂▁▁ 0.398 after 60 trials` for people, or "" when nothing completed."""
-    curve = best_so_far(study)
+    return best_so_far_text(study.primary.metric, best_so_far(study), len(study.trials))
+
+
+def best_so_far_text(metric: str, curve: Sequence[float], trials: int) -> str:
+    """best_so_far_line from the curve and the number of trials (ui/rows.py has no Study of them all)."""
     if not curve:
         return ""
-    metric = study.primary.metric
-    return f"best {metric} so far: {sparkline(curve)} {short_number(curve[-1])} after {len(study.trials)} trials\n"
+    return f"best {metric} so far: {sparkline(curve)} {short_number(curve[-1])} after {trials} trials\n"
 
 
 # sort and filter -------------------------------------------------------------------

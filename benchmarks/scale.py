@@ -1,0 +1,283 @@
+"""Cost at scale: 1k / 10k / 100k-trial studies, their results files, and finite spaces that fill up.
+
+    python benchmarks/scale.py [--part run|stall|read|finite|all] [--sizes 1000,10000,100000] [--dir DIR]
+
+Parts (issue 18):
+  run     `somatize run` (random, a trivial Python function, durability: power) as a real subprocess:
+          µs per trial (start-up, measured with one trial, left out) and peak RSS, beside an Optuna
+          in-memory script (RandomSampler) of the same study in the same run.
+  stall   the trial loop through the package API with the journal and the periodic results writer
+          attached, as `somatize run` has them: the longest gap between two finished trials, overall
+          and while a results write was under way.
+  read    on the largest size's results file: `best`, `show --limit 10`, `show` (every row, a table;
+          time to its first row, total, peak RSS), `report` (time, RSS, page size), `run --resume` +10.
+  finite  random and grid search over a finite space filled up to its last point (3k and 30k points).
+Every figure is one run of a real `somatize` process (peak RSS from wait4). The Bayesian part is
+benchmarks/bayesian_scale.py. Run it under `nice -n 19` on an idle machine; it prints the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+STUDY = """\
+name: scale
+seed: 1
+search_space:
+  x: {type: float, low: 0.0, high: 1.0}
+  y: {type: float, low: 0.0, high: 1.0}
+  act: [relu, tanh, gelu]
+  layers: {type: int, low: 1, high: 8}
+strategy: {type: random, n_trials: 10}
+objective: {metric: value}
+executor: {function: "trivial:objective"}
+durability: power
+"""
+
+FINITE = """\
+name: finite
+seed: 1
+search_space:
+  a: {{type: int, low: 0, high: {high}}}
+  b: {{type: int, low: 0, high: 99}}
+strategy: {strategy}
+objective: {{metric: value}}
+executor: {{function: "trivial:objective_ab"}}
+"""
+
+TRIVIAL = """\
+def objective(params):
+    return params["x"] * params["y"]
+
+
+def objective_ab(params):
+    return params["a"] + params["b"]
+"""
+
+OPTUNA = """\
+import sys, time
+import optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def objective(trial):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    y = trial.suggest_float("y", 0.0, 1.0)
+    trial.suggest_categorical("act", ["relu", "tanh", "gelu"])
+    trial.suggest_int("layers", 1, 8)
+    return x * y
+
+
+study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+study.optimize(objective, n_trials=int(sys.argv[1]))
+"""
+
+
+def timed(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one process."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=where, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    error = process.stderr.read().decode() if process.stderr else ""
+    if process.returncode not in (0,):
+        raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}): {error[-500:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def somatize(*args: object) -> list[str]:
+    return [sys.executable, "-m", "somatize", *map(str, args)]
+
+
+def part_run(where: Path, sizes: list[int]) -> list[str]:
+    rows = ["| trials | somatize µs/trial | peak RSS | Optuna in memory µs/trial | Optuna peak RSS | Optuna / somatize |",
+            "|---:|---:|---:|---:|---:|---:|"]
+    # Start-up (imports, the study file, the first trial) is left out: the fastest of three one-trial runs.
+    start_up = min(timed(somatize("run", "study.yaml", "-o", "one.json", "-q", "--n-trials", 1), where)[0]
+                   for _ in range(3))
+    optuna_start = min(timed([sys.executable, "optuna_study.py", "1"], where)[0] for _ in range(3))
+    for size in sizes:
+        seconds, rss = timed(somatize("run", "study.yaml", "-o", f"r{size}.json", "-q", "--n-trials", size), where)
+        ours = (seconds - start_up) / (size - 1) * 1e6
+        theirs_s, theirs_rss = timed([sys.executable, "optuna_study.py", str(size)], where)
+        theirs = (theirs_s - optuna_start) / (size - 1) * 1e6
+        rows.append(f"| {size:,} | {ours:.1f} | {rss:.0f} MiB | {theirs:.1f} | {theirs_rss:.0f} MiB | "
+                    f"{theirs / ours:.1f}x |")
+    return rows
+
+
+def part_stall(sizes: list[int]) -> list[str]:
+    sys.path.insert(0, str(SRC))
+    from somatize import (
+        CategoricalDimension,
+        EventBus,
+        FloatDimension,
+        IntDimension,
+        Objective,
+        SearchSpace,
+        StopConditions,
+        Study,
+        StudyRunner,
+        make_sampler,
+    )
+    from somatize.events import FINISHED_TRIAL_EVENTS
+    from somatize.executors.python import FunctionExecutor
+    from somatize.storage.journal import Journal
+    from somatize.storage.results import PeriodicResults, TrialLines
+
+    rows = ["| trials | periodic writes | longest gap, no write under way | longest gap during a write | median gap |",
+            "|---:|---:|---:|---:|---:|"]
+    for size in sizes:
+        space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0),
+                             CategoricalDimension("act", ("relu", "tanh", "gelu")), IntDimension("layers", 1, 8)))
+        strategy = {"type": "random", "n_trials": size}
+        study = Study("stall", space, [Objective("value")], strategy)
+        with tempfile.TemporaryDirectory() as scratch:
+            Path(scratch, "trivial.py").write_text(TRIVIAL)
+            # As `somatize run` sets them up: the journal and the results writer share each trial's JSON.
+            encoded = TrialLines()
+            journal = Journal(Path(scratch) / "r.journal.jsonl")
+            journal.begin(study, encoded)
+            periodic = PeriodicResults(study, Path(scratch) / "r.json", lines=encoded)
+            gaps: list[float] = []
+            during: list[float] = []
+            outside: list[float] = []
+            writes = [0]
+            last = [time.perf_counter()]
+            was_writing = [False]
+
+            def clock(event, periodic=periodic, gaps=gaps, during=during, outside=outside, writes=writes,
+                      last=last, was_writing=was_writing) -> None:
+                if isinstance(event, FINISHED_TRIAL_EVENTS):
+                    now = time.perf_counter()
+                    gap = now - last[0]
+                    if event.trial.number > 0:  # not the first: it imports the objective
+                        gaps.append(gap)
+                    writing = periodic._writer is not None
+                    if writing or was_writing[0]:
+                        during.append(gap)
+                    elif event.trial.number > 0:
+                        outside.append(gap)
+                    if writing and not was_writing[0]:
+                        writes[0] += 1
+                    was_writing[0] = writing
+                    last[0] = now
+
+            bus = EventBus()
+            bus.subscribe(journal)
+            bus.subscribe(periodic)
+            bus.subscribe(clock)
+            runner = StudyRunner(study, make_sampler(strategy, space, study.primary, 1),
+                                 FunctionExecutor("trivial:objective", ["value"], Path(scratch)), bus,
+                                 StopConditions(max_consecutive_failures=None), 1)
+            runner.run()
+            periodic.write_final(study)
+            journal.close()
+        gaps.sort()
+        rows.append(f"| {size:,} | {writes[0]} | {max(outside) * 1e3:.2f} ms | "
+                    f"{(max(during) * 1e3 if during else 0):.2f} ms | {gaps[len(gaps) // 2] * 1e6:.0f} µs |")
+    return rows
+
+
+def first_row_seconds(argv: list[str], where: Path, rows_before: int = 2) -> tuple[float, float, float]:
+    """Seconds to the first data row of `show` (after the header lines), the total, and peak RSS (MiB)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    for _ in range(rows_before + 1):
+        process.stdout.readline()
+    first = time.perf_counter() - started
+    with open(os.devnull, "wb") as sink:
+        drain = threading.Thread(target=shutil.copyfileobj, args=(process.stdout, sink))
+        drain.start()
+        _, _, usage = os.wait4(process.pid, 0)
+        drain.join()
+    return first, time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def part_read(where: Path, size: int) -> list[str]:
+    results = f"r{size}.json"
+    if not (where / results).exists():
+        timed(somatize("run", "study.yaml", "-o", results, "-q", "--n-trials", size), where)
+    rows = [f"On the {size:,}-trial results file ({(where / results).stat().st_size / 2**20:.0f} MB):", "",
+            "| command | seconds | peak RSS | note |", "|---|---:|---:|---|"]
+    for label, args in (("best", ["best", results]), ("show --limit 10", ["show", results, "--limit", "10"])):
+        seconds, rss = timed(somatize(*args), where)
+        rows.append(f"| `somatize {label}` | {seconds:.2f} | {rss:.0f} MiB | |")
+    first, total, rss = first_row_seconds(somatize("show", results), where)
+    rows.append(f"| `somatize show` (every row, table) | {total:.2f} | {rss:.0f} MiB | first row after {first:.2f} s |")
+    first, total, rss = first_row_seconds(somatize("show", results, "-f", "csv"), where, rows_before=0)
+    rows.append(f"| `somatize show -f csv` | {total:.2f} | {rss:.0f} MiB | first row after {first:.2f} s |")
+    seconds, rss = timed(somatize("report", results, "-o", "report.html"), where)
+    page = (where / "report.html").stat().st_size / 2**20
+    rows.append(f"| `somatize report` | {seconds:.2f} | {rss:.0f} MiB | page {page:.1f} MB |")
+    shutil.copy(where / results, where / "resumed.json")
+    seconds, rss = timed(somatize("run", "study.yaml", "-o", "resumed.json", "-q", "--n-trials", size + 10,
+                                  "--resume"), where)
+    rows.append(f"| `somatize run --resume`, +10 trials | {seconds:.2f} | {rss:.0f} MiB | |")
+    return rows
+
+
+def part_finite(where: Path) -> list[str]:
+    rows = ["| strategy | points (= trials) | seconds | µs/trial |", "|---|---:|---:|---:|"]
+    for kind in ("random", "grid"):
+        for points in (3_000, 30_000):
+            strategy = (f"{{type: random, n_trials: {points}}}" if kind == "random"
+                        else "{type: grid, points_per_dim: 1000}")
+            (where / "finite.yaml").write_text(FINITE.format(high=points // 100 - 1, strategy=strategy))
+            seconds, _ = timed(somatize("run", "finite.yaml", "-o", "finite.json", "-q", "--set",
+                                        "durability=power"), where)
+            rows.append(f"| {kind} | {points:,} | {seconds:.2f} | {seconds / points * 1e6:.0f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("run", "stall", "read", "finite", "all"), default="all")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="study sizes, comma-separated")
+    parser.add_argument("--dir", type=Path, default=None, help="where the files go (default: a temp dir)")
+    parser.add_argument("--src", type=Path, default=None,
+                        help="another source tree to measure (e.g. the code before issue 18: "
+                             "`git archive <commit> src | tar -x -C /tmp/old`, then --src /tmp/old/src)")
+    args = parser.parse_args()
+    if args.src is not None:
+        global SRC
+        SRC = args.src.resolve()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
+        where = Path(scratch)
+        (where / "study.yaml").write_text(STUDY)
+        (where / "trivial.py").write_text(TRIVIAL)
+        (where / "optuna_study.py").write_text(OPTUNA)
+        before = os.getloadavg()
+        out: list[str] = []
+        if args.part in ("run", "all"):
+            out += ["### somatize run against Optuna in memory", "", *part_run(where, sizes), ""]
+        if args.part in ("read", "all"):
+            out += ["### Reading a large results file", "", *part_read(where, max(sizes)), ""]
+        if args.part in ("finite", "all"):
+            out += ["### Finite spaces filled up", "", *part_finite(where), ""]
+        if args.part in ("stall", "all"):  # last: in this process, whose memory later children would inherit
+            out += ["### The trial loop during periodic results writes", "", *part_stall(sizes), ""]
+        after = os.getloadavg()
+    print(f"python benchmarks/scale.py --part {args.part} --sizes {args.sizes}"
+          + ("" if args.src is None else f" --src {args.src}"))
+    print(f"load average {before[0]:.2f} before, {after[0]:.2f} after; {os.cpu_count()} cores\n")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
