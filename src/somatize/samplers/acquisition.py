@@ -132,6 +132,15 @@ class Posterior:
         self.model = model
         self.has_gradients = all(hasattr(model, a) for a in ("kernel_", "X_train_", "alpha_", "L_", "y_train_std_"))
         self._matern = _matern52(model.kernel_) if self.has_gradients else None
+        # L⁻¹, once per fitted model: every later solve with the Cholesky factor becomes a
+        # matrix product, which at 200 observations and 2,000 points took half the time of
+        # the triangular solve, and for a single point (the local searches) skips the
+        # solver's call overhead. The variance keeps its form k(x,x) - |L⁻¹k|² (not K⁻¹),
+        # and agreed with the solve to 1e-11 on a factor of condition 1e5 (tests/test_bayesian_scale.py).
+        self._inverse_factor: Any = None
+        if self.has_gradients:
+            L = np.asarray(model.L_, dtype=float)
+            self._inverse_factor = solve_triangular(L, np.eye(len(L)), lower=True, check_finite=False)
 
     def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.has_gradients:
@@ -147,7 +156,7 @@ class Posterior:
         # Through the Cholesky factor, not K⁻¹: near observed points the
         # variance is a small difference of large terms, and K⁻¹ of a nearly
         # noise-free GP is too ill-conditioned to resolve it.
-        v = solve_triangular(m.L_, K.T, lower=True, check_finite=False)
+        v = self._inverse_factor @ K.T
         prior = m.kernel_.diag(X) if self._matern is None else self._matern[0]  # Matern: k(x, x) = amplitude
         var = np.maximum(prior - np.einsum("ij,ij->j", v, v), 0.0)
         return mean, np.sqrt(var) * m.y_train_std_, v
@@ -159,7 +168,7 @@ class Posterior:
         dK = self._kernel_gradient(X)  # rows × observations × columns
         dmean = np.einsum("bnd,n->bd", dK, np.ravel(m.alpha_)) * m.y_train_std_
         # var = k(x,x) - kᵀK⁻¹k, so dvar = -2 (K⁻¹k)ᵀ dk (k(x,x) is constant for a stationary kernel).
-        w = solve_triangular(m.L_.T, v, lower=False, check_finite=False)
+        w = self._inverse_factor.T @ v
         dvar = -2.0 * np.einsum("nb,bnd->bd", w, dK) * m.y_train_std_**2
         dstd = dvar / (2.0 * np.maximum(std, 1e-12))[:, None]
         return mean, std, dmean, dstd
