@@ -245,6 +245,7 @@ def finite_part(block: int = 100) -> dict[str, Any]:
         number += 1
         if number % block == 0:
             blocks.append({"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu})
+            print(f"finite: trials {number - block}-{number - 1}: {blocks[-1]}", file=sys.stderr, flush=True)
             started, cpu = time.perf_counter(), time.process_time()
     print(f"finite: {number} trials, {blocks}", file=sys.stderr, flush=True)
     return {"trials": number, "size": space.cardinality(), "blocks": blocks}
