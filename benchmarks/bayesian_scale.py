@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE))
 
 from functions import PROBLEMS
 
-PARTS = ("api", "optuna", "cli", "finite")
+PARTS = ("api", "optuna", "cli", "finite")  # and "resume" alone, with --dir of an earlier run
 PROBLEM = PROBLEMS["hartmann6"]
 CLI_TRIALS = 1000
 RESUME_EXTRA = 3
@@ -278,7 +278,11 @@ def markdown(result: dict[str, Any]) -> str:
             if not part or "skipped" in part:
                 continue
             cells = [f"{cell(part[n]['wall'])} ({part[n]['cpu']['median']:.0f})" for n in ns if n in part]
-            first = ", ".join(f"{part[n]['first_ms']:.0f}" for n in ns if "first_ms" in part.get(n, {}))
+            first = ", ".join(
+                f"{part[n]['first_ms']:.0f} ({part[n]['first_cpu_ms']:.0f})"
+                for n in ns
+                if "first_ms" in part.get(n, {})
+            )
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {first or '-'} |")
     cli = result.get("cli")
     if cli:
@@ -338,6 +342,8 @@ def main() -> None:
     os.environ.update(threads_one())
     CLI_TRIALS = args.cli_trials
     parts = [p for p in args.parts.split(",") if p]
+    if "resume" in parts and "cli" not in parts and not (args.dir and (args.dir / "r1000.json").exists()):
+        parser.error("--parts resume needs --dir of an earlier run with the cli part")
     histories = [int(n) for n in args.histories.split(",")]
     where = args.dir or Path(tempfile.mkdtemp(prefix="bayesian-scale-"))
     where.mkdir(parents=True, exist_ok=True)
@@ -348,6 +354,7 @@ def main() -> None:
         result["optuna"] = optuna_part(histories, args.cycles, args.optuna_seconds)
     if "cli" in parts:
         result["cli"] = cli_part(where)
+    if "cli" in parts or "resume" in parts:  # resume alone: again on the study an earlier run left in --dir
         result["resume"] = resume_part(where, SRC, "after")
     if "finite" in parts:
         result["finite"] = finite_part()
