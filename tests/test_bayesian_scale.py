@@ -1,5 +1,5 @@
 """The Bayesian sampler on a long history (issue 18): a bounded fit set, bounded hyperparameter
-searches, the same answers through L⁻¹, and finite spaces run to exhaustion without re-listing them.
+searches, and finite spaces run to exhaustion without re-listing them.
 
 The limits are set small here (a few dozen rows) so that the mechanisms are exercised in seconds.
 """
@@ -13,9 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
-from skopt.learning import GaussianProcessRegressor
-from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
 from typer.testing import CliRunner
 
 from somatize import (
@@ -33,7 +30,6 @@ from somatize import (
 from somatize.cli import app
 from somatize.executors.base import Completed, Executor, Outcome, Reporter, TrialRequest
 from somatize.samplers import bayesian
-from somatize.samplers.acquisition import Posterior
 from somatize.samplers.subset import fit_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -187,23 +183,6 @@ def test_a_long_bayesian_study_resumes_with_a_valid_continuation(small_limits: N
     assert [t["number"] for t in trials] == list(range(46))
     assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 46
     assert all(t["state"] == "completed" for t in trials)
-
-
-# Posterior through L⁻¹ --------------------------------------------------------------------------------
-
-
-def test_the_posterior_through_the_inverse_factor_agrees_with_scikit_learn_on_an_ill_conditioned_gp() -> None:
-    rng = np.random.default_rng(7)
-    X = rng.random((200, 2))  # dense, with long length scales and no noise: a factor of condition ~1e5
-    kernel = ConstantKernel(1.0) * Matern(length_scale=[1.0, 1.0], nu=2.5)
-    model = GaussianProcessRegressor(kernel=kernel, normalize_y=True, noise=1e-8, optimizer=None)
-    model.fit(X, np.sin(3 * X).sum(1))
-    assert np.linalg.cond(model.L_) > 1e4
-    points = np.vstack([X[:50] + 1e-4 * rng.standard_normal((50, 2)), rng.random((50, 2))])
-    mean, std = Posterior(model)(points)
-    expected_mean, expected_std = SklearnGP.predict(model, points, return_std=True)
-    np.testing.assert_allclose(mean, expected_mean, atol=1e-10)
-    np.testing.assert_allclose(std, expected_std, atol=1e-9)  # the smallest deviations here are ~2e-5
 
 
 # Finite spaces ---------------------------------------------------------------------------------------
