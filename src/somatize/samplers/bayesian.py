@@ -45,6 +45,7 @@ from . import noise as obs_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import Sampler
 from .feasibility import FeasibilityModel
+from .subset import fit_rows
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQUISITIONS = ("gp_hedge", "EI", "PI", "LCB")
@@ -97,6 +98,22 @@ NOISE_CONFIDENCE = 0.98
 # A repeat that differs by no more than this fraction of the values' magnitude is
 # the same value (`_noise_evidence`): equal but for rounding in a float's last digits.
 REPEAT_TOLERANCE = 1e-12
+# Bounds on the cost of a long history (issue 18, benchmarks/bayesian_scale.py).
+# A GP is fitted to at most FIT_ROWS observations (subset.py chooses them): one
+# likelihood evaluation with its gradient cost 14 ms at 200 rows and 530 ms at
+# 1,000, and at 200 a suggestion at 1,000 trials took 80 ms of CPU (626 ms
+# before) on the loaded 2-core machine. Up to 200 trials nothing changes: the
+# 200-trial runs of compare.py (5 problems, 10 seeds) were identical, value for
+# value, to those before. A search of the hyperparameters stops after
+# FIT_EVALUATIONS likelihood evaluations: in 200-trial runs (Hartmann6, Ackley-5,
+# Rosenbrock-4, 2 seeds, 28 searches each) the median search took 17-20 and the
+# longest 58, so the budget only bounds the rare long one (60 at 200 rows: under
+# a second). The first fit on more than COLD_ROWS observations (a resumed study)
+# runs its restarts on COLD_ROWS of them, then one bounded search on the fit set:
+# 0.3-0.6 s of CPU at 1,000 trials, where a search from scratch on 1,000 rows took 30-90 s.
+FIT_ROWS = 200
+COLD_ROWS = 64
+FIT_EVALUATIONS = 60
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
 # skopt warnings that are noise here: its model pointing at an evaluated point
@@ -238,7 +255,8 @@ class _HyperparameterSearch:
                 grad[n + 1] += slope
             return value, grad
 
-        result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"gtol": FIT_GTOL})
+        options = {"gtol": FIT_GTOL, "maxfun": FIT_EVALUATIONS}
+        result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         return result.x, float(result.fun)
 
 
@@ -441,6 +459,11 @@ class BayesianSampler(Sampler):
         self._points_of: dict[tuple, list[Any]] = {}
         self._replicated = False
         self._auto = self._noise_mode == obs_noise.AUTO and estimator == "GP"
+        self._unseen: list[dict[str, Any]] | None = None  # see _random_unseen
+        # Every told point transformed (`_transformed`), and the rows the surrogate was fitted to.
+        self._X = np.empty((0, 0))
+        self._fit_X, self._fit_y = np.empty((0, 0)), np.empty(0)
+        self._fit_index = np.empty(0, dtype=int)
         if self._axes:
             with _quiet():
                 self._opt = self._optimizer(estimator, acquisition, initial_points, n_initial, seed)
@@ -638,7 +661,7 @@ class BayesianSampler(Sampler):
         """
         space = self._opt.space
         model = self._fitted()
-        X, y = space.transform(self._opt.Xi), np.asarray(self._opt.yi, dtype=float)
+        X, y = self._fit_X, self._fit_y
         if pending:
             P = space.transform(pending)
             X_all = np.vstack([X, P])
@@ -650,8 +673,9 @@ class BayesianSampler(Sampler):
             # Only feasible trials set the value to improve on (none yet: PoF alone is maximised),
             # and the model of feasibility weights the acquisition (feasibility.with_feasibility).
             feasibility = self._feasibility
-            feasibility.fit(X, self._margins)
-            rows = np.flatnonzero(self._feasible_rows)
+            told = self._fit_index  # the fit set's points, in the order of X
+            feasibility.fit(X, [self._margins[i] for i in told])
+            rows = np.flatnonzero([self._feasible_rows[i] for i in told])
             X, y = X[rows], y[rows]
             X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
         best: float | None
@@ -686,7 +710,14 @@ class BayesianSampler(Sampler):
         return float(np.mean(draws.min(axis=0))), incumbent
 
     def _random_unseen(self) -> dict[str, Any] | None:
-        """A uniformly random feasible parameter set not proposed or told before."""
+        """A uniformly random feasible parameter set not proposed or told before.
+
+        When random draws keep landing on seen points (a finite space filling
+        up, where the model's proposals are mostly seen points too), the rest
+        comes from `_unseen`, a list of the space's feasible points built once
+        and pruned as it is drawn from: listing the space again at each such
+        trial made a Bayesian study quadratic in its length towards exhaustion.
+        """
         space = self.space
         width = len(space)
         draws = REDRAWS if not space.constraints else CONSTRAINED_REDRAWS
@@ -694,7 +725,19 @@ class BayesianSampler(Sampler):
             params = space.from_unit(self.rng.random(width).tolist())
             if space.key(params) not in self.seen and space.feasible(params):
                 return params
-        return pick_unseen(self, self.rng, draws)
+        if not space.is_enumerable():
+            return pick_unseen(self, self.rng, draws)  # gives up, with the reason
+        if self._unseen is None:
+            self._unseen = [p for p in space.enumerate() if space.feasible(p)]
+        left = self._unseen
+        while left:
+            index = int(self.rng.integers(len(left)))
+            params = left[index]
+            if space.key(params) not in self.seen:
+                return params
+            left[index] = left[-1]  # seen: dropped for good (a point once seen stays seen)
+            left.pop()
+        return None  # exhausted
 
     def warm_from(self, other: Sampler) -> None:
         """Start the next fit from `other`'s last fitted hyperparameters, as this sampler's own next fit
@@ -752,11 +795,14 @@ class BayesianSampler(Sampler):
         """Tell one point; None (a failure, a constraint violation) is told as the worst loss.
 
         The surrogate is fitted to all of skopt's `yi`, so every earlier value
-        is rewritten at each tell: penalties follow the worst loss seen, and
+        is rewritten before each fit (`_fitted`): penalties follow the worst loss seen, and
         with WARP_Y all values go through log1p((y - best) / spread), which
         keeps their order but tames objectives that span orders of magnitude
         (Rosenbrock's valley), where a GP fitted to raw values sees nothing but
-        the outliers.
+        the outliers. Until then skopt holds a placeholder: rewriting every
+        value at each tell made replaying a 1,000-trial history on resume
+        quadratic (0.6 s of CPU; only the initial design reads `yi` between
+        fits, and it ignores the values).
         """
         if self._noisy:  # the noise sd for the warp's scale (WARP_NOISE_SCALES), as last fitted
             self._warp_noise = self._noise_sd if self._noise_mode == obs_noise.FIXED else self.noise_sd()
@@ -766,9 +812,7 @@ class BayesianSampler(Sampler):
         self._numbers.append(number)
         self._margins.append(margins)
         self._feasible_rows.append(feasible)
-        values = self._model_values()
-        self._opt.yi[:] = values[:-1]
-        self._opt.tell(point, values[-1], fit=False)
+        self._opt.tell(point, 0.0 if loss is None else loss, fit=False)
 
     def _warp(self) -> tuple[float, float] | None:
         """(best, spread) of the warp log1p((y - best) / spread), or None when values are told as they are."""
@@ -802,7 +846,9 @@ class BayesianSampler(Sampler):
 
         A GP's hyperparameters are searched from scratch at the first fit and
         from the previous fit's values after that, as the history grows (see
-        GP_RESTARTS and RESEARCH_AFTER).
+        GP_RESTARTS and RESEARCH_AFTER), each search bounded (FIT_EVALUATIONS).
+        Past FIT_ROWS values a GP is fitted to a bounded subset of them
+        (subset.py); `_fit_X`, `_fit_y` hold what it was fitted to.
         """
         from sklearn.base import clone
 
@@ -810,6 +856,18 @@ class BayesianSampler(Sampler):
         if self._model is not None and self._model_told == told:
             return self._model
         model = clone(self._opt.base_estimator_)
+        self._opt.yi[:] = self._model_values()
+        X, yi = self._transformed(), np.asarray(self._opt.yi, dtype=float)
+        rows = np.arange(len(yi))
+        if _is_gp(model):
+            rows = fit_rows(X, yi, FIT_ROWS)
+            X, yi = X[rows], yi[rows]
+            if self._model is None and len(yi) > COLD_ROWS:
+                # A first fit on a long history (a resumed study): the restarts run on a
+                # small subset, and the whole fit set gets one bounded search from there.
+                small = fit_rows(X, yi, COLD_ROWS)
+                self._model = self._fit_gp(clone(model), X[small], yi[small])
+                self._searched_at = 0
         if self._model is not None and _is_gp(model):
             search = told - self._searched_at >= RESEARCH_AFTER * told
             bounds = (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)
@@ -819,16 +877,28 @@ class BayesianSampler(Sampler):
                 self._searched_at = told
             else:
                 model.set_params(optimizer=None)  # the last hyperparameters, conditioned on the new data
-        yi = np.asarray(self._opt.yi, dtype=float)
-        if self._noisy and _is_gp(model):
-            model.set_params(kernel=self._noise_weighted(model.kernel, yi))
-        model = _fit(model, self._opt.space.transform(self._opt.Xi), yi)
+        model = self._fit_gp(model, X, yi) if _is_gp(model) else _fit(model, X, yi)
         self._model, self._model_told = model, told
         warp = self._warp()
         self._model_spread = warp[1] if warp is not None else 1.0  # the warp the model was fitted under
+        self._fit_X, self._fit_y, self._fit_index = X, yi, rows  # rows: which told points they are
         if len(self._kinds) > 1:
             self._hedge.update(model.predict)
         return model
+
+    def _fit_gp(self, model: Any, X: np.ndarray, values: np.ndarray) -> Any:
+        if self._noisy:
+            model.set_params(kernel=self._noise_weighted(model.kernel, values))
+        return _fit(model, X, values)
+
+    def _transformed(self) -> np.ndarray:
+        """Every told point in skopt's transformed space, as rows; only the points told since the
+        last call are transformed (all of them took 10 ms a suggestion at 1,000 trials)."""
+        done = len(self._X)
+        if done < len(self._opt.Xi):
+            fresh = np.asarray(self._opt.space.transform(self._opt.Xi[done:]), dtype=float)
+            self._X = fresh if done == 0 else np.vstack([self._X, fresh])
+        return self._X
 
     def _noise_weighted(self, kernel: Any, values: np.ndarray, pending: int = 0) -> Any:
         """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py), and its
@@ -907,8 +977,7 @@ class BayesianSampler(Sampler):
             return None
         with _quiet():
             model = self._fitted()
-            X = self._opt.space.transform([self._opt.Xi[i] for i in rows])
-            means, sds = Posterior(model)(np.asarray(X, dtype=float))
+            means, sds = Posterior(model)(self._transformed()[rows])
         numbers = [self._numbers[i] for i in rows]
         if self._noisy and _is_gp(model):
             score = means
