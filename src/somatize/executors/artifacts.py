@@ -88,10 +88,10 @@ class TailFile:
     def _open(self) -> Any:
         # Unbuffered: what was read is on disk even if the process is killed (a worker past its timeout).
         try:
-            return open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+            return open(self.path, "w+b", buffering=0)
         except FileNotFoundError:  # the trial's directory is made at its first byte of output
             make_trial_dir(self.path.parent)
-            return open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+            return open(self.path, "w+b", buffering=0)
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -440,9 +440,25 @@ def trial_files(study: Study, results: Path, wanted: str) -> tuple[Path, Path]:
         known = ", ".join(t.id for t in study.trials[:3]) + (", ..." if len(study.trials) > 3 else "")
         raise UsageError(f"{results} has no trial {wanted!r} (its trials: {known or 'none'})")
     if trial.log_dir is None:
-        raise NothingKept(f"{trial.id} has no directory kept (trial_dirs: keep, or the results went to stdout)")
+        raise NothingKept(_no_directory(study, trial))
     directory = trials_root(results) / trial.id
     files = directory / STDOUT, directory / STDERR
     if not directory.is_dir():
         raise NothingKept(f"{directory}: no such directory (moved or removed since the run?)")
     return files  # a file that is not there: the trial printed nothing on that stream
+
+
+def _no_directory(study: Study, trial: Trial) -> str:
+    """Why a trial has no directory, as far as its study's spec tells: a Python function's is made on
+    first use, so one that printed nothing (and did not use `trial.dir`) never had one."""
+    spec = study.spec or {}
+    executor = spec.get("executor")
+    kept = spec.get("trial_dirs")
+    keep = kept.get("keep", "all") if isinstance(kept, dict) else "all"
+    if isinstance(executor, dict) and executor.get("function") is not None and keep != "none":
+        why = "it printed nothing and did not use trial.dir"
+        if keep == "best":  # or it had one, and the keep policy removed it
+            best = kept.get("best", 1)  # type: ignore[union-attr]
+            return f"{trial.id} has no directory: {why}, or it was not among the best {best} kept (trial_dirs)"
+        return f"{trial.id} has no directory: {why} (or the results went to stdout)"
+    return f"{trial.id} has no directory kept (trial_dirs: keep, or the results went to stdout)"
