@@ -649,7 +649,12 @@ def test_a_function_gets_its_directory_when_it_prints_or_uses_it(tmp_path, jobs)
         assert cli.invoke(app, ["logs", str(out), "4"]).stdout == "from a child process\n"
 
 
-LOUD_WHEN_ODD = "def objective(params, trial):\n    if trial.number % 2:\n        print('odd')\n    return params['x']\n"
+LOUD_WHEN_ODD = """\
+def objective(params, trial):
+    if trial.number % 2:
+        print("odd")
+    return params["x"]
+"""
 
 
 def test_keep_best_keeps_the_best_of_the_trials_that_have_a_directory(tmp_path):
