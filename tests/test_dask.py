@@ -682,3 +682,21 @@ def test_cancel_makes_waiting_runs_return(cluster: Cluster) -> None:
     finally:
         executor.close()
         executor.close()  # idempotent
+
+
+def test_a_function_on_a_worker_makes_its_trial_directory_only_when_it_prints(cluster: Cluster, tmp_path: Path) -> None:
+    # `square` prints nothing; a chatty function writes to stdout: only its directory is made.
+    (cluster.objectives / "dask_chatty.py").write_text("def talk(params):\n    print('hi')\n    return params['x']\n")
+    root = tmp_path / "r.trials"
+    quiet = executor_for(cluster, "dask_objectives:square")
+    chatty = executor_for(cluster, "dask_chatty:talk")
+    try:
+        for number, executor in enumerate((quiet, chatty)):
+            executor.connect()
+            trial = TrialRequest(f"t{number}", number, {"x": 2.0}, 7, "dask-study", trial_dir=str(root / f"t{number}"))
+            assert isinstance(executor.run(trial, FakeReporter()), Completed)
+    finally:
+        quiet.close()
+        chatty.close()
+    assert sorted(p.name for p in root.iterdir()) == ["t1"]  # the cluster shares this file system
+    assert (root / "t1" / "stdout.txt").read_text() == "hi\n"

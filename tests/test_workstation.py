@@ -590,3 +590,93 @@ def test_a_trial_that_prints_nothing_has_no_output_files_and_logs_prints_nothing
     assert sorted(p.name for p in directory.iterdir()) == ["metrics.txt"]
     outcome = cli.invoke(app, ["logs", str(out), "trial_0000"])
     assert outcome.exit_code == 0 and outcome.stdout == "" and outcome.stderr == ""
+
+
+# a Python function's directory is made on first use ----------------------------------------------
+
+QUIET = "def objective(params):\n    return params['x']\n"
+
+ON_DEMAND = """\
+import os
+
+
+def objective(params, trial):
+    if trial.number == 0:
+        print("spoke")
+    elif trial.number == 1:
+        trial.dir  # reading it makes it
+    elif trial.number == 3:  # the variable names a path to make, as documented
+        os.makedirs(os.environ["SOMATIZE_TRIAL_DIR"], exist_ok=True)
+    elif trial.number == 4:
+        os.system("echo from a child process")  # only a worker's capture of its file descriptors sees it
+    return params["x"]
+"""
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["in-process", "workers"])
+def test_a_quiet_function_makes_no_directory_and_logs_says_why(tmp_path, jobs):
+    (tmp_path / "ws_quiet.py").write_text(QUIET)
+    study = write_study(tmp_path, {"function": "ws_quiet:objective"}, objective={"metric": "x"})
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q", "-j", jobs).exit_code == 0
+    assert not (tmp_path / "r.trials").exists()  # not even the root
+    assert all("log_dir" not in t for t in results(out)["trials"])
+    outcome = cli.invoke(app, ["logs", str(out), "trial_0000"])
+    assert outcome.exit_code == 1
+    assert outcome.stderr == (
+        "somatize: trial_0000 has no directory: it printed nothing and did not use trial.dir"
+        " (or the results went to stdout)\n"
+    )
+    shown = cli.invoke(app, ["show", str(out), "--format", "csv"])
+    assert "log_dir" not in shown.stdout.splitlines()[0]  # no column of paths that are not there
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["in-process", "workers"])
+def test_a_function_gets_its_directory_when_it_prints_or_uses_it(tmp_path, jobs):
+    (tmp_path / "ws_on_demand.py").write_text(ON_DEMAND)
+    study = write_study(tmp_path, {"function": "ws_on_demand:objective"}, objective={"metric": "x"},
+                        strategy={"type": "random", "n_trials": 5})  # fmt: skip
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q", "-j", jobs).exit_code == 0
+    with_dirs = ["trial_0000", "trial_0001", "trial_0003"] + (["trial_0004"] if jobs != "1" else [])
+    assert sorted(p.name for p in (tmp_path / "r.trials").iterdir()) == with_dirs
+    assert {t["id"]: t.get("log_dir") for t in results(out)["trials"]} == {
+        f"trial_000{i}": f"r.trials/trial_000{i}" if f"trial_000{i}" in with_dirs else None for i in range(5)
+    }
+    assert cli.invoke(app, ["logs", str(out), "0"]).stdout == "spoke\n"
+    assert sorted(p.name for p in (tmp_path / "r.trials" / "trial_0001").iterdir()) == []
+    if jobs != "1":
+        assert cli.invoke(app, ["logs", str(out), "4"]).stdout == "from a child process\n"
+
+
+LOUD_WHEN_ODD = """\
+def objective(params, trial):
+    if trial.number % 2:
+        print("odd")
+    return params["x"]
+"""
+
+
+def test_keep_best_keeps_the_best_of_the_trials_that_have_a_directory(tmp_path):
+    (tmp_path / "ws_odd.py").write_text(LOUD_WHEN_ODD)
+    study = write_study(tmp_path, {"function": "ws_odd:objective"}, objective={"metric": "x"},
+                        strategy={"type": "random", "n_trials": 8}, trial_dirs={"keep": "best", "best": 2})  # fmt: skip
+    out = tmp_path / "r.json"
+    assert run(str(study), "-o", str(out), "-q").exit_code == 0
+    trials = results(out)["trials"]
+    best = sorted((t for t in trials if t["number"] % 2), key=lambda t: t["values"]["x"])[:2]
+    assert sorted(p.name for p in (tmp_path / "r.trials").iterdir()) == sorted(t["id"] for t in best)
+    assert {t["id"] for t in trials if t.get("log_dir")} == {t["id"] for t in best}
+
+
+def test_a_fresh_run_of_a_quiet_function_still_removes_the_old_studys_directories(tmp_path):
+    (tmp_path / "ws_objective.py").write_text(OBJECTIVE)
+    (tmp_path / "ws_quiet.py").write_text(QUIET)
+    out = tmp_path / "r.json"
+    loud = write_study(tmp_path, {"function": "ws_objective:objective"}, objective={"metric": "x"})
+    assert run(str(loud), "-o", str(out), "-q").exit_code == 0
+    assert len(list((tmp_path / "r.trials").iterdir())) == 3
+    quiet = write_study(tmp_path, {"function": "ws_quiet:objective"}, objective={"metric": "x"})
+    assert run(str(quiet), "-o", str(out), "-q").exit_code == 0
+    assert list((tmp_path / "r.trials").iterdir()) == []
+    assert all("log_dir" not in t for t in results(out)["trials"])

@@ -570,9 +570,11 @@ def _attach_trial_dirs(bus, config, study, path: Path | None, resume: bool):
         return None
     from .executors.artifacts import TrialDirs
 
-    dirs = TrialDirs(path, config.trial_dirs, config.primary)
+    # A function's trial makes its directory on first use, so a study of quiet ones makes none, nor the root.
+    dirs = TrialDirs(path, config.trial_dirs, config.primary, on_demand=config.executor.function is not None)
     try:
-        dirs.root.mkdir(parents=True, exist_ok=True)
+        if not dirs.on_demand:
+            dirs.root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{dirs.root}: cannot make the trials' directory: {exc.strerror or exc}") from None
     if resume:

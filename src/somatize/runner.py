@@ -295,7 +295,6 @@ class StudyRunner:
                 trial.started_at = time.time()
                 self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), MetricLog(()))
                 return
-            trial.log_dir = self.trial_dirs.recorded(trial.id)
         for attempt in range(1, self.stop.retries + 2):
             trial.attempts = attempt
             trial.metrics = []
@@ -314,6 +313,8 @@ class StudyRunner:
                 break
             if trial.state is not TrialState.FAILED:
                 break
+        if self.trial_dirs is not None:  # named only if it is there: a function's is made on first use
+            trial.log_dir = self.trial_dirs.finished(trial.id)
 
     def _execute(self, request: TrialRequest, reporter: TrialReporter) -> Outcome:
         try:

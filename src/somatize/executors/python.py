@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import TrialPruned
 from ..study import MetricRecord
-from .artifacts import capture_python_output
+from .artifacts import capture_python_output, make_trial_dir
 from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
 
 
@@ -82,12 +82,25 @@ class TrialHandle:
         self.params = dict(request.params)
         self.seed = request.trial_seed
         self.study = request.study_name
-        self.dir = None if request.trial_dir is None else Path(request.trial_dir)  # for its own artifacts
+        self._dir = None if request.trial_dir is None else Path(request.trial_dir)
+        self._dir_made = False
         self.slot = request.slot
         self.gpus = request.gpus
         self.last_step: int | None = None
         self._reporter = reporter
         self._primary = primary
+
+    @property
+    def dir(self) -> Path | None:
+        """The trial's own directory, for its artifacts; reading it makes it (None: the results go to stdout).
+
+        It is made here, not when the trial starts, so that a function that
+        neither prints nor writes files costs no directory (artifacts.py).
+        """
+        if self._dir is not None and not self._dir_made:
+            make_trial_dir(self._dir)
+            self._dir_made = True
+        return self._dir
 
     def report(self, value: float | Mapping[str, float], step: int | None = None) -> None:
         """Report intermediate (with `step`) or final metrics; a bare number is the primary metric."""
