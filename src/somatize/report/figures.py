@@ -222,13 +222,21 @@ def pareto_figure(study: Study, front: list[Trial]) -> go.Figure:
         x, y = objective_value(trial, first), objective_value(trial, second)
         if x is not None and y is not None:
             points.append((trial, x, y))
-    others = [p for p in points if p[0].id not in front_ids]
+    # A trial marked infeasible (a constraint on its metrics failed) is drawn apart, and never on the front.
+    infeasible = [p for p in points if getattr(p[0], "feasible", True) is False]
+    others = [p for p in points if p[0].id not in front_ids and getattr(p[0], "feasible", True) is not False]
     on_front = sorted((p for p in points if p[0].id in front_ids), key=lambda p: (p[1], p[2]))
     fig = go.Figure()
     fig.add_trace(go.Scatter(
         x=[p[1] for p in others], y=[p[2] for p in others], mode="markers", name="dominated",
         marker={"color": OTHER_COLOR, "size": 7}, text=[hover_text(p[0]) for p in others], hoverinfo="text+x+y",
     ))
+    if infeasible:
+        fig.add_trace(go.Scatter(
+            x=[p[1] for p in infeasible], y=[p[2] for p in infeasible], mode="markers", name="infeasible",
+            marker={"color": PRUNED_COLOR, "symbol": "x", "size": 8}, text=[hover_text(p[0]) for p in infeasible],
+            hoverinfo="text+x+y",
+        ))
     # With two objectives the front is a curve worth joining in order; with more, its projection is just points.
     mode = "lines+markers" if len(study.objectives) == 2 else "markers"
     fig.add_trace(go.Scatter(
@@ -239,4 +247,17 @@ def pareto_figure(study: Study, front: list[Trial]) -> go.Figure:
     return _layout(
         fig, 460, xaxis_title=objective_title(first), yaxis_title=objective_title(second),
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+
+
+def hypervolume_figure(numbers: list[int], volumes: list[float]) -> go.Figure:
+    """The hypervolume of the front after each trial (hypervolume.progress), as a step line."""
+    fig = go.Figure(go.Scatter(
+        x=numbers, y=volumes, mode="lines+markers", name="hypervolume",
+        line={"color": BEST_COLOR, "shape": "hv", "width": 2}, marker={"color": BEST_COLOR, "size": 4},
+        hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>",
+    ))
+    return _layout(
+        fig, 320, xaxis_title="trial number", yaxis={"title": {"text": "hypervolume (normalised)"}, "rangemode": "tozero"},
+        showlegend=False,
     )

@@ -23,6 +23,7 @@ from .figures import (
     ABSENT,
     curves_figure,
     history_figure,
+    hypervolume_figure,
     importance_figure,
     objective_title,
     parallel_figure,
@@ -258,7 +259,21 @@ def _pareto_body(study: Study) -> str:
         text += f" The front is taken over all {len(study.objectives)} objectives, so here it is a projection."
     if not front:
         return _note(text) + _note("No completed trial has a value for every objective yet.")
-    return _note(text) + _figure(pareto_figure(study, front), "pareto-plot")
+    return _note(text) + _figure(pareto_figure(study, front), "pareto-plot") + _hypervolume_body(study)
+
+
+def _hypervolume_body(study: Study) -> str:
+    """The front's progress: its hypervolume after each trial, in the box of the study's own best and worst values."""
+    try:
+        from ..hypervolume import progress
+
+        numbers, volumes = progress(study.trials, study.objectives)
+    except ImportError:  # moocore comes with the `report` extra
+        return _note("The front's progress (hypervolume against trials) needs moocore: pip install 'somatize[report]'.")
+    text = ("The front's progress: the hypervolume it dominates after each trial, over all objectives, with every "
+            "objective scaled so that the best value any trial reached is 0 and the worst is 1 (so 1 would be one "
+            "trial best at everything). A flat line is a front that stopped growing.")
+    return _note(text) + _figure(hypervolume_figure(numbers, volumes), "hypervolume-plot")
 
 
 # the trial table -----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..space import SearchSpace
@@ -12,8 +12,16 @@ from .base import Sampler
 STRATEGIES = ("grid", "random", "bayesian")
 
 
-def make_sampler(strategy: Mapping[str, Any], space: SearchSpace, objective: Objective, seed: int | None) -> Sampler:
-    """Build the sampler a validated `strategy:` mapping names."""
+def make_sampler(
+    strategy: Mapping[str, Any], space: SearchSpace, objective: Objective | Sequence[Objective], seed: int | None
+) -> Sampler:
+    """Build the sampler a validated `strategy:` mapping names.
+
+    `objective` is the primary objective, or every objective of the study: with two or more, the
+    Bayesian strategy searches their Pareto front (multiobjective.py); grid and random need only the first.
+    """
+    objectives = (objective,) if isinstance(objective, Objective) else tuple(objective)
+    objective = objectives[0]
     options = {k: v for k, v in strategy.items() if k not in ("type", "n_trials")}
     kind = strategy.get("type")
     n_trials = strategy.get("n_trials")
@@ -25,6 +33,10 @@ def make_sampler(strategy: Mapping[str, Any], space: SearchSpace, objective: Obj
         from .random import RandomSampler
 
         return RandomSampler(space, objective, n_trials, seed)
+    if kind == "bayesian" and len(objectives) > 1:
+        from .multiobjective import MultiObjectiveSampler
+
+        return MultiObjectiveSampler(space, objectives, n_trials, seed, **options)
     if kind == "bayesian":
         from .bayesian import BayesianSampler
 

@@ -48,13 +48,6 @@ def caveats(config: StudyConfig) -> list[str]:
             f"pruning is off on a Dask cluster: trials there cannot be stopped early yet, "
             f"so {config.pruning['type']} pruning stops none of them"
         )
-    if config.strategy["type"] == "bayesian" and len(config.objectives) > 1:
-        others = ", ".join(o.metric for o in config.objectives[1:])
-        out.append(
-            f"the Bayesian strategy searches only the first objective, {config.primary.metric}; "
-            f"{others} {'is' if len(config.objectives) == 2 else 'are'} recorded and on the Pareto front "
-            "but not searched"
-        )
     return out
 
 
