@@ -254,8 +254,8 @@ def tables(cache: dict[str, Any], problems: list[str], samplers: list[str], seed
     for name in problems:
         problem = PROBLEMS[name]
         out += [f"### {name} ({problem.note}; {len(problem.space)} variables, reference {problem.reference})", "",
-                "| sampler | median HV | IQR | median front size (inside the reference) | s/run | "
-                "bayesian wins (seed pairs) |", "|---|---|---|---|---|---|"]
+                ("| sampler | median HV | IQR | median front size (inside the reference) | s/run | "
+                 "bayesian wins (seed pairs) |"), "|---|---|---|---|---|---|"]
         ours = [cache[_key(name, "somatize-bayesian", s)]["hv"] for s in range(seeds)
                 if _key(name, "somatize-bayesian", s) in cache]
         row = []
@@ -319,7 +319,7 @@ def latency_part(args: argparse.Namespace) -> None:
         sampler = make_sampler({"type": "bayesian", "n_trials": None}, space, objectives, 0)
         told = 0
 
-        def tell(params: dict[str, Any]) -> None:
+        def tell(params: dict[str, Any], sampler: Any = sampler) -> None:
             nonlocal told
             values = problem.evaluate(params)
             records = [MetricRecord(name, v) for name, v in zip(problem.objectives, values)]

@@ -36,6 +36,7 @@ pending trial already stands.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -114,7 +115,7 @@ def _boxes(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.array([[-np.inf]]), np.array([[upper]])
     cuts = [-np.inf, *np.unique(points[:, -1]).tolist(), float(reference[-1])]
     lowers, uppers = [], []
-    for low, high in zip(cuts[:-1], cuts[1:]):
+    for low, high in itertools.pairwise(cuts):
         if high <= low:
             continue
         below = points[points[:, -1] <= low][:, :-1]
