@@ -15,7 +15,9 @@ package API and its study loop; Optuna NSGA-II, TPE (multivariate, the
 default since Optuna 5) and GPSampler (log-EHVI; needs torch) with their
 defaults. A missing library is skipped. Runs are cached in `--cache` (JSON),
 so an interrupted benchmark resumes, and a sampler can be rerun alone
-(`--samplers somatize-bayesian --fresh`).
+(`--samplers somatize-bayesian --fresh somatize-bayesian`); `--start` and
+`--include` split the seeds across runs (`--samplers ''` prints the tables of
+what is cached).
 
 Part `latency`: the time of one suggestion with 2 objectives (ZDT1) after a
 history of N random trials, median and worst of `--repeats`.
@@ -270,7 +272,7 @@ def tables(cache: dict[str, Any], problems: list[str], samplers: list[str], seed
             inside = statistics.median(r["front_inside"] for r in runs)
             secs = statistics.median(r["seconds"] for r in runs)
             wins = ""
-            if sampler != "somatize-bayesian" and ours and len(ours) == len(hvs):
+            if sampler != "somatize-bayesian" and ours:
                 beat = sum((a > b) + 0.5 * (a == b) for a in ours for b in hvs) / (len(ours) * len(hvs))
                 wins = f"{100 * beat:.0f}%"
             out.append(f"| {sampler} | {mid:.4f} | {low:.4f} – {high:.4f} | {fronts:g} ({inside:g}) | {secs:.1f} "
@@ -288,10 +290,12 @@ def _key(problem: str, sampler: str, seed: int) -> str:
 def hypervolume_part(args: argparse.Namespace) -> None:
     cache_path = Path(args.cache)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for other in filter(None, args.include.split(",")):  # runs made elsewhere (another --cache, --start)
+        cache = {**json.loads(Path(other).read_text()), **cache}
     problems = args.problems.split(",")
-    samplers = [s for s in args.samplers.split(",") if available(s) or print(f"skipped {s}", file=sys.stderr)]
+    samplers = [s for s in filter(None, args.samplers.split(",")) if available(s) or print(f"skipped {s}", file=sys.stderr)]
     # Seed by seed over every problem and sampler, so that a benchmark stopped early has as many seeds of each.
-    for seed in range(args.seeds):
+    for seed in range(args.start, args.start + args.seeds):
         for name in problems:
             for sampler in samplers:
                 key = _key(name, sampler, seed)
@@ -302,7 +306,7 @@ def hypervolume_part(args: argparse.Namespace) -> None:
                       f"{cache[key]['seconds']:.1f}s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
                 cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
     shown = [s for s in SAMPLERS if any(k.split("/")[1] == s for k in cache)]
-    print(tables(cache, problems, shown, args.seeds))
+    print(tables(cache, problems, shown, args.start + args.seeds))
 
 
 def latency_part(args: argparse.Namespace) -> None:
@@ -347,10 +351,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("hypervolume", "latency"), default="hypervolume")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--start", type=int, default=0, help="first seed (to split a benchmark across runs)")
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--cache", default=str(HERE / "multiobjective.json"))
+    parser.add_argument("--include", default="", help="other caches to merge into the tables (comma-separated)")
     parser.add_argument("--fresh", default="", help="samplers to rerun even when cached (comma-separated)")
     parser.add_argument("--histories", default="20,50,100,200")
     parser.add_argument("--repeats", type=int, default=10)
