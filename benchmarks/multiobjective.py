@@ -256,8 +256,8 @@ def tables(cache: dict[str, Any], problems: list[str], samplers: list[str], seed
     for name in problems:
         problem = PROBLEMS[name]
         out += [f"### {name} ({problem.note}; {len(problem.space)} variables, reference {problem.reference})", "",
-                ("| sampler | median HV | IQR | median front size (inside the reference) | s/run | "
-                 "bayesian wins (seed pairs) |"), "|---|---|---|---|---|---|"]
+                ("| sampler | n | median HV | IQR | median front size (inside the reference) | s/run | "
+                 "bayesian wins (seed pairs) |"), "|---|---|---|---|---|---|---|"]
         ours = [cache[_key(name, "somatize-bayesian", s)]["hv"] for s in range(seeds)
                 if _key(name, "somatize-bayesian", s) in cache]
         row = []
@@ -275,7 +275,7 @@ def tables(cache: dict[str, Any], problems: list[str], samplers: list[str], seed
             if sampler != "somatize-bayesian" and ours:
                 beat = sum((a > b) + 0.5 * (a == b) for a in ours for b in hvs) / (len(ours) * len(hvs))
                 wins = f"{100 * beat:.0f}%"
-            out.append(f"| {sampler} | {mid:.4f} | {low:.4f} – {high:.4f} | {fronts:g} ({inside:g}) | {secs:.1f} "
+            out.append(f"| {sampler} | {len(runs)} | {mid:.4f} | {low:.4f} – {high:.4f} | {fronts:g} ({inside:g}) | {secs:.1f} "
                        f"| {wins} |")
             row.append(f"{mid:.4f}")
         out.append("")
