@@ -205,12 +205,10 @@ def test_validate_and_run_say_what_will_not_work_yet(tmp_path):
     study = write(tmp_path, text)
     summary = invoke("validate", study).stdout
     assert "pruning" not in "".join(line for line in summary.splitlines() if "warning" in line)  # pruned live there
-    assert "  warning: the Bayesian strategy searches only the first objective, y; z is recorded" in summary
+    # Every objective is searched since issue 17: no warning about the second one.
+    assert "objective" not in "".join(line for line in summary.splitlines() if "warning" in line)
     result = run_cli("run", study, "--set", "cluster=null", "-o", "r.json", cwd=tmp_path)
-    assert result.stderr.splitlines()[0] == (
-        "somatize: warning: the Bayesian strategy searches only the first objective, y; "
-        "z is recorded and on the Pareto front but not searched"
-    )
+    assert "warning" not in result.stderr
     result = run_cli("run", study, "--set", "strategy.type=random", "-o", "r.json", cwd=tmp_path)
     assert result.returncode == 2  # nothing listens at port 9
     assert result.stderr.splitlines()[0].startswith("somatize: cannot reach the Dask scheduler at tcp://127.0.0.1:9")

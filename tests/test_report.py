@@ -385,7 +385,7 @@ def test_every_plot_renders_offline_in_chromium(results, tmp_path, chromium):
     plots = re.split(r'(?=<div id="[^"]+" class="plotly-graph-div)', dom)[1:]
     rendered = {re.match(r'<div id="([^"]+)"', p).group(1) for p in plots if '<svg class="main-svg"' in p}
     expected = {"history-plot", "parallel-plot", "slice-plot-0", "slice-plot-1", "slice-plot-2", "importance-plot",
-                "pareto-plot"}
+                "pareto-plot", "hypervolume-plot"}
     assert rendered == expected == {re.match(r'<div id="([^"]+)"', p).group(1) for p in plots}
     assert requests_from_page(net_log) == []
     a_values = [float(v) for v in re.findall(r'<tr class="[^"]*"><td[^>]*>\d+</td><td>trial_\d+</td><td>\w+</td>'

@@ -309,7 +309,7 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
     trials = state.sorted_trials()
     finished = [t for t in trials if t.state.is_finished()]
     running = [t for t in trials if t.state is TrialState.RUNNING]
-    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed, config.outcome_constraints)
+    sampler = make_sampler(config.strategy, config.space, config.objectives, config.seed, config.outcome_constraints)
     if warm is not None:
         sampler.warm_from(warm)
     stop = _stop(config, finished, len(running), sampler.total)

@@ -323,7 +323,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
     if path is not None and journal_file is not None:
         journal = Journal(journal_file, sync=config.durability == "power")
         _restore(study, path, journal.path, resume, again, known)
-    sampler = make_sampler(config.strategy, config.space, config.primary, config.seed,
+    sampler = make_sampler(config.strategy, config.space, config.objectives, config.seed,
                            config.outcome_constraints)
     config, sampler = _known_points(config, study, sampler, retry_failed, warm_start or [], quiet)
     _before_first_trial(config, study, path, quiet, reruns=(sampler.total or 0) - (sampler.inner.total or 0)

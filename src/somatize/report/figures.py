@@ -261,3 +261,16 @@ def pareto_figure(study: Study, front: list[Trial]) -> go.Figure:
         fig, 460, xaxis_title=objective_title(first), yaxis_title=objective_title(second),
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     )
+
+
+def hypervolume_figure(numbers: list[int], volumes: list[float]) -> go.Figure:
+    """The hypervolume of the front after each trial (hypervolume.progress), as a step line."""
+    fig = go.Figure(go.Scatter(
+        x=numbers, y=volumes, mode="lines+markers", name="hypervolume",
+        line={"color": BEST_COLOR, "shape": "hv", "width": 2}, marker={"color": BEST_COLOR, "size": 4},
+        hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>",
+    ))
+    return _layout(
+        fig, 320, xaxis_title="trial number", yaxis={"title": {"text": "hypervolume (normalised)"}, "rangemode": "tozero"},
+        showlegend=False,
+    )

@@ -23,6 +23,7 @@ from .figures import (
     ABSENT,
     curves_figure,
     history_figure,
+    hypervolume_figure,
     importance_figure,
     objective_title,
     parallel_figure,
@@ -303,7 +304,7 @@ def _pareto_body(study: Study) -> str:
     shown = thin(others, MAX_POINTS, lambda t: sign * t.values.get(first.metric, float("inf")))
     drawn = study if len(shown) == len(others) else _with_trials(study, sorted([*front, *shown], key=_number))
     sample = _sampled(len(shown), len(others), "dominated trials")
-    return _note(text) + sample + _figure(pareto_figure(drawn, front), "pareto-plot")
+    return _note(text) + sample + _figure(pareto_figure(drawn, front), "pareto-plot") + _hypervolume_body(study)
 
 
 def _number(trial: Trial) -> int:
@@ -317,6 +318,18 @@ def _with_trials(study: Study, trials: list[Trial]) -> Study:
     drawn = copy.copy(study)
     drawn.trials = trials
     return drawn
+def _hypervolume_body(study: Study) -> str:
+    """The front's progress: its hypervolume after each trial, in the box of the study's own best and worst values."""
+    try:
+        from ..hypervolume import progress
+
+        numbers, volumes = progress(study.trials, study.objectives)
+    except ImportError:  # moocore comes with the `report` extra
+        return _note("The front's progress (hypervolume against trials) needs moocore: pip install 'somatize[report]'.")
+    text = ("The front's progress: the hypervolume it dominates after each trial, over all objectives, with every "
+            "objective scaled so that the best value any trial reached is 0 and the worst is 1 (so 1 would be one "
+            "trial best at everything). A flat line is a front that stopped growing.")
+    return _note(text) + _figure(hypervolume_figure(numbers, volumes), "hypervolume-plot")
 
 
 # the trial table -----------------------------------------------------------------

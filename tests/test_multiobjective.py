@@ -1,0 +1,196 @@
+"""Multi-objective Bayesian search (issue 17), through the CLI and the package API."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from somatize import FloatDimension, Objective, SearchSpace, make_sampler
+from somatize.cli import app
+from somatize.hypervolume import hypervolume, progress
+from somatize.samplers.multiobjective import nondominated_boxes
+from somatize.study import Study
+
+cli = CliRunner()
+
+# ZDT1 in 3 variables, with a third, tiny input that the first objective also reads, and a
+# maximised objective: directions are respected, the front is a curve.
+OBJECTIVES = '''
+import math
+
+
+def zdt(params, trial=None):
+    x, y, z = params["x"], params["y"], params.get("z", 0.0)
+    g = 1.0 + 9.0 * (y + z) / 2.0
+    return {"f1": x, "neg_f2": -g * (1.0 - math.sqrt(x / g))}
+
+
+def stepped(params, trial):
+    values = zdt(params)
+    for step in range(3):
+        trial.report(values["f1"] + 1.0 / (step + 1), step=step)
+        if trial.should_prune():
+            import somatize
+            raise somatize.TrialPruned()
+    return values
+
+
+def conditional(params):
+    x = params["x"] if params["mode"] == "a" else 1.0 - params["w"]
+    return zdt({"x": x, "y": params["y"]})
+'''
+
+SPACE = "search_space:\n  x: {type: float, low: 0.0, high: 1.0}\n  y: {type: float, low: 0.0, high: 1.0}\n" \
+        "  z: {type: float, low: 0.0, high: 1.0}\n"
+OBJECTIVE_LIST = "objectives:\n  - {metric: f1, direction: minimize}\n  - {metric: neg_f2, direction: maximize}\n"
+
+
+def study_file(tmp_path: Path, strategy: str, function: str = "zdt", space: str = SPACE, extra: str = "") -> Path:
+    (tmp_path / "mo_objectives.py").write_text(OBJECTIVES)
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: front\nseed: 3\n{space}strategy: {strategy}\n{OBJECTIVE_LIST}{extra}"
+                    f"executor: {{function: 'mo_objectives:{function}'}}\n")
+    return path
+
+
+def run(*args: object):
+    return cli.invoke(app, ["run", *map(str, args)])
+
+
+def front_and_hypervolume(results: Path) -> tuple[list[dict], float]:
+    data = json.loads(results.read_text())
+    by_id = {t["id"]: t for t in data["trials"]}
+    front = [by_id[i] for i in data["pareto_front"]]
+    vectors = [(t["values"]["f1"], t["values"]["neg_f2"]) for t in data["trials"] if t["state"] == "completed"]
+    return front, hypervolume([(a, -b) for a, b in vectors], (1.1, 11.0))
+
+
+def test_two_objectives_bayesian_search_grows_the_whole_front_beyond_random_search(tmp_path):
+    """Before issue 17 only f1 was modelled: the search drove x to 0 and left few points on the front."""
+    outcomes = {}
+    for kind in ("bayesian", "random"):
+        initial = ", n_initial: 6" if kind == "bayesian" else ""
+        strategy = f"{{type: {kind}, n_trials: 24{initial}}}"
+        out = tmp_path / f"{kind}.json"
+        result = run(study_file(tmp_path, strategy), "-o", out, "-q")
+        assert result.exit_code == 0, result.output
+        outcomes[kind] = front_and_hypervolume(out)
+    front, volume = outcomes["bayesian"]
+    assert volume > outcomes["random"][1]
+    assert len(front) >= 8  # the first objective alone left 3 points on it (x near 0), random search 3
+
+
+def test_validate_no_longer_says_only_the_first_objective_is_searched(tmp_path):
+    result = cli.invoke(app, ["validate", str(study_file(tmp_path, "{type: bayesian, n_trials: 10}"))])
+    assert result.exit_code == 0, result.output
+    assert "searches only the first objective" not in result.output
+
+
+def test_parallel_trials_get_distinct_points_and_every_objective_is_recorded(tmp_path):
+    out = tmp_path / "r.json"
+    result = run(study_file(tmp_path, "{type: bayesian, n_trials: 14, n_initial: 4}"), "-o", out, "-q", "-j", 3)
+    assert result.exit_code == 0, result.output
+    trials = json.loads(out.read_text())["trials"]
+    keys = {tuple(sorted(t["params"].items())) for t in trials}
+    assert len(trials) == 14 and len(keys) == 14
+    assert all(set(t["values"]) == {"f1", "neg_f2"} for t in trials)
+
+
+def test_pruned_trials_are_told_and_the_study_finishes(tmp_path):
+    out = tmp_path / "r.json"
+    study = study_file(tmp_path, "{type: bayesian, n_trials: 14, n_initial: 4}", "stepped",
+                       extra="pruning: {type: median, warmup_steps: 0, min_trials: 2}\n")
+    result = run(study, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    states = [t["state"] for t in data["trials"]]
+    assert len(states) == 14 and "pruned" in states and "completed" in states
+    assert data["pareto_front"]
+
+
+def test_conditional_space_and_parameter_constraints_are_kept(tmp_path):
+    space = ("search_space:\n  mode: [a, b]\n  x: {type: float, low: 0.0, high: 1.0, when: {mode: a}}\n"
+             "  w: {type: float, low: 0.0, high: 1.0, when: {mode: b}}\n  y: {type: float, low: 0.0, high: 1.0}\n")
+    out = tmp_path / "r.json"
+    study = study_file(tmp_path, "{type: bayesian, n_trials: 16, n_initial: 4}", "conditional", space,
+                       extra="constraints:\n  - y <= 0.5\n")
+    result = run(study, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    trials = json.loads(out.read_text())["trials"]
+    assert len(trials) == 16
+    for trial in trials:
+        params = trial["params"]
+        assert params["y"] <= 0.5
+        assert ("x" in params) == (params["mode"] == "a") and ("w" in params) == (params["mode"] == "b")
+
+
+def test_a_resumed_study_past_its_initial_design_runs_every_planned_trial(tmp_path):
+    study, out = study_file(tmp_path, "{type: bayesian, n_trials: 8, n_initial: 4}"), tmp_path / "r.json"
+    assert run(study, "-o", out, "-q").exit_code == 0
+    resumed = run(study, "-o", out, "-q", "--n-trials", 14, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    trials = json.loads(out.read_text())["trials"]
+    assert [t["number"] for t in trials] == list(range(14))
+    assert len({tuple(sorted(t["params"].items())) for t in trials}) == 14
+
+
+def test_random_and_grid_propose_the_same_with_every_objective_as_with_the_first():
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0)))
+    objectives = [Objective("a"), Objective("b", "maximize")]
+    for strategy in ({"type": "random", "n_trials": 5}, {"type": "grid", "points_per_dim": 3}):
+        one, every = (make_sampler(strategy, space, o, 1) for o in (objectives[0], objectives))
+        assert type(one) is type(every)
+        assert [one.propose(i) for i in range(5)] == [every.propose(i) for i in range(5)]
+
+
+def test_the_boxes_of_the_region_a_front_leaves_undominated_add_up_to_the_hypervolume():
+    rng = np.random.default_rng(0)
+    for objectives in (2, 3, 4):
+        points, reference = rng.random((12, objectives)), np.full(objectives, 1.2)
+        lower, upper = nondominated_boxes(points, reference)
+        undominated = np.prod(np.clip(upper - np.maximum(lower, 0.0), 0.0, None), axis=1).sum()
+        assert np.prod(reference) - undominated == pytest.approx(hypervolume(points, reference))
+
+
+def test_hypervolume_progress_is_normalised_and_never_decreases(tmp_path):
+    out = tmp_path / "r.json"
+    assert run(study_file(tmp_path, "{type: random, n_trials: 12}"), "-o", out, "-q").exit_code == 0
+    study = Study.from_dict(json.loads(out.read_text()))
+    numbers, volumes = progress(study.trials, study.objectives)
+    assert numbers == sorted(numbers) and len(numbers) == 12
+    assert all(0.0 <= a <= b <= 1.0 for a, b in itertools.pairwise(volumes))
+    assert volumes[-1] > 0.0
+
+
+def test_validate_best_show_and_random_runs_do_not_load_the_hypervolume_or_the_model(tmp_path):
+    random_study = study_file(tmp_path, "{type: random, n_trials: 3}")
+    out = tmp_path / "r.json"
+    code = (
+        "import sys\n"
+        "from somatize.cli import main\n"
+        "sys.argv = ['somatize'] + sys.argv[1:]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = {'moocore', 'somatize.hypervolume', 'somatize.samplers.multiobjective', 'skopt'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    for argv in (["run", random_study, "-o", out, "-q"], ["validate", random_study], ["best", out], ["show", out]):
+        done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], check=False, capture_output=True, text=True)
+        assert done.returncode == 0, (argv, done.stderr[-2000:])
+
+
+def test_the_report_shows_the_front_and_its_hypervolume_against_trials(tmp_path):
+    pytest.importorskip("plotly")
+    out, page = tmp_path / "r.json", tmp_path / "r.html"
+    assert run(study_file(tmp_path, "{type: random, n_trials: 10}"), "-o", out, "-q").exit_code == 0
+    result = cli.invoke(app, ["report", str(out), "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert 'id="pareto-plot"' in html and 'id="hypervolume-plot"' in html
+    assert "hypervolume it dominates after each trial" in html
