@@ -194,3 +194,16 @@ def test_the_report_shows_the_front_and_its_hypervolume_against_trials(tmp_path)
     html = page.read_text()
     assert 'id="pareto-plot"' in html and 'id="hypervolume-plot"' in html
     assert "hypervolume it dominates after each trial" in html
+
+
+def test_a_constraint_on_a_metric_keeps_the_search_and_the_front_feasible(tmp_path):
+    # f1 is smallest at x = 0, where the front's best f1 lies; x < 0.3 breaks the constraint.
+    out = tmp_path / "r.json"
+    study = study_file(tmp_path, "{type: bayesian, n_trials: 20, n_initial: 6}", extra="constraints:\n  - f1 >= 0.3\n")
+    result = run(study, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    feasible = {t["id"]: t["feasible"] for t in data["trials"]}
+    assert data["pareto_front"] and all(feasible[i] for i in data["pareto_front"])
+    searched = [t for t in data["trials"] if t["number"] >= 6]
+    assert sum(not t["feasible"] for t in searched) <= 3, [t["params"]["x"] for t in searched]
