@@ -750,7 +750,10 @@ class BayesianSampler(Sampler):
     def hold(self, params: dict[str, Any]) -> None:
         """Running elsewhere: pending, as this sampler's own proposals in flight are."""
         super().hold(params)
-        self._pending[self.space.key(params)] = self._to_point(params) or []
+        key = self.space.key(params)
+        self._pending[key] = self._to_point(params) or []
+        if key in self._repeats:  # a point evaluated before, running again: `_replicate`'s repeat, asked elsewhere
+            self._replicated = True
 
     # Learning ---------------------------------------------------------------------
 
