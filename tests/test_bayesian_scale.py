@@ -181,7 +181,8 @@ def test_a_long_bayesian_study_resumes_with_a_valid_continuation(small_limits: N
     assert resumed.exit_code == 0, resumed.output
     trials = json.loads(out.read_text())["trials"]
     assert [t["number"] for t in trials] == list(range(46))
-    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 46
+    keys = [json.dumps(t["params"], sort_keys=True) for t in trials]
+    assert len(keys) - len(set(keys)) <= 1  # at most noise: auto's one deliberate repeat (bayesian.py `_replicate`)
     assert all(t["state"] == "completed" for t in trials)
 
 
