@@ -390,7 +390,8 @@ def test_bayesian_with_trials_in_flight_and_constraints_never_repeats_a_point(no
     sampler = make_sampler(strategy, space, Objective("loss"), 4, [constraint])
     StudyRunner(study, sampler, LatencyExecutor(), seed=4, parallel=3).run()
     xs = [t.params["x"] for t in study.trials]
-    assert len(xs) == 10 and len(set(xs)) == 10
+    # noise: auto evaluates its best initial point once more, by design (bayesian.py `_replicate`): no other repeat.
+    assert len(xs) == 10 and len(xs) - len(set(xs)) <= (0 if noise == "none" else 1)
     assert study.best_trial().feasible is True
 
 

@@ -919,8 +919,9 @@ def best(
             return
         metric = _check_objective(study, objective)
         trial = study.best_trial(metric)
-        if trial is None:
-            _say(f"somatize: {_none_best(study)} in {results}")
+        if trial is None:  # the reason needs every trial, which a file read for `best` alone has not given
+            whole = study if results == "-" else _load_results(results)
+            _say(f"somatize: {_none_best(whole)} in {results}")
             raise typer.Exit(EXIT_NO_RESULT)
         best_observed = trial
         recommended = None if observed or metric not in (None, study.primary.metric) else study.recommended_trial()
