@@ -138,19 +138,7 @@ class Journal:
         self._size = whole
 
     def _append(self, record: Mapping[str, Any]) -> None:
-        fd = self._open()
-        line = (_encode_line(record) + "\n").encode("utf-8")
-        try:
-            write_all(fd, line)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self._size)  # frees space: works on a full disk too
-                if self._size == 0:  # not even the header: no journal to keep
-                    os.unlink(self.path)
-            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._size += len(line)
-        if self._syncer is not None:
-            self._syncer.written()
+        self._write((_encode_line(record) + "\n").encode("utf-8"))
 
     def close(self) -> None:
         """Close the journal, first making every line durable (with `sync`)."""
