@@ -26,6 +26,7 @@ gradients alive far from the incumbent where the plain values underflow to 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -309,24 +310,10 @@ class AcquisitionSearch:
         cols = self._columns
         if not cols or not posterior.has_gradients:
             return starts
-
-        def negative(free: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
-            x = start.copy()
-            x[cols] = free
-            value, grad = self._value_and_gradient(posterior, kind, best, x[None])
-            return -float(value[0]), -grad[0, cols]
-
-        found = starts.copy()
-        for row, start in enumerate(starts):
-            result = minimize(
-                negative, start[cols], args=(start,), jac=True, method="L-BFGS-B",
-                bounds=[(0.0, 1.0)] * len(cols), options={"maxiter": LOCAL_ITERATIONS, "gtol": LOCAL_GTOL},
-            )  # fmt: skip
-            found[row, cols] = np.clip(result.x, 0.0, 1.0)
-        # Keep a start where the search made it worse (it cannot, but rounding can).
-        before = self._value(posterior, kind, best, starts)
-        after = self._value(posterior, kind, best, found)
-        return np.where((after >= before)[:, None], found, starts)
+        return climb(
+            lambda X: self._value_and_gradient(posterior, kind, best, X),
+            lambda X: self._value(posterior, kind, best, X), starts, cols,
+        )  # fmt: skip
 
     def _sweep(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:
         """Snap every point onto the space, then settle each integer and categorical
@@ -364,6 +351,32 @@ class AcquisitionSearch:
         if type(dim).__name__ == "Categorical":
             return list(dim.categories)
         return list(range(int(dim.low), int(dim.high) + 1))
+
+
+def climb(
+    value_and_gradient: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    value: Callable[[np.ndarray], np.ndarray], starts: np.ndarray, cols: list[int],
+) -> np.ndarray:
+    """L-BFGS-B from each start (rows in the unit cube) over the columns `cols`, maximising an
+    acquisition given with its exact gradient; a start the search made worse is kept (it cannot,
+    but rounding can). A non-finite value (a log acquisition far from anything) reads as the worst."""
+
+    def negative(free: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
+        x = start.copy()
+        x[cols] = free
+        got, grad = value_and_gradient(x[None])
+        if not np.isfinite(got[0]):
+            return 1e300, np.zeros(len(cols))
+        return -float(got[0]), -grad[0, cols]
+
+    found = starts.copy()
+    for row, start in enumerate(starts):
+        result = minimize(
+            negative, start[cols], args=(start,), jac=True, method="L-BFGS-B",
+            bounds=[(0.0, 1.0)] * len(cols), options={"maxiter": LOCAL_ITERATIONS, "gtol": LOCAL_GTOL},
+        )  # fmt: skip
+        found[row, cols] = np.clip(result.x, 0.0, 1.0)
+    return np.where((value(found) >= value(starts))[:, None], found, starts)
 
 
 class Hedge:

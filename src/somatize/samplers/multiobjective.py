@@ -42,12 +42,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import log_ndtr, logsumexp
 
 from ..space import SearchSpace
 from ..study import Objective, Trial
-from .acquisition import ACQ_POINTS, LOCAL_GTOL, LOCAL_ITERATIONS, AcquisitionSearch, Posterior, _log_h
+from .acquisition import ACQ_POINTS, AcquisitionSearch, Posterior, _log_h, climb
 from .bayesian import BayesianSampler
 
 # The reference point, in each model's units: the front's worst value plus this
@@ -225,24 +224,7 @@ class FrontSearch(AcquisitionSearch):
         cols = self._columns
         if not cols or not acquisition.has_gradients:
             return starts
-
-        def negative(free: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
-            x = start.copy()
-            x[cols] = free
-            value, grad = acquisition.value_and_gradient(x[None])
-            if not np.isfinite(value[0]):
-                return 1e300, np.zeros(len(cols))
-            return -float(value[0]), -grad[0, cols]
-
-        found = starts.copy()
-        for row, start in enumerate(starts):
-            result = minimize(
-                negative, start[cols], args=(start,), jac=True, method="L-BFGS-B",
-                bounds=[(0.0, 1.0)] * len(cols), options={"maxiter": LOCAL_ITERATIONS, "gtol": LOCAL_GTOL},
-            )  # fmt: skip
-            found[row, cols] = np.clip(result.x, 0.0, 1.0)
-        better = acquisition(found) >= acquisition(starts)
-        return np.where(better[:, None], found, starts)
+        return climb(acquisition.value_and_gradient, acquisition, starts, cols)
 
     def _snap(self, xs: np.ndarray) -> np.ndarray:
         return np.asarray(self.space.transform(self.space.inverse_transform(xs)), dtype=float)
