@@ -405,3 +405,26 @@ def test_the_report_draws_infeasible_trials_apart(tmp_path):
     html = page.read_text()
     assert "infeasible (broke a constraint on metrics)" in html
     assert f"{infeasible} of them infeasible" in html
+
+
+def test_the_results_file_written_while_a_study_runs_never_names_an_infeasible_trial_best(tmp_path):
+    import time
+
+    from somatize.events import TrialCompleted
+    from somatize.storage.results import PeriodicResults
+    from somatize.study import Trial, TrialState
+
+    space = SearchSpace.from_spec({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    constraint = parse_constraint("latency_ms <= 50", ["x"], ["latency_ms"])
+    study = Study("p", space, [Objective("loss")], {"type": "random"}, metrics=("latency_ms",),
+                  outcome_constraints=(constraint,))
+    path = tmp_path / "r.json"
+    periodic = PeriodicResults(study, path, every_seconds=0)
+    lucky = Trial(0, {"x": 0.1}, TrialState.COMPLETED, values={"loss": 0.01, "latency_ms": 80.0})
+    study.judge(lucky)
+    periodic(TrialCompleted(trial_id=lucky.id, values=lucky.values, trial=lucky))  # the first write starts here
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    data = json.loads(path.read_text())
+    assert data["trials"][0]["feasible"] is False and data["best_trial"] is None
