@@ -444,3 +444,23 @@ def test_a_told_trial_breaking_a_constraint_on_a_metrics_entry_is_completed_but_
     assert trials[slow["trial_id"]]["values"]["latency_ms"] == 80
     assert trials[fast["trial_id"]]["feasible"] is True
     assert json.loads(results.read_text())["best_trial"]["id"] == fast["trial_id"]
+
+
+def test_a_joined_run_keeps_each_trials_output_and_gives_it_its_own_slot(tmp_path):
+    (tmp_path / "printing.py").write_text(
+        "import os\n\ndef objective(params):\n    print('slot', os.environ.get('SOMATIZE_SLOT'))\n    return params['x']\n"
+    )
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: shared\nseed: 3\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+        "strategy: {type: random, n_trials: 3}\nobjective: {metric: loss}\n"
+        "resources: {slots: [left, right]}\nexecutor: {function: printing:objective}\n"
+    )
+    results = tmp_path / "r.json"
+    outcome = invoke("run", study, "-o", results, "--join", "-q", "-j", 2)
+    assert outcome.exit_code == 0, outcome.output
+    trials = trials_of(results)
+    assert len(trials) == 3 and all(t["slot"] in ("left", "right") for t in trials)
+    for trial in trials:
+        printed = (tmp_path / trial["log_dir"] / "stdout.txt").read_text()
+        assert printed.strip() == f"slot {trial['slot']}"
