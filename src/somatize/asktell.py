@@ -309,9 +309,14 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
     trials = state.sorted_trials()
     finished = [t for t in trials if t.state.is_finished()]
     running = [t for t in trials if t.state is TrialState.RUNNING]
-    sampler = make_sampler(config.strategy, config.space, config.objectives, config.seed, config.outcome_constraints)
+    strategy = make_sampler(config.strategy, config.space, config.objectives, config.seed, config.outcome_constraints)
     if warm is not None:
-        sampler.warm_from(warm)
+        strategy.warm_from(warm)
+    sampler = strategy
+    if config.enqueue:  # `enqueue:` first, as `run` does: a set finished or running anywhere is not handed out again
+        from .samplers.queued import QueuedSampler
+
+        sampler = QueuedSampler(strategy, config.enqueue)
     stop = _stop(config, finished, len(running), sampler.total)
     if stop is not None:
         raise stop
@@ -327,7 +332,7 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
         raise NothingToAsk("nothing left to ask: every parameter set of the space was asked", "exhausted")
     trial = Trial(number, params, started_at=now, trial_seed=derive_trial_seed(config.seed, number),
                   lease_seconds=lease, lease_until=now + lease)
-    return trial, sampler
+    return trial, strategy
 
 
 def _clean(journal: SharedJournal) -> None:
