@@ -162,6 +162,32 @@ def test_processes_asking_at_once_get_each_enqueued_set_once(tmp_path):
     assert len(set(params)) == 4
 
 
+# What a cold random or grid `ask` and a `tell` must not import: the model, the UI, the cluster, numpy.
+HEAVY = ("numpy", "skopt", "sklearn", "scipy", "rich", "dask", "distributed", "plotly", "mlflow", "somatize.runner")
+
+
+def imported_by(*argv: object, cwd: Path) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The modules a fresh `somatize` process imports, from `python -X importtime` (one line per import)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "somatize", *map(str, argv)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=120, check=False)
+    names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "somatize.cli" in names, done.stderr[-2000:]  # the parse found the imports
+    return names, done
+
+
+@pytest.mark.parametrize("strategy", ["random", "grid"])
+def test_a_cold_ask_and_tell_import_no_model_ui_or_numpy(tmp_path, strategy):
+    study, results = study_file(tmp_path, strategy, n_trials=5), tmp_path / "r.json"
+    names, done = imported_by("ask", study, "-o", results, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trial = json.loads(done.stdout)
+    assert {n for n in names if n.split(".")[0] in HEAVY or n in HEAVY} == set()
+    names, done = imported_by("tell", results, trial["trial_id"], "--value", "1", "--metric", "size=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {n for n in names if n.split(".")[0] in HEAVY or n in HEAVY} == set()
+    assert [t["state"] for t in trials_of(results)] == ["completed"]
+
+
 def test_ask_refuses_a_bad_lease_and_a_changed_study(tmp_path):
     study, results = study_file(tmp_path), tmp_path / "r.json"
     one_line_error(invoke("ask", study, "-o", results, "--lease", "soon"), "--lease must be a positive duration")

@@ -26,7 +26,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .bounds import MetricLog, clip_text
 from .errors import NothingToAsk, ResultsFileError, UsageError
-from .events import FINISHED_TRIAL_EVENTS, Event
 from .samplers.base import Sampler
 from .space import SearchSpace
 from .storage.journal import JournalState, header_record, journal_exists, journal_path, spec_changes
@@ -38,6 +37,7 @@ from .study import MetricRecord, Objective, Study, Trial, TrialState, iso
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .events import Event
     from .studyfile.config import StudyConfig
 
 # The lease of an asked trial: a trial of a batch system (a Slurm job, a CI job) runs for minutes to
@@ -303,8 +303,8 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
                 warm: Sampler | None = None) -> tuple[Trial, Sampler]:
     """Propose the next trial from everything the journal holds, with a sampler built afresh (warmed from
     an earlier build, `warm`); NothingToAsk when there is none. The trial and the sampler."""
-    from .runner import derive_trial_seed
     from .samplers import make_sampler
+    from .samplers.streams import derive_trial_seed
 
     trials = state.sorted_trials()
     finished = [t for t in trials if t.state.is_finished()]
@@ -527,6 +527,8 @@ class JoinedStudy:
         return trial
 
     def __call__(self, event: Event) -> None:
+        from .events import FINISHED_TRIAL_EVENTS
+
         if not isinstance(event, FINISHED_TRIAL_EVENTS):
             return
         trial: Trial = event.trial  # type: ignore[attr-defined]

@@ -25,6 +25,19 @@ def _mix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def derive_trial_seed(study_seed: int | None, number: int) -> int:
+    """A stable 31-bit seed per trial, independent of how many trials ran before.
+
+    SplitMix64's finaliser over (study seed, number): well mixed, and plain
+    integer arithmetic, which is cheaper than a hash on the per-trial path.
+    """
+    base = 0 if study_seed is None else study_seed + 1
+    z = (base * 0x9E3779B97F4A7C15 + (number + 1) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return (z ^ (z >> 31)) & 0x7FFFFFFF
+
+
 # PCG64's multiplier (O'Neill's 128-bit LCG constant, numpy's PCG_DEFAULT_MULTIPLIER_128).
 _MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645
 _U128 = (1 << 128) - 1
