@@ -206,7 +206,8 @@ def _planned(study: Study) -> int | None:
         from .samplers.grid import DEFAULT_POINTS_PER_DIM, GridSampler
 
         points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
-        return GridSampler(study.space, study.primary, strategy.get("n_trials"), None, points).total
+        # Seed 0: the size does not depend on it, and an unseeded sampler would draw fresh entropy (secrets).
+        return GridSampler(study.space, study.primary, strategy.get("n_trials"), 0, points).total
     size, n_trials = study.space.cardinality(), strategy.get("n_trials")
     if size is None or n_trials is None:
         return n_trials if size is None else size
