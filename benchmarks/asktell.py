@@ -1,15 +1,25 @@
 """Ask/tell latency and the throughput of many processes on one study (issue 19).
 
     nice -n 19 python benchmarks/asktell.py [--repeat 5] [--processes 8] [--trials 200]
+        [--src OLD/src --src src] [--bytecode]
 
 1. Per-call wall time of `somatize ask` and `somatize tell` (each a fresh
    process, as a shell loop or a Slurm task runs them) on a study that
    already has 10, 100 or 1,000 trials asked and told, for random, grid and
-   Bayesian search; and the same calls through the Python API in one
-   process (what a transaction costs without interpreter start and imports).
+   Bayesian search, with the CPU time (user + system) of those processes, which
+   a loaded machine inflates less than wall time; and the same calls through the
+   Python API in one process (what a transaction costs without interpreter start
+   and imports).
 2. Throughput: `--processes` processes, each looping ask -> tell through the
    Python API (tests/test_asktell.py's worker), on one study of `--trials`
    random-search trials: trials told per second.
+
+`--src` (repeatable) names the somatize source trees to measure, e.g. an earlier
+commit's from `git archive <commit> src | tar -x -C /tmp/old`: each row is measured
+for each tree in turn, on copies of one study, so a before/after comparison shares
+the machine's load. `--bytecode` lets Python keep compiled bytecode (in a temporary
+directory), as an installed package has it; without it the environment decides
+(PYTHONDONTWRITEBYTECODE=1 makes every process compile somatize from source).
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,8 +39,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(SRC))  # prefill's own imports: the newest tree
+
+
+def environment(src: Path, bytecode: Path | None = None) -> dict[str, str]:
+    """The environment of a process that runs somatize from `src`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    if bytecode is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(bytecode)
+    return env
+
+
+ENV = environment(SRC)
 
 STRATEGIES = {
     "random": "{type: random, n_trials: 100000}",
@@ -90,26 +113,38 @@ def prefill(study: Path, results: Path, trials: int) -> None:
     journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def cli_calls(study: Path, results: Path, repeat: int) -> tuple[float, float]:
-    asks, tells = [], []
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall and CPU (user + system) seconds of one process, and its standard output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, out.stdout
+
+
+def cli_calls(study: Path, results: Path, repeat: int, env: dict[str, str] = ENV) -> dict[str, float]:
+    """Medians of `repeat` ask -> tell rounds in fresh processes: wall and CPU seconds of each."""
+    times: dict[str, list[float]] = {"ask": [], "tell": [], "ask_cpu": [], "tell_cpu": []}
     base = [sys.executable, "-m", "somatize"]
     for _ in range(repeat):
-        started = time.perf_counter()
-        out = subprocess.run([*base, "ask", str(study), "-o", str(results)], capture_output=True, text=True,
-                             check=True, env=ENV)
-        asks.append(time.perf_counter() - started)
-        trial = json.loads(out.stdout)["trial_id"]
-        started = time.perf_counter()
-        subprocess.run([*base, "tell", str(results), trial, "--value", "1.5"], check=True, env=ENV)
-        tells.append(time.perf_counter() - started)
-    return statistics.median(asks), statistics.median(tells)
+        wall, cpu, out = timed([*base, "ask", str(study), "-o", str(results)], env)
+        times["ask"].append(wall)
+        times["ask_cpu"].append(cpu)
+        wall, cpu, _ = timed([*base, "tell", str(results), json.loads(out)["trial_id"], "--value", "1.5"], env)
+        times["tell"].append(wall)
+        times["tell_cpu"].append(cpu)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def api_calls(study: Path, results: Path, repeat: int) -> tuple[float, float]:
+API = textwrap.dedent(
+    """\
+    import json, statistics, sys, time
+    from pathlib import Path
     from somatize.asktell import ask, read_header, tell, told_outcome
     from somatize.studyfile import load_study
 
-    config = load_study(str(study))
+    config, results, repeat = load_study(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     ask(config, results)  # imports (skopt for Bayesian) outside the timing; this trial stays running
     asks, tells = [], []
     for _ in range(repeat):
@@ -119,15 +154,26 @@ def api_calls(study: Path, results: Path, repeat: int) -> tuple[float, float]:
         started = time.perf_counter()
         tell(results, trial.id, told_outcome(read_header(results), value="1.5"))
         tells.append(time.perf_counter() - started)
-    return statistics.median(asks), statistics.median(tells)
+    print(json.dumps([statistics.median(asks), statistics.median(tells)]))
+    """
+)
 
 
-def throughput(directory: Path, processes: int, trials: int) -> float:
+def api_calls(study: Path, results: Path, repeat: int, env: dict[str, str] = ENV) -> tuple[float, float]:
+    """Medians of `repeat` ask -> tell rounds through the Python API, in one process that has imported
+    everything (a process of its own, so that each source tree is measured with its own code)."""
+    out = subprocess.run([sys.executable, "-c", API, str(study), str(results), str(repeat)], capture_output=True,
+                         text=True, check=True, env=env)
+    ask_time, tell_time = json.loads(out.stdout)
+    return ask_time, tell_time
+
+
+def throughput(directory: Path, processes: int, trials: int, src: Path = SRC) -> float:
     study, results = study_file(directory, "random", trials), directory / "throughput.json"
     worker = directory / "worker.py"
     worker.write_text(WORKER)
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, str(worker), str(study), str(results), str(SRC)])
+    procs = [subprocess.Popen([sys.executable, str(worker), str(study), str(results), str(src)])
              for _ in range(processes)]
     for proc in procs:
         proc.wait()
@@ -143,33 +189,57 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--sizes", default="random:10,random:1000,grid:10,grid:1000,bayesian:10,bayesian:100")
+    parser.add_argument("--src", type=Path, action="append", default=None,
+                        help="a somatize source tree to measure (repeatable; default: this checkout's src)")
+    parser.add_argument("--bytecode", action="store_true", help="let Python keep compiled bytecode, as installed")
+    parser.add_argument("--no-throughput", action="store_true")
     args = parser.parse_args()
+    sources = [src.resolve() for src in args.src or [SRC]]
+    with tempfile.TemporaryDirectory() as cache:
+        envs = {src: environment(src, Path(cache) / str(i) if args.bytecode else None) for i, src in enumerate(sources)}
+        measure(args, sources, envs)
+
+
+def measure(args: argparse.Namespace, sources: list[Path], envs: dict[Path, dict[str, str]]) -> None:
     print(f"load average before: {os.getloadavg()}")
+    print(f"bytecode kept: {'yes' if args.bytecode else os.environ.get('PYTHONDONTWRITEBYTECODE') != '1'}")
     # The floor every CLI call pays on this machine at this load: an interpreter, then somatize's CLI.
-    floors = []
-    for argv in ([sys.executable, "-c", "pass"], [sys.executable, "-m", "somatize", "--version"]):
-        times = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            subprocess.run(argv, check=True, env=ENV, stdout=subprocess.DEVNULL)
-            times.append(time.perf_counter() - started)
-        floors.append(statistics.median(times))
-    print(f"floor: python -c pass {floors[0] * 1000:.0f} ms, somatize --version {floors[1] * 1000:.0f} ms")
-    print("| strategy | trials in the study | `ask` (CLI) | `tell` (CLI) | ask (API) | tell (API) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for src in sources:
+        env = envs[src]
+        subprocess.run([sys.executable, "-m", "somatize", "--version"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)  # compiles the bytecode, with --bytecode
+        floors = []
+        for argv in ([sys.executable, "-c", "pass"], [sys.executable, "-m", "somatize", "--version"]):
+            runs = [timed(argv, env) for _ in range(args.repeat)]
+            floors.append((statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
+        print(f"floor ({src}): python -c pass {floors[0][0] * 1000:.0f} ms (CPU {floors[0][1] * 1000:.0f}), "
+              f"somatize --version {floors[1][0] * 1000:.0f} ms (CPU {floors[1][1] * 1000:.0f})")
+    print("| strategy | trials in the study | source | `ask` (CLI) | `tell` (CLI) | ask CPU | tell CPU "
+          "| ask (API) | tell (API) |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for item in args.sizes.split(","):
         strategy, size = item.split(":")
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp)
-            study, results = study_file(directory, strategy), directory / "r.json"
-            prefill(study, results, int(size))
-            ask_cli, tell_cli = cli_calls(study, results, args.repeat)
-            ask_api, tell_api = api_calls(study, results, args.repeat)
-        print(f"| {strategy} | {size} | {ask_cli * 1000:.0f} ms | {tell_cli * 1000:.0f} ms "
-              f"| {ask_api * 1000:.0f} ms | {tell_api * 1000:.0f} ms |", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        rate = throughput(Path(tmp), args.processes, args.trials)
-    print(f"\n{args.processes} processes looping ask -> tell on {args.trials} random trials: {rate:.1f} trials/s")
+            template = directory / "template"
+            template.mkdir()
+            study = study_file(template, strategy)
+            prefill(study, template / "r.json", int(size))
+            for i, src in enumerate(sources):
+                copy = directory / f"copy{i}"
+                shutil.copytree(template, copy)
+                cli = cli_calls(copy / study.name, copy / "r.json", args.repeat, envs[src])
+                ask_api, tell_api = api_calls(copy / study.name, copy / "r.json", args.repeat, envs[src])
+                name = src.parent.name if src.name == "src" else src.name
+                print(f"| {strategy} | {size} | {name} | {cli['ask'] * 1000:.0f} ms | {cli['tell'] * 1000:.0f} ms "
+                      f"| {cli['ask_cpu'] * 1000:.0f} ms | {cli['tell_cpu'] * 1000:.0f} ms "
+                      f"| {ask_api * 1000:.0f} ms | {tell_api * 1000:.0f} ms |", flush=True)
+    if not args.no_throughput:
+        for src in sources:
+            with tempfile.TemporaryDirectory() as tmp:
+                rate = throughput(Path(tmp), args.processes, args.trials, src)
+            print(f"\n{args.processes} processes looping ask -> tell on {args.trials} random trials ({src}): "
+                  f"{rate:.1f} trials/s")
     print(f"load average after: {os.getloadavg()}")
 
 

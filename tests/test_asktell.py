@@ -124,6 +124,70 @@ def test_grid_asks_every_point_once_then_exits_3(tmp_path):
     assert outcome.exit_code == 3 and len(asked) == len(set(asked)) == 12
 
 
+ENQUEUED = "enqueue:\n  - {x: 1.5, k: bb}\n  - {x: -2.0, k: a}\n"
+
+
+def test_ask_hands_out_the_enqueued_sets_first_in_order_then_the_strategy(tmp_path):
+    study, results = study_file(tmp_path, n_trials=4, extra=ENQUEUED), tmp_path / "r.json"
+    first, second = ask(study, results), ask(study, results)
+    assert [first["params"], second["params"]] == [{"x": 1.5, "k": "bb"}, {"x": -2.0, "k": "a"}]
+    assert invoke("tell", results, first["trial_id"], "--value", 0.25, "--metric", "size=2").exit_code == 0
+    third, fourth = ask(study, results)["params"], ask(study, results)["params"]  # the strategy's, as run's
+    ran = tmp_path / "ran.json"
+    assert invoke("run", study, "-o", ran, "-q").exit_code == 0
+    assert [first["params"], second["params"], third, fourth] == [t["params"] for t in trials_of(ran)]
+    outcome = invoke("ask", study, "-o", results)  # the enqueued sets count in the budget
+    assert outcome.exit_code == 3, outcome.output
+
+
+def test_an_enqueued_set_is_asked_again_only_once_its_trial_went_stale(tmp_path):
+    study, results = study_file(tmp_path, n_trials=5, extra=ENQUEUED), tmp_path / "r.json"
+    first = ask(study, results, "--lease", "1s")
+    assert first["params"] == {"x": 1.5, "k": "bb"}
+    time.sleep(1.0)  # its lease runs out: its slot, and its set, go back
+    assert ask(study, results)["params"] == {"x": 1.5, "k": "bb"}
+    assert ask(study, results)["params"] == {"x": -2.0, "k": "a"}
+    assert ask(study, results)["params"] not in ({"x": 1.5, "k": "bb"}, {"x": -2.0, "k": "a"})
+
+
+def test_processes_asking_at_once_get_each_enqueued_set_once(tmp_path):
+    study, results = study_file(tmp_path, n_trials=6, extra=ENQUEUED), tmp_path / "r.json"
+    argv = [sys.executable, "-m", "somatize", "ask", study, "-o", results]
+    procs = [subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    asked = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
+    assert sorted(t["number"] for t in asked) == [0, 1, 2, 3]
+    params = [json.dumps(t["params"], sort_keys=True) for t in sorted(asked, key=lambda t: t["number"])]
+    assert params[:2] == [json.dumps({"k": "bb", "x": 1.5}), json.dumps({"k": "a", "x": -2.0})]
+    assert len(set(params)) == 4
+
+
+# What a cold random or grid `ask` and a `tell` must not import: the model, the UI, the cluster, numpy.
+HEAVY = ("numpy", "skopt", "sklearn", "scipy", "rich", "dask", "distributed", "plotly", "mlflow", "somatize.runner")
+
+
+def imported_by(*argv: object, cwd: Path) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The modules a fresh `somatize` process imports, from `python -X importtime` (one line per import)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "somatize", *map(str, argv)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=120, check=False)
+    names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "somatize.cli" in names, done.stderr[-2000:]  # the parse found the imports
+    return names, done
+
+
+@pytest.mark.parametrize("strategy", ["random", "grid"])
+def test_a_cold_ask_and_tell_import_no_model_ui_or_numpy(tmp_path, strategy):
+    study, results = study_file(tmp_path, strategy, n_trials=5), tmp_path / "r.json"
+    names, done = imported_by("ask", study, "-o", results, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trial = json.loads(done.stdout)
+    assert {n for n in names if n.split(".")[0] in HEAVY or n in HEAVY} == set()
+    names, done = imported_by("tell", results, trial["trial_id"], "--value", "1", "--metric", "size=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {n for n in names if n.split(".")[0] in HEAVY or n in HEAVY} == set()
+    assert [t["state"] for t in trials_of(results)] == ["completed"]
+
+
 def test_ask_refuses_a_bad_lease_and_a_changed_study(tmp_path):
     study, results = study_file(tmp_path), tmp_path / "r.json"
     one_line_error(invoke("ask", study, "-o", results, "--lease", "soon"), "--lease must be a positive duration")

@@ -660,6 +660,58 @@ def test_an_interrupt_while_waiting_for_a_trial_stops_it_on_its_worker(cluster: 
     assert not (tmp_path / "0.finished").exists()
 
 
+class PruneAtOnce(FakeReporter):
+    def should_prune(self) -> bool:
+        return bool(self.records)  # the first step's report prunes the trial
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie left to a parent that does not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="setsid(1) and /proc")
+@pytest.mark.parametrize("how", ["pruned", "interrupted"])
+def test_a_setsid_child_of_a_shell_trial_on_a_worker_ends_with_the_trial(
+    cluster: Cluster, tmp_path: Path, how: str
+) -> None:
+    command = (
+        "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > escaped; "
+        "echo '{{\"step\": 0, \"loss\": 1}}'; sleep 300"
+    )
+    executor = DaskExecutor(cluster.address, functools.partial(ShellExecutor, command, ["loss"], tmp_path, {}, 120.0))
+    escaped = tmp_path / "escaped"
+    outcomes: list[Any] = []
+    try:
+        if how == "pruned":
+            outcomes.append(executor.run(request({}), PruneAtOnce()))
+        else:
+            runner = threading.Thread(target=lambda: outcomes.append(executor.run(request({}), FakeReporter())))
+            runner.start()
+            deadline = time.monotonic() + 30
+            while not escaped.exists():
+                assert time.monotonic() < deadline, "the trial did not start"
+                time.sleep(0.05)
+            time.sleep(0.2)  # its report is out: the trial is past its start
+            executor.cancel()
+            runner.join(30)
+    finally:
+        executor.close()
+    expected = Pruned(0, "pruned at step 0") if how == "pruned" else Failed("cancelled: the study was interrupted")
+    assert outcomes == [expected]
+    pid = int(escaped.read_text())
+    deadline = time.monotonic() + 10  # the sleep had 300 s to go
+    while _running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the trial's setsid child {pid} outlived the {how} trial on its worker")
+        time.sleep(0.05)
+
+
 def test_cancel_makes_waiting_runs_return(cluster: Cluster) -> None:
     # Last in the file: the cancelled naps keep the workers busy until they end (Dask cannot stop a running task).
     executor = executor_for(cluster, "dask_objectives:nap")

@@ -126,3 +126,22 @@ def test_space_cardinality():
     assert MIXED.cardinality() is None
     assert SearchSpace((IntDimension("a", 0, 9, step=3), CategoricalDimension("b", (1, 2)))).cardinality() == 8
     assert math.isclose(FloatDimension("x", 0, 1, scale="linear").from_unit(0.5), 0.5)
+
+
+@pytest.mark.parametrize("entropy", [0, 7, 2**64 - 1, 0x1234_5678_9ABC_DEF0])
+def test_random_search_draws_are_numpys_draw_for_draw(entropy):
+    """The random sampler's plain-integer stream (no numpy import) is the numpy Generator of the trial's
+    stream, doubles and integers interleaved, so seeded studies propose what they always did."""
+    from somatize.samplers.streams import TrialStreams, UnitDraws
+
+    streams = TrialStreams(entropy)
+    for number in (0, 1, 63, 10_000):
+        ours, numpys = UnitDraws(entropy, number), streams.at(number)
+        mine = [*ours.random(5), ours.integers(6), ours.integers(10**12), *ours.random(3), ours.integers(2)]
+        theirs = [*numpys.random(5).tolist(), int(numpys.integers(6)), int(numpys.integers(10**12)),
+                  *numpys.random(3).tolist(), int(numpys.integers(2))]  # fmt: skip
+        assert mine == theirs
+    sampler = make_sampler({"type": "random", "n_trials": 5}, MIXED, Objective("y"), entropy)
+    assert [sampler.propose(i) for i in range(5)] == [
+        MIXED.from_unit(streams.at(i).random(len(MIXED)).tolist()) for i in range(5)
+    ]

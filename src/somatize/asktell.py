@@ -26,7 +26,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .bounds import MetricLog, clip_text
 from .errors import NothingToAsk, ResultsFileError, UsageError
-from .events import FINISHED_TRIAL_EVENTS, Event
 from .samplers.base import Sampler
 from .space import SearchSpace
 from .storage.journal import JournalState, header_record, journal_exists, journal_path, spec_changes
@@ -38,6 +37,7 @@ from .study import MetricRecord, Objective, Study, Trial, TrialState, iso
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .events import Event
     from .studyfile.config import StudyConfig
 
 # The lease of an asked trial: a trial of a batch system (a Slurm job, a CI job) runs for minutes to
@@ -206,7 +206,8 @@ def _planned(study: Study) -> int | None:
         from .samplers.grid import DEFAULT_POINTS_PER_DIM, GridSampler
 
         points = strategy.get("points_per_dim", DEFAULT_POINTS_PER_DIM)
-        return GridSampler(study.space, study.primary, strategy.get("n_trials"), None, points).total
+        # Seed 0: the size does not depend on it, and an unseeded sampler would draw fresh entropy (secrets).
+        return GridSampler(study.space, study.primary, strategy.get("n_trials"), 0, points).total
     size, n_trials = study.space.cardinality(), strategy.get("n_trials")
     if size is None or n_trials is None:
         return n_trials if size is None else size
@@ -303,15 +304,20 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
                 warm: Sampler | None = None) -> tuple[Trial, Sampler]:
     """Propose the next trial from everything the journal holds, with a sampler built afresh (warmed from
     an earlier build, `warm`); NothingToAsk when there is none. The trial and the sampler."""
-    from .runner import derive_trial_seed
     from .samplers import make_sampler
+    from .samplers.streams import derive_trial_seed
 
     trials = state.sorted_trials()
     finished = [t for t in trials if t.state.is_finished()]
     running = [t for t in trials if t.state is TrialState.RUNNING]
-    sampler = make_sampler(config.strategy, config.space, config.objectives, config.seed, config.outcome_constraints)
+    strategy = make_sampler(config.strategy, config.space, config.objectives, config.seed, config.outcome_constraints)
     if warm is not None:
-        sampler.warm_from(warm)
+        strategy.warm_from(warm)
+    sampler = strategy
+    if config.enqueue:  # `enqueue:` first, as `run` does: a set finished or running anywhere is not handed out again
+        from .samplers.queued import QueuedSampler
+
+        sampler = QueuedSampler(strategy, config.enqueue)
     stop = _stop(config, finished, len(running), sampler.total)
     if stop is not None:
         raise stop
@@ -327,7 +333,7 @@ def _next_trial(config: StudyConfig, state: JournalState, lease: float, now: flo
         raise NothingToAsk("nothing left to ask: every parameter set of the space was asked", "exhausted")
     trial = Trial(number, params, started_at=now, trial_seed=derive_trial_seed(config.seed, number),
                   lease_seconds=lease, lease_until=now + lease)
-    return trial, sampler
+    return trial, strategy
 
 
 def _clean(journal: SharedJournal) -> None:
@@ -522,6 +528,8 @@ class JoinedStudy:
         return trial
 
     def __call__(self, event: Event) -> None:
+        from .events import FINISHED_TRIAL_EVENTS
+
         if not isinstance(event, FINISHED_TRIAL_EVENTS):
             return
         trial: Trial = event.trial  # type: ignore[attr-defined]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .executors.base import Executor
 from .executors.processes import thread_limits
-from .runner import StopConditions
 from .space import SearchSpace
 from .studyfile.config import StudyConfig
 from .study import Study
+
+if TYPE_CHECKING:
+    from .runner import StopConditions
 
 
 def build_study(config: StudyConfig) -> Study:
@@ -63,6 +65,8 @@ def executor_recipe(config: StudyConfig, jobs: int) -> Callable[[], Executor]:
 
 
 def stop_conditions(config: StudyConfig) -> StopConditions:
+    from .runner import StopConditions  # here: `ask` builds a study with this module, and never runs one
+
     target_metric, target_value = config.target if config.target else (None, None)
     return StopConditions(
         target_metric=target_metric,

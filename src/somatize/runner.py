@@ -30,6 +30,7 @@ from .events import (
 from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialRequest, failure
 from .pruners.base import Pruner
 from .samplers.base import Sampler
+from .samplers.streams import derive_trial_seed  # defined there, beside the streams, for ask (no runner import)
 from .study import MetricRecord, Recommendation, Study, Trial, TrialState
 
 if TYPE_CHECKING:
@@ -47,22 +48,6 @@ class StopConditions:
     max_consecutive_failures: int | None = 5
     timeout: float | None = None  # seconds of wall time for the whole study
     retries: int = 0  # re-runs of a failed trial with the same params
-
-
-_U64 = 0xFFFFFFFFFFFFFFFF
-
-
-def derive_trial_seed(study_seed: int | None, number: int) -> int:
-    """A stable 31-bit seed per trial, independent of how many trials ran before.
-
-    SplitMix64's finaliser over (study seed, number): well mixed, and plain
-    integer arithmetic, which is cheaper than a hash on the per-trial path.
-    """
-    base = 0 if study_seed is None else study_seed + 1
-    z = (base * 0x9E3779B97F4A7C15 + (number + 1) * 0xBF58476D1CE4E5B9) & _U64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
-    return (z ^ (z >> 31)) & 0x7FFFFFFF
 
 
 class TrialReporter:

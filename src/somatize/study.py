@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -286,6 +285,8 @@ class Recommendation:
 
 
 def new_study_id(name: str) -> str:
+    import secrets  # here: hmac and hashlib are a tenth of a cold `ask`'s imports otherwise
+
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 

@@ -22,11 +22,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import SomatizeError, UsageError
-from ..events import FINISHED_TRIAL_EVENTS, Event, StudyStarted
 from ..study import Objective, Study, Trial, TrialState
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 STDOUT = "stdout.txt"
 STDERR = "stderr.txt"
@@ -386,6 +388,8 @@ class TrialDirs:
             self._finish(trial)
 
     def __call__(self, event: Event) -> None:
+        from ..events import FINISHED_TRIAL_EVENTS, StudyStarted  # here: the study-file loader imports this module
+
         if isinstance(event, StudyStarted):
             return
         if isinstance(event, FINISHED_TRIAL_EVENTS) and event.trial is not None:  # type: ignore[attr-defined]

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 from ..errors import TrialPruned, UsageError
 from .base import Executor, Failed, Outcome, Pruned, Reporter, TrialRequest, failure
+from .processes import tagged_scope
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the scheduler before giving up
 CANCEL_CHECK = 0.5  # longest wait on a task without looking whether the executor was cancelled or closed
@@ -202,7 +203,9 @@ def run_on_worker(
             del _STOPPED[key]
             reporter.stop()
     try:
-        outcome: Outcome = _local_executor(recipe).run(request, reporter)
+        # Tagged, so that a shell trial's children that left its process group (setsid) end with it.
+        with tagged_scope(f"dask-{key or uuid.uuid4().hex}"):
+            outcome: Outcome = _local_executor(recipe).run(request, reporter)
     except TrialPruned as exc:  # as the runner does for local executors
         outcome = Pruned(exc.step, exc.reason)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: any error fails the trial

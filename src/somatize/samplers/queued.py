@@ -60,5 +60,11 @@ class QueuedSampler(Sampler):
         self._told.add(self.space.key(trial.params))
         self.inner.tell(trial)
 
+    def hold(self, params: dict[str, Any]) -> None:
+        # Running elsewhere (an asked trial, SPEC §8): taken from the queue like a finished one, and
+        # pending for the strategy's model.
+        self._told.add(self.space.key(params))
+        self.inner.hold(params)
+
     def recommend(self) -> Recommendation | None:
         return self.inner.recommend()

@@ -7,6 +7,7 @@ from typing import Any
 from ..space import SearchSpace
 from ..study import Objective
 from .base import Sampler, SeenKeys
+from .streams import UnitDraws
 
 # Draws before falling back to picking among the points not yet seen.
 REDRAWS = 64
@@ -115,13 +116,13 @@ class RandomSampler(Sampler):
     def propose(self, number: int) -> dict[str, Any] | None:
         if self.exhausted():
             return None
-        rng = self.rng_for(number)
+        rng = UnitDraws(self._entropy, number)  # numpy's draws, without importing numpy
         width = len(self.space)
         space = self.space
         checked = bool(space.constraints)
         draws = REDRAWS if not checked else CONSTRAINED_REDRAWS
         for _ in range(draws):
-            params = space.from_unit(rng.random(width).tolist())
+            params = space.from_unit(rng.random(width))
             key = space.key(params)
             if key not in self.seen and (not checked or space.feasible(params)):
                 self.seen.add(key)

@@ -18,14 +18,16 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputWriteError, ResultsFileError
-from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..space import SearchSpace
 from ..study import Study, Trial, TrialState
 from .paths import check_own_file
 from .results import TrialLines, check_trial, load_json, one_line, trial_line, write_all
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 JOURNAL_FORMAT = "somatize.journal"
 
@@ -104,6 +106,8 @@ class Journal:
             self._syncer.written()
 
     def __call__(self, event: Event) -> None:
+        from ..events import FINISHED_TRIAL_EVENTS  # not at the top: ask and tell never see an event
+
         if isinstance(event, FINISHED_TRIAL_EVENTS):
             trial = event.trial  # type: ignore[attr-defined]
             if self._lines is None:

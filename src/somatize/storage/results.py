@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputWriteError, ResultsFileError, SomatizeError
-from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial, TrialState
 from .paths import describe_non_regular, results_target, temp_prefix
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 # One encoder for every trial line: the C encoder (no indent), Python's default separators.
 _encode_trial = json.JSONEncoder(allow_nan=False, check_circular=False).encode  # plain trees: no cycles
@@ -307,6 +309,8 @@ class PeriodicResults:
         self._error: SomatizeError | None = None
 
     def __call__(self, event: Event) -> None:
+        from ..events import FINISHED_TRIAL_EVENTS  # not at the top: ask and tell never see an event
+
         if isinstance(event, FINISHED_TRIAL_EVENTS):
             trial: Trial = event.trial  # type: ignore[attr-defined]
             self.study.trials.append(trial)

@@ -7,7 +7,6 @@ keeps `somatize best --format params` quick to start.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -280,6 +279,8 @@ def _trials_csv(study: Study, trials: Sequence[Trial], dirs: Path | None = None)
     header, params = _columns(study, trials)
     if dirs is not None:
         header.append("log_dir")
+    import csv
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
