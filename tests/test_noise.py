@@ -306,7 +306,7 @@ def test_best_prints_the_recommendation_and_says_which_is_which(tmp_path: Path) 
     path, _ = noisy_results(tmp_path)
     table = best(str(path))
     assert table.exit_code == 0, table.stderr
-    assert "trial_0001  (recommended: best predicted mean)" in table.stdout
+    assert "trial_0001  (recommended: best predicted value)" in table.stdout
     assert "best observed  trial_0000: loss 0.1" in table.stdout and "--observed" in table.stdout
     assert "0.15 ± 0.02" in table.stdout
     observed = best(str(path), "--observed")

@@ -196,7 +196,7 @@ def _best_table(study: Study, trial: Trial, objective: str | None, best_observed
     # Plain aligned text: full-precision values, nothing to import, easy to copy from.
     chosen = study.objective(objective)
     recommendation = study.recommended if best_observed is not None else None
-    note = "  (recommended: best predicted mean)" if recommendation is not None else ""
+    note = "  (recommended: best predicted value)" if recommendation is not None else ""
     rows: list[tuple[str, str]] = [("study", study.name), ("trial", trial.id + note)]
     for obj in study.objectives:
         value = trial.values.get(obj.metric)
