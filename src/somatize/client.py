@@ -23,6 +23,7 @@ modules that cost well under a millisecond or two (no json, no pathlib).
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import sys
@@ -138,8 +139,8 @@ def served(argv: list[str]) -> int | None:
         request = _request(key, argv)
         if request is None:
             return None
+        fds = request["fds"] = [fd for fd in (0, 1, 2) if _open_fd(fd)]
         data = marshal.dumps(request)
-        fds = [fd for fd in (0, 1, 2) if _open_fd(fd)]
         socket.send_fds(conn, [len(data).to_bytes(HEADER, "big") + data], fds)
         return _wait(conn)
     except OSError:
@@ -231,10 +232,8 @@ def _remove_if_stale(path: str) -> None:
     except OSError:
         os.close(fd)
         return
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
     os.close(fd)  # releases the lock
 
 
@@ -272,7 +271,7 @@ def start_server() -> None:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          cwd="/", close_fds=True, start_new_session=True)
     except (OSError, ValueError):
-        pass  # no server: every call stays as fast as it was
+        return  # no server: every call stays as fast as it was
 
 
 def _locked(path: str) -> bool:

@@ -394,6 +394,8 @@ def run_command(request: dict, fds: list[int], learn_w: int, command) -> None:
 
             new = preloadable({name: module for name, module in sys.modules.items() if name not in before})
             write_all(learn_w, "\n".join(new).encode())
+    except KeyboardInterrupt:
+        code = 130  # a Ctrl-C before the CLI's own handling began: as the CLI exits on one
     except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the server's loop
         with contextlib.suppress(BaseException):
             import traceback
@@ -420,16 +422,16 @@ def take_over(request: dict, fds: list[int]) -> None:
             os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
     sys.path[:] = request["path"]
     streams = request["streams"]
-    given = dict(zip([n for n in STREAMS if n in streams], fds))
-    for fd, name in enumerate(STREAMS):
-        if name in given:
-            os.dup2(given[name], fd)
-            os.close(given[name])
-        else:
+    given = dict(zip(request["fds"], fds, strict=True))  # the client's fd number -> the fd received here
+    for fd in range(len(STREAMS)):
+        if fd in given:
+            os.dup2(given[fd], fd)
+            os.close(given[fd])
+        else:  # closed in the client, so closed here
             with contextlib.suppress(OSError):
                 os.close(fd)
     for fd, name in enumerate(STREAMS):
-        setattr(sys, name, _stream(fd, name, streams.get(name)))
+        setattr(sys, name, _stream(fd, name, streams.get(name) if fd in given else None))
         setattr(sys, f"__{name}__", getattr(sys, name))
     sys.argv = [request["prog"], *request["argv"]]
     # A fresh process seeds numpy's global generator from the OS; a forked child would repeat the server's
@@ -445,7 +447,7 @@ def _stream(fd: int, name: str, spec: tuple | None):
         return None
     encoding, errors, line_buffering = spec
     if name == "stdin":
-        return open(fd, "r", encoding=encoding, errors=errors, closefd=False)
+        return open(fd, encoding=encoding, errors=errors, closefd=False)
     return open(fd, "w", buffering=1 if line_buffering else -1, encoding=encoding, errors=errors, closefd=False)
 
 
@@ -513,6 +515,7 @@ def main(boot: dict, boot_file: str) -> None:
         if server.stopping:
             return
         server.listen()
+        server.last_active = time.monotonic()  # idle from now: the imports took their time
         server.serve()
     finally:
         server.close()
