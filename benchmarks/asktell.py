@@ -5,8 +5,11 @@
 1. Per-call wall time of `somatize ask` and `somatize tell` (each a fresh
    process, as a shell loop or a Slurm task runs them) on a study that
    already has 10, 100 or 1,000 trials asked and told, for random, grid and
-   Bayesian search; and the same calls through the Python API in one
-   process (what a transaction costs without interpreter start and imports).
+   Bayesian search: "cold" with the command server off (each call imports
+   everything itself), "warm" through the command server (somatize.server;
+   started by a first call, then warmed by two more before timing); and the
+   same calls through the Python API in one process (what a transaction
+   costs without interpreter start and imports).
 2. Throughput: `--processes` processes, each looping ask -> tell through the
    Python API (tests/test_asktell.py's worker), on one study of `--trials`
    random-search trials: trials told per second.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+       "SOMATIZE_SERVER": "off"}
 sys.path.insert(0, str(SRC))
 
 STRATEGIES = {
@@ -90,19 +95,41 @@ def prefill(study: Path, results: Path, trials: int) -> None:
     journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def cli_calls(study: Path, results: Path, repeat: int) -> tuple[float, float]:
+def cli_calls(study: Path, results: Path, repeat: int, env: dict[str, str] = ENV) -> tuple[float, float]:
     asks, tells = [], []
     base = [sys.executable, "-m", "somatize"]
     for _ in range(repeat):
         started = time.perf_counter()
         out = subprocess.run([*base, "ask", str(study), "-o", str(results)], capture_output=True, text=True,
-                             check=True, env=ENV)
+                             check=True, env=env)
         asks.append(time.perf_counter() - started)
         trial = json.loads(out.stdout)["trial_id"]
         started = time.perf_counter()
-        subprocess.run([*base, "tell", str(results), trial, "--value", "1.5"], check=True, env=ENV)
+        subprocess.run([*base, "tell", str(results), trial, "--value", "1.5"], check=True, env=env)
         tells.append(time.perf_counter() - started)
     return statistics.median(asks), statistics.median(tells)
+
+
+def warm_calls(study: Path, results: Path, repeat: int) -> tuple[float, float]:
+    """The same calls through a command server of their own (a private directory), stopped afterwards."""
+    directory = tempfile.mkdtemp(prefix="smz-bench-")
+    env = {**ENV, "SOMATIZE_SERVER": "on", "SOMATIZE_SERVER_DIR": directory}
+    status = [sys.executable, "-m", "somatize", "server", "status"]
+    try:
+        cli_calls(study, results, 1, env)  # a cold call: it starts the server
+        deadline = time.monotonic() + 300
+        while subprocess.run(status, env=env, capture_output=True, check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the command server did not start"
+            time.sleep(0.1)
+        cli_calls(study, results, 2, env)  # what the first served calls imported, the server imports too
+        return cli_calls(study, results, repeat, env)
+    finally:
+        subprocess.run([sys.executable, "-m", "somatize", "server", "stop"], env=env, capture_output=True,
+                       check=False)
+        deadline = time.monotonic() + 60
+        while any(name.endswith(".sock") for name in os.listdir(directory)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def api_calls(study: Path, results: Path, repeat: int) -> tuple[float, float]:
@@ -147,16 +174,19 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}")
     # The floor every CLI call pays on this machine at this load: an interpreter, then somatize's CLI.
     floors = []
-    for argv in ([sys.executable, "-c", "pass"], [sys.executable, "-m", "somatize", "--version"]):
+    for argv in ([sys.executable, "-c", "pass"], [sys.executable, "-m", "somatize", "--version"],
+                 [sys.executable, "-c", "import somatize.client"]):
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
             subprocess.run(argv, check=True, env=ENV, stdout=subprocess.DEVNULL)
             times.append(time.perf_counter() - started)
         floors.append(statistics.median(times))
-    print(f"floor: python -c pass {floors[0] * 1000:.0f} ms, somatize --version {floors[1] * 1000:.0f} ms")
-    print("| strategy | trials in the study | `ask` (CLI) | `tell` (CLI) | ask (API) | tell (API) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"floor: python -c pass {floors[0] * 1000:.0f} ms, somatize --version {floors[1] * 1000:.0f} ms, "
+          f"the warm client's imports (import somatize.client) {floors[2] * 1000:.0f} ms")
+    print("| strategy | trials in the study | `ask` cold | `ask` warm | `tell` cold | `tell` warm | ask (API) "
+          "| tell (API) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for item in args.sizes.split(","):
         strategy, size = item.split(":")
         with tempfile.TemporaryDirectory() as tmp:
@@ -164,9 +194,10 @@ def main() -> None:
             study, results = study_file(directory, strategy), directory / "r.json"
             prefill(study, results, int(size))
             ask_cli, tell_cli = cli_calls(study, results, args.repeat)
+            ask_warm, tell_warm = warm_calls(study, results, args.repeat)
             ask_api, tell_api = api_calls(study, results, args.repeat)
-        print(f"| {strategy} | {size} | {ask_cli * 1000:.0f} ms | {tell_cli * 1000:.0f} ms "
-              f"| {ask_api * 1000:.0f} ms | {tell_api * 1000:.0f} ms |", flush=True)
+        print(f"| {strategy} | {size} | {ask_cli * 1000:.0f} ms | {ask_warm * 1000:.0f} ms | {tell_cli * 1000:.0f} ms "
+              f"| {tell_warm * 1000:.0f} ms | {ask_api * 1000:.0f} ms | {tell_api * 1000:.0f} ms |", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         rate = throughput(Path(tmp), args.processes, args.trials)
     print(f"\n{args.processes} processes looping ask -> tell on {args.trials} random trials: {rate:.1f} trials/s")

@@ -315,3 +315,12 @@ def test_server_stop_and_status(tmp_path, warm):
     wait_for(lambda: not server_processes(server.directory), "the stopped server to exit")
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert server.sockets() == []
+
+
+def test_the_servers_variables_are_documented():
+    from test_docs import marked_tables
+
+    from somatize.client import VARIABLES
+
+    documented = marked_tables(Path(__file__).resolve().parents[1] / "docs" / "asktell.md")["env:server"]
+    assert documented.first_codes() == list(VARIABLES)

@@ -32,6 +32,7 @@ import sys
 # trial. `run` keeps its own process (it runs for minutes, and owns the terminal and its signals).
 WARM_COMMANDS = frozenset({"ask", "tell", "heartbeat"})
 OFF_VALUES = frozenset({"off", "0", "no", "false"})
+VARIABLES = ("SOMATIZE_SERVER", "SOMATIZE_SERVER_IDLE", "SOMATIZE_SERVER_DIR")  # documented in docs/asktell.md
 # Variables that modules read when they are imported, so a server's children would not see a
 # client's own value: a client that differs in one of them gets a server of its own.
 IMPORT_TIME_VARIABLES = (

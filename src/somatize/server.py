@@ -191,6 +191,9 @@ class Server:
             conn, _ = self.listener.accept()
         except OSError:
             return
+        if not same_user(conn):
+            conn.close()
+            return
         conn.setblocking(True)
         conn.settimeout(REQUEST_TIMEOUT)
         fds: list[int] = []
@@ -350,6 +353,17 @@ def warm(names: list[str]) -> None:
                 continue
             with contextlib.suppress(Exception):
                 importlib.import_module(name)
+
+
+def same_user(conn: socket.socket) -> bool:
+    """The socket's directory admits only this user; where the kernel says who connected, check it too."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return True
+    import struct
+
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    return uid == os.getuid()
 
 
 def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
