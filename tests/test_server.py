@@ -324,3 +324,22 @@ def test_the_servers_variables_are_documented():
 
     documented = marked_tables(Path(__file__).resolve().parents[1] / "docs" / "asktell.md")["env:server"]
     assert documented.first_codes() == list(VARIABLES)
+
+
+def test_a_server_whose_code_changed_hands_over_to_a_new_one(tmp_path, warm):
+    # A copy of the package of its own, so the change touches no checkout another test or server uses.
+    source = tmp_path / "src"
+    shutil.copytree(Path(SRC) / "somatize", source / "somatize", ignore=shutil.ignore_patterns("__pycache__"))
+    server = warm(PYTHONPATH=str(source))
+    study_file(tmp_path)
+    assert server.run("ask", "study.yaml", "-o", "r.json", cwd=tmp_path).returncode == 0
+    first = int(server.started()["pid"])
+    module = source / "somatize" / "errors.py"
+    module.write_text(module.read_text() + "\n# edited\n")
+    done = server.run("ask", "study.yaml", "-o", "r.json", cwd=tmp_path)  # refused, so it runs by itself
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trial_id"] == "trial_0001"
+    wait_for(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE,
+             "the old server to exit")
+    second = server.started()
+    assert int(second["pid"]) != first and second["served"] == "0"

@@ -276,7 +276,8 @@ def start_server() -> None:
 
 
 def _locked(path: str) -> bool:
-    """True when a server holds this lock (it is running, or starting)."""
+    """True when a server holds this lock and is starting or serving (not when it is stopping: a new one,
+    started now, waits for its lock)."""
     import fcntl
 
     try:
@@ -286,7 +287,7 @@ def _locked(path: str) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return True
+        return not os.pread(fd, 64, 0).startswith(b"stopping")
     finally:
         os.close(fd)
     return False

@@ -114,6 +114,7 @@ class Server:
         while True:
             try:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.say("starting")
                 return True
             except OSError:
                 if time.monotonic() > deadline or os.path.exists(self.path):
@@ -131,11 +132,20 @@ class Server:
             os.umask(old)
         listener.listen(64)
         listener.setblocking(False)
+        self.say("serving")
         self.listener = listener
         self.selector.register(listener, selectors.EVENT_READ, "accept")
 
+    def say(self, state: str) -> None:
+        """What the lock file tells a client that finds it locked: `starting`, `serving` or `stopping` (then a
+        new server may start at once: it waits for this one's lock)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.lock_fd, 0)
+            os.pwrite(self.lock_fd, f"{state} {os.getpid()}\n".encode(), 0)
+
     def stop_listening(self) -> None:
         """New commands go to their own process from now on; the running ones finish."""
+        self.say("stopping")
         if self.listener is not None:
             self.selector.unregister(self.listener)
             self.listener.close()
