@@ -343,3 +343,21 @@ def test_a_server_whose_code_changed_hands_over_to_a_new_one(tmp_path, warm):
              "the old server to exit")
     second = server.started()
     assert int(second["pid"]) != first and second["served"] == "0"
+
+
+def test_a_server_killed_under_a_command_takes_the_command_along_and_the_client_says_so(tmp_path, warm):
+    server = warm()
+    study_file(tmp_path, n_trials=10)
+    assert server.run("ask", "study.yaml", "-o", "r.json", cwd=tmp_path).returncode == 0
+    pid = int(server.started()["pid"])
+    before = journal_lines(tmp_path)
+    proc, fd = blocked_ask(server, tmp_path)
+    waits_for_the_lock(server, proc)
+    (child,) = psutil.Process(pid).children()
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=WAIT)
+    assert (proc.returncode, err) == (1, "somatize: the command server stopped while the command ran; "
+                                         "its outcome is unknown\n")
+    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, "its command to end")
+    os.close(fd)
+    assert journal_lines(tmp_path) == before

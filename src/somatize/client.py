@@ -196,15 +196,18 @@ def _wait(conn) -> int | None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, forward)
-    reply = b""
-    while not reply.endswith(b"\n"):
+    replies, buffer = [], b""
+    while not replies or replies[-1] == "started":
         chunk = conn.recv(256)
         if not chunk:
-            if not reply:
+            if not replies:
                 return None  # closed before an answer: the server did not take the command
+            replies.append("lost")  # it took the command, then went away
             break
-        reply += chunk
-    word, _, value = reply.decode().strip().partition(" ")
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        replies += [line.decode() for line in lines]
+    word, _, value = replies[-1].partition(" ")
     if word == "exit":
         return int(value)
     if word == "signal":
@@ -269,8 +272,12 @@ def start_server() -> None:
         with open(boot_file, "wb") as f:
             marshal.dump(boot, f)
         argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code, boot_file]
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         cwd="/", close_fds=True, start_new_session=True)
+        # Its stderr (nothing, unless it fails) goes to a log beside its socket: a server that cannot start
+        # leaves the reason there, and every call still runs (by itself).
+        log_fd = os.open(path[: -len(".sock")] + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(log_fd, "wb") as log:
+            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                             cwd="/", close_fds=True, start_new_session=True)
     except (OSError, ValueError):
         return  # no server: every call stays as fast as it was
 

@@ -49,6 +49,7 @@ MAX_REQUEST = 1 << 24
 # A new server waits this long for the lock of one that is shutting down (its last commands finishing).
 LOCK_WAIT = 10.0
 STREAMS = ("stdin", "stdout", "stderr")
+FORWARDED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def idle_timeout(environ: os._Environ[str] | dict[str, str]) -> float:
@@ -241,12 +242,25 @@ class Server:
 
     def start(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         learn_r, learn_w = os.pipe()
-        pid = os.fork()
+        # A signal forwarded to the child before it has dropped the server's handlers would be taken for one
+        # meant for the server: held until then (pending signals are delivered when the child lets them in).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+            close_all([*fds, learn_r, learn_w])
+            self.reply(conn, "refused cannot fork")
+            return
         if pid == 0:  # the child: never returns
             os.close(learn_r)
             self.child_cleanup(conn)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
             run_command(request, fds, learn_w, self.command)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         close_all([*fds, learn_w])  # the client's stdout must close when the child's copy does
+        with contextlib.suppress(OSError):
+            conn.sendall(b"started\n")  # from now on, the command may have run: the client must not run it again
         self.served += 1
         conn.settimeout(None)
         conn.setblocking(False)
@@ -267,6 +281,7 @@ class Server:
             if sock is not None:
                 sock.close()
         close_all([self.lock_fd, *(r.imports for r in self.running.values())])
+        die_with_the_server()
 
     def from_client(self, running: Running) -> None:
         """A forwarded signal, or the client gone (killed): then its command must not live on."""
@@ -351,6 +366,17 @@ class Server:
         gc.freeze()
         if threading.active_count() > 1:
             self.stopping = True  # an import started a thread; a fork would copy it half-way: serve nothing
+
+
+def die_with_the_server() -> None:
+    """A server killed with kill -9 takes its children along (Linux), as a client killed so would its command;
+    its clients then say that the outcome is unknown."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def warm(names: list[str]) -> None:
@@ -531,7 +557,7 @@ def main(boot: dict, boot_file: str) -> None:
         os.unlink(boot_file)
     preload = list(boot.get("preload") or [])
     key, path = boot["key"], boot["socket"]
-    server = Server(key, path, ["somatize.cli", "somatize.asktell", *preload])
+    server = Server(key, path, ["somatize.cli", "somatize.asktell", "ctypes", *preload])
     if not server.take_lock():
         return
     try:
