@@ -61,7 +61,9 @@ def main() -> None:
 
 
 def enabled(environ: os._Environ[str] | dict[str, str]) -> bool:
-    return environ.get("SOMATIZE_SERVER", "").strip().lower() not in OFF_VALUES
+    """On unless SOMATIZE_SERVER says off; only on Linux, where fork, SCM_RIGHTS and PR_SET_PDEATHSIG are as
+    server.py needs them (macOS forbids many frameworks in a forked child; Windows has no fork)."""
+    return sys.platform.startswith("linux") and environ.get("SOMATIZE_SERVER", "").strip().lower() not in OFF_VALUES
 
 
 # Where the server of this installation listens ---------------------------------------------------------
