@@ -48,7 +48,10 @@ def main() -> None:
     argv = sys.argv[1:]
     warm = bool(argv) and argv[0] in WARM_COMMANDS and enabled(os.environ)
     if warm:
-        code = served(argv)
+        try:
+            code = served(argv)
+        except KeyboardInterrupt:  # Ctrl-C before the command was handed over: it did not run
+            sys.exit(130)
         if code is not None:
             sys.exit(code)
     from .cli import main as cli_main
@@ -193,14 +196,18 @@ def _wait(conn) -> int | None:
     import signal
 
     def forward(signum, _frame):
-        conn.sendall(f"signal {signum}\n".encode())
+        with contextlib.suppress(OSError):  # the server is gone: its answer (none) says so below
+            conn.sendall(f"signal {signum}\n".encode())
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, forward)
     replies, buffer = [], b""
     while not replies or replies[-1] == "started":
-        chunk = conn.recv(256)
+        try:
+            chunk = conn.recv(256)
+        except OSError:
+            chunk = b""  # as a close: before "started" nothing ran; after it, the outcome is unknown
         if not chunk:
             if not replies:
                 return None  # closed before an answer: the server did not take the command
