@@ -6,10 +6,12 @@
 1. Per-call wall time of `somatize ask` and `somatize tell` (each a fresh
    process, as a shell loop or a Slurm task runs them) on a study that
    already has 10, 100 or 1,000 trials asked and told, for random, grid and
-   Bayesian search, with the CPU time (user + system) of those processes, which
-   a loaded machine inflates less than wall time; and the same calls through the
-   Python API in one process (what a transaction costs without interpreter start
-   and imports).
+   Bayesian search: "cold" with the command server off (each call imports
+   everything itself), with the CPU time (user + system) of those processes,
+   which a loaded machine inflates less than wall time; "warm" through the
+   command server (somatize.server; started by a first call, then warmed by two
+   more before timing); and the same calls through the Python API in one process
+   (what a transaction costs without interpreter start and imports).
 2. Throughput: `--processes` processes, each looping ask -> tell through the
    Python API (tests/test_asktell.py's worker), on one study of `--trials`
    random-search trials: trials told per second.
@@ -44,7 +46,8 @@ sys.path.insert(0, str(SRC))  # prefill's own imports: the newest tree
 
 def environment(src: Path, bytecode: Path | None = None) -> dict[str, str]:
     """The environment of a process that runs somatize from `src`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+           "SOMATIZE_SERVER": "off"}
     if bytecode is not None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(bytecode)
@@ -137,6 +140,28 @@ def cli_calls(study: Path, results: Path, repeat: int, env: dict[str, str] = ENV
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def warm_calls(study: Path, results: Path, repeat: int, env: dict[str, str] = ENV) -> dict[str, float]:
+    """The same calls through a command server of their own (a private directory), stopped afterwards."""
+    directory = tempfile.mkdtemp(prefix="smz-bench-")
+    env = {**env, "SOMATIZE_SERVER": "on", "SOMATIZE_SERVER_DIR": directory}
+    status = [sys.executable, "-m", "somatize", "server", "status"]
+    try:
+        cli_calls(study, results, 1, env)  # a cold call: it starts the server
+        deadline = time.monotonic() + 300
+        while subprocess.run(status, env=env, capture_output=True, check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the command server did not start"
+            time.sleep(0.1)
+        cli_calls(study, results, 2, env)  # what the first served calls imported, the server imports too
+        return cli_calls(study, results, repeat, env)
+    finally:
+        subprocess.run([sys.executable, "-m", "somatize", "server", "stop"], env=env, capture_output=True,
+                       check=False)
+        deadline = time.monotonic() + 60
+        while any(name.endswith(".sock") for name in os.listdir(directory)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 API = textwrap.dedent(
     """\
     import json, statistics, sys, time
@@ -193,6 +218,7 @@ def main() -> None:
                         help="a somatize source tree to measure (repeatable; default: this checkout's src)")
     parser.add_argument("--bytecode", action="store_true", help="let Python keep compiled bytecode, as installed")
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--no-warm", action="store_true", help="leave out the calls through the command server")
     args = parser.parse_args()
     sources = [src.resolve() for src in args.src or [SRC]]
     with tempfile.TemporaryDirectory() as cache:
@@ -214,9 +240,9 @@ def measure(args: argparse.Namespace, sources: list[Path], envs: dict[Path, dict
             floors.append((statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
         print(f"floor ({src}): python -c pass {floors[0][0] * 1000:.0f} ms (CPU {floors[0][1] * 1000:.0f}), "
               f"somatize --version {floors[1][0] * 1000:.0f} ms (CPU {floors[1][1] * 1000:.0f})")
-    print("| strategy | trials in the study | source | `ask` (CLI) | `tell` (CLI) | ask CPU | tell CPU "
-          "| ask (API) | tell (API) |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| strategy | trials in the study | source | `ask` cold | `tell` cold | ask CPU | tell CPU "
+          "| `ask` warm | `tell` warm | ask (API) | tell (API) |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for item in args.sizes.split(","):
         strategy, size = item.split(":")
         with tempfile.TemporaryDirectory() as tmp:
@@ -229,11 +255,13 @@ def measure(args: argparse.Namespace, sources: list[Path], envs: dict[Path, dict
                 copy = directory / f"copy{i}"
                 shutil.copytree(template, copy)
                 cli = cli_calls(copy / study.name, copy / "r.json", args.repeat, envs[src])
+                warm = None if args.no_warm else warm_calls(copy / study.name, copy / "r.json", args.repeat, envs[src])
                 ask_api, tell_api = api_calls(copy / study.name, copy / "r.json", args.repeat, envs[src])
                 name = src.parent.name if src.name == "src" else src.name
                 print(f"| {strategy} | {size} | {name} | {cli['ask'] * 1000:.0f} ms | {cli['tell'] * 1000:.0f} ms "
                       f"| {cli['ask_cpu'] * 1000:.0f} ms | {cli['tell_cpu'] * 1000:.0f} ms "
-                      f"| {ask_api * 1000:.0f} ms | {tell_api * 1000:.0f} ms |", flush=True)
+                      + ("| - | - " if warm is None else f"| {warm['ask'] * 1000:.0f} ms | {warm['tell'] * 1000:.0f} ms ")
+                      + f"| {ask_api * 1000:.0f} ms | {tell_api * 1000:.0f} ms |", flush=True)
     if not args.no_throughput:
         for src in sources:
             with tempfile.TemporaryDirectory() as tmp:

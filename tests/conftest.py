@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,10 @@ import pytest
 
 from somatize.executors.base import Completed, Executor, Outcome, Reporter, TrialRequest
 from somatize.study import MetricRecord
+
+# No test starts a warm command server (somatize.server) unless it means to: tests/test_server.py turns it
+# on, in a directory of its own, and stops it. Subprocesses inherit this through the environment.
+os.environ["SOMATIZE_SERVER"] = "off"
 
 
 class FunctionOf(Executor):

@@ -271,6 +271,7 @@ def _environment_study(tmp_path: Path, jobs: int) -> Path:
 def test_documented_trial_variables_are_what_a_trial_gets(tables, tmp_path, monkeypatch):
     for name in THREAD_VARIABLES:  # unset, so that somatize sets them for parallel trials
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SOMATIZE_SERVER", raising=False)  # conftest.py's, passed on like any variable of the user's
     study = _environment_study(tmp_path, jobs=2)
     outcome = cli.invoke(app, ["run", str(study), "-o", str(tmp_path / "env.json"), "-q"])
     assert outcome.exit_code == 0, outcome.output

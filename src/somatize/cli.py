@@ -883,6 +883,27 @@ def heartbeat(
             _warn(warning)
 
 
+@app.command()
+def server(
+    action: Annotated[str, typer.Argument(metavar="ACTION", help="status | stop")] = "status",
+) -> None:
+    """The warm command server of ask/tell/heartbeat: is it running (status), or make it exit (stop)."""
+    from . import server as warm
+
+    with user_errors():
+        if action not in ("status", "stop"):
+            raise UsageError(f"ACTION must be status or stop, got {action!r}")
+        now = warm.status()
+        if now is None:
+            _say("somatize: no command server runs for this installation")
+            raise typer.Exit(1)
+        if action == "stop":
+            warm.stop()
+            _say(f"somatize: command server {now['pid']} stops once its running commands end")
+            return
+        print(warm.describe(now), flush=True)
+
+
 # best / show -----------------------------------------------------------------
 
 
@@ -1150,13 +1171,20 @@ def _app_for(args: list[str]) -> typer.Typer:
     return single
 
 
-def main() -> None:
+def main(args: list[str] | None = None, prog_name: str | None = None, command: Callable | None = None) -> None:
+    """The CLI in this process: sys.argv's command, or `args` and `command` (the warm server's child)."""
     try:
-        _app_for(sys.argv[1:])()
+        (command or _app_for(sys.argv[1:] if args is None else args))(args=args, prog_name=prog_name)
     except KeyboardInterrupt:
         _exit(EXIT_INTERRUPTED)
     except SystemExit as exc:
         _exit(exc.code)
+
+
+def prepared() -> Callable:
+    """The app as click runs it: typer builds this at every call (half of a warm `ask`'s time, measured with
+    cProfile), so the warm server (server.py) builds it once, before it forks; calling it is calling `app`."""
+    return typer.main.get_command(app)
 
 
 def _exit(code: object) -> None:
