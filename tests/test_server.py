@@ -24,7 +24,8 @@ import psutil
 import pytest
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-BASE = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+# No empty entry: it would stand for the working directory, and a server serves only its own sys.path.
+BASE = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))}
 SOMATIZE = [sys.executable, "-m", "somatize"]
 WAIT = 120.0  # seconds: a deadline for things that happen in well under a second on an idle machine
 
