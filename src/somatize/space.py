@@ -315,6 +315,9 @@ class SearchSpace:
         object.__setattr__(self, "_order", self._check_conditions())
         # Samplers ask for it before every proposal; the dimensions never change.
         object.__setattr__(self, "_cardinality", self._count())
+        object.__setattr__(self, "_known", frozenset(names))
+        # The orders of names seen in parameter sets that name exactly this space's parameters (see problem).
+        object.__setattr__(self, "_fitting_names", set())
 
     def _check_conditions(self) -> tuple[Dimension, ...]:
         """The dimensions with every `when` parent before its children; SpaceError on a bad
@@ -470,6 +473,8 @@ class SearchSpace:
         every searched value in its dimension (`contains`), inactive ones
         absent, constants as declared, nothing else, every constraint holding.
         """
+        if not self.conditions and self._plainly_fits(params):
+            return None
         known = set(self._names) | set(self.constants)  # type: ignore[attr-defined]
         unknown = next((name for name in params if name not in known), None)
         if unknown is not None:
@@ -493,6 +498,23 @@ class SearchSpace:
             if not holds:
                 return f"the constraint {constraint.text!r} does not hold"
         return None
+
+    def _plainly_fits(self, params: Mapping[str, Any]) -> bool:
+        """Whether `params` fits this (unconditional) space, with its names checked once per order they
+        come in (all of a resumed study's trials have the same): for the 100,000 trials of a resumed
+        study, 0.15 s where problem's checks took 0.45 (issue 18). False: problem says what is wrong."""
+        shape = tuple(params)
+        if shape not in self._fitting_names:  # type: ignore[attr-defined]
+            if len(shape) != len(self._known) or not self._known.issuperset(shape):  # type: ignore[attr-defined]
+                return False
+            self._fitting_names.add(shape)  # type: ignore[attr-defined]
+        for name, value in self.constants.items():  # loops, not all(): a generator costs more than a check
+            if not _same(params[name], value):
+                return False
+        for dim in self.dimensions:
+            if not dim.contains(params[dim.name]):
+                return False
+        return not self.constraints or self.feasible(params)
 
     def to_spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}

@@ -11,6 +11,8 @@ other layout (an older somatize's, one reformatted by jq) is not refused:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import mmap
 import re
@@ -265,14 +267,37 @@ def read_all(path: str | Path, lines: dict[int, tuple[Trial, str]] | None = None
 
         return read_results(path)
     study = results.study
-    if lines is None:
-        study.trials = list(results.trials())
-    else:
-        for number, line in results.lines():
-            trial = results.parse(line, number)
-            study.trials.append(trial)
-            lines[trial.number] = (trial, _element(line))
+    with gc_paused(freeze=lines is not None):
+        if lines is None:
+            study.trials = list(results.trials())
+        else:
+            for number, line in results.lines():
+                trial = results.parse(line, number)
+                study.trials.append(trial)
+                lines[trial.number] = (trial, _element(line))
     return _with_recommendation_checked(study, path)
+
+
+@contextlib.contextmanager
+def gc_paused(freeze: bool = False) -> Iterator[None]:
+    """The cyclic garbage collector off while a whole study's trials are built, then as it was.
+
+    Each trial is a dozen objects that all live on, none in a cycle, yet every
+    few hundred of them set off a collection that walks those built so far:
+    reading the 100,000 trials of a resumed study took 4.5 s of CPU, 2.5 s
+    with the collector off (parsing and building them; issue 18). With `freeze`
+    (a resumed run, which keeps them to its end), what was built is left out of
+    later collections too: re-telling the sampler the history set off more of them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 __all__ = ["ResultsFile", "open_results", "parse_results", "read_all", "read_for_best"]

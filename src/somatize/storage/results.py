@@ -153,10 +153,11 @@ def write_results(study: Study, path: Path, lines: TrialLines | None = None, syn
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def write_atomically_results(study: Study, path: Path, lines: Iterable[str]) -> None:
-    """write_results with every trial's line given, in the order of study.trials."""
+def write_atomically_results(study: Study, path: Path, lines: Iterable[str],
+                             best: Trial | None | str = "compute") -> None:
+    """write_results with every trial's line given, in the order of study.trials (and its best trial if known)."""
     try:
-        write_atomically(path, results_pieces(study.head_dict(), lines))
+        write_atomically(path, results_pieces(study.head_dict(best), lines))
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -364,6 +365,9 @@ class PeriodicResults:
         if len(study.trials) >= len(lines) and all(a is b for a, b in zip(study.trials, ours[: len(lines)])):
             # The usual case, trials finished in number order: the lines are those of the first trials.
             rest = [self._encoded.line(t) for t in study.trials[len(lines):]]
-            write_atomically_results(study, self.path, lines + rest)
+            # The best kept up as the trials finished, when they are all here: not looked for again.
+            same = len(study.trials) == len(ours) and all(a is b for a, b in zip(study.trials[len(lines):],
+                                                                                  ours[len(lines):]))
+            write_atomically_results(study, self.path, lines + rest, self._best if same else "compute")
             return
         write_results(study, self.path, self._encoded)
