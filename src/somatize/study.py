@@ -125,7 +125,9 @@ class MetricRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricRecord:
-        return cls(str(data["name"]), _number(data["value"]), data.get("step"), from_iso(data["timestamp"]) or 0.0)
+        name, value = str(data["name"]), data["value"]  # a float read back is taken as it is: no _number call
+        return cls(name, value if type(value) is float else _number(value), data.get("step"),
+                   from_iso(data["timestamp"]) or 0.0)
 
 
 def _json_number(value: float) -> float | str:
@@ -213,31 +215,41 @@ class Trial:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        # Built for every trial of a resumed 100,000-trial study: positional arguments, and the usual
+        # values (floats) taken as they are; each field converted in the order of Trial's, as ever.
         number = data["number"]
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
             raise ValueError(f"trial number must be a non-negative integer, got {number!r}")
         params = data["params"]
         if not isinstance(params, dict):
             raise ValueError("trial params must be a mapping")
+        get = data.get
+        state = _state(data["state"])
+        record = MetricRecord.from_dict
+        metrics = [record(m) for m in get("metrics") or []]
+        values = get("values") or {}
+        values = {str(k): v if type(v) is float else _number(v) for k, v in values.items()}
+        started_at = from_iso(get("started_at"))
+        log_dir, slot = get("log_dir"), get("slot")
         return cls(
-            number=number,
-            params=dict(params),
-            state=_state(data["state"]),
-            metrics=[MetricRecord.from_dict(m) for m in data.get("metrics") or []],
-            values={str(k): _number(v) for k, v in (data.get("values") or {}).items()},
-            started_at=from_iso(data.get("started_at")),
-            duration_ms=data.get("duration_ms"),
-            error=data.get("error"),
-            pruned_step=data.get("pruned_step"),
-            reason=data.get("reason"),
-            trial_seed=data.get("trial_seed"),
-            attempts=data.get("attempts", 1),
-            truncated=data.get("truncated"),
-            log_dir=data.get("log_dir") if isinstance(data.get("log_dir"), str) else None,
-            slot=data.get("slot") if isinstance(data.get("slot"), str) else None,
-            **_lease(data.get("lease")),
-            feasible=_feasible(data.get("feasible")),
-            violated=[str(v) for v in data.get("violated") or []] or None,
+            number,
+            dict(params),
+            state,
+            metrics,
+            values,
+            started_at,
+            get("duration_ms"),
+            get("error"),
+            get("pruned_step"),
+            get("reason"),
+            get("trial_seed"),
+            get("attempts", 1),
+            get("truncated"),
+            log_dir if isinstance(log_dir, str) else None,
+            slot if isinstance(slot, str) else None,
+            **_lease(get("lease")),
+            feasible=_feasible(get("feasible")),
+            violated=[str(v) for v in get("violated") or []] or None,
         )
 
 
