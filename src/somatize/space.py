@@ -33,6 +33,9 @@ def tidy(value: float) -> float:
     return float(f"{value:.15g}")
 
 
+_SCALARS = (str, int, float, bool)  # a categorical's choices: hashable
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -223,6 +226,8 @@ class CategoricalDimension:
             keys.append((type(choice), choice))
         if len(set(keys)) != len(keys):
             raise SpaceError("choices must be unique", "choices")
+        # contains() by hashing (each trial of a resumed study is checked): none when a choice is NaN, equal to nothing.
+        object.__setattr__(self, "_keys", None if any(c != c for c in self.choices) else frozenset(keys))
         if self.default is not None and not self.contains(self.default):
             raise SpaceError(f"default {self.default!r} is not one of the choices", "default")
 
@@ -237,6 +242,9 @@ class CategoricalDimension:
         return list(self.choices)
 
     def contains(self, value: Any) -> bool:
+        keys = self._keys  # type: ignore[attr-defined]
+        if keys is not None and type(value) in _SCALARS:
+            return (type(value), value) in keys
         return any(type(c) is type(value) and c == value for c in self.choices)
 
     def from_unit(self, u: float) -> Scalar:
