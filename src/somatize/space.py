@@ -227,7 +227,8 @@ class CategoricalDimension:
         if len(set(keys)) != len(keys):
             raise SpaceError("choices must be unique", "choices")
         # contains() by hashing (each trial of a resumed study is checked): none when a choice is NaN, equal to nothing.
-        object.__setattr__(self, "_keys", None if any(c != c for c in self.choices) else frozenset(keys))
+        nan = any(isinstance(c, float) and math.isnan(c) for c in self.choices)
+        object.__setattr__(self, "_keys", None if nan else frozenset(keys))
         if self.default is not None and not self.contains(self.default):
             raise SpaceError(f"default {self.default!r} is not one of the choices", "default")
 
