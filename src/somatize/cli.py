@@ -460,7 +460,7 @@ def _say_top_trials(study, path: Path | None) -> None:
     """The end of a run, for people: the best few trials, the best-so-far curve, where the results are."""
     from .ui.formats import best_so_far_line, format_trials, sort_trials
 
-    top = sort_trials(study, study.feasible())[:TOP_TRIALS]
+    top = sort_trials(study, study.feasible(), limit=TOP_TRIALS)
     if top and not _live_progress():  # the live table's own summary has just listed them, fitted to the terminal
         _say(f"top {len(top)} of {len(study.trials)} trials:")
         _say(format_trials(study, "table", top).rstrip("\n"))
