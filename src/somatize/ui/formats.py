@@ -8,7 +8,6 @@ keeps `somatize best --format params` quick to start.
 from __future__ import annotations
 
 import csv
-import heapq
 import io
 import json
 import math
@@ -416,6 +415,8 @@ def sort_trials(study: Study, trials: Iterable[Trial], metric: str | None = None
         return (0, sign * value, trial.number)
 
     if limit is not None:  # the top few of a 100,000-trial study (the end of a resumed run): no sort of them all
+        import heapq
+
         return heapq.nsmallest(limit, trials, key=key)
     return sorted(trials, key=key)
 
