@@ -141,4 +141,3 @@ def test_space_cardinality():
     assert MIXED.cardinality() is None
     assert SearchSpace((IntDimension("a", 0, 9, step=3), CategoricalDimension("b", (1, 2)))).cardinality() == 8
     assert math.isclose(FloatDimension("x", 0, 1, scale="linear").from_unit(0.5), 0.5)
-
