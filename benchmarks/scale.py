@@ -10,7 +10,8 @@ Parts (issue 18):
           attached, as `somatize run` has them: the longest gap between two finished trials, overall
           and while a results write was under way.
   read    on the largest size's results file: `best`, `show --limit 10`, `show` (every row, a table;
-          time to its first row, total, peak RSS), `report` (time, RSS, page size), `run --resume` +10.
+          time to its first row, total, peak RSS), `report` (time, RSS, page size), `run --resume` +10
+          (with and without -q; also its CPU time).
   finite  random and grid search over a finite space filled up to its last point (3k and 30k points).
 Every figure is one run of a real `somatize` process (peak RSS from wait4). The Bayesian part is
 benchmarks/bayesian_scale.py. Run it under `nice -n 19` on an idle machine; it prints the load.
@@ -85,6 +86,12 @@ study.optimize(objective, n_trials=int(sys.argv[1]))
 
 def timed(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one process."""
+    return timed_cpu(argv, where, stdout)[:2]
+
+
+def timed_cpu(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, from wait4) of one process: on a
+    shared machine the CPU time says what the wall time cannot."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=where, env=env, stdout=stdout, stderr=subprocess.PIPE)
@@ -94,7 +101,7 @@ def timed(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL)
     error = process.stderr.read().decode() if process.stderr else ""
     if process.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}): {error[-500:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def somatize(*args: object) -> list[str]:
@@ -224,10 +231,12 @@ def part_read(where: Path, size: int) -> list[str]:
     seconds, rss = timed(somatize("report", results, "-o", "report.html"), where)
     page = (where / "report.html").stat().st_size / 2**20
     rows.append(f"| `somatize report` | {seconds:.2f} | {rss:.0f} MiB | page {page:.1f} MB |")
-    shutil.copy(where / results, where / "resumed.json")
-    seconds, rss = timed(somatize("run", "study.yaml", "-o", "resumed.json", "-q", "--n-trials", size + 10,
-                                  "--resume"), where)
-    rows.append(f"| `somatize run --resume`, +10 trials | {seconds:.2f} | {rss:.0f} MiB | |")
+    for quiet in (["-q"], []):  # -q: no summary of the top trials at the end (which sorts them all)
+        shutil.copy(where / results, where / "resumed.json")
+        seconds, rss, cpu = timed_cpu(somatize("run", "study.yaml", "-o", "resumed.json", *quiet, "--n-trials",
+                                               size + 10, "--resume"), where)
+        rows.append(f"| `somatize run --resume{' -q' if quiet else ''}`, +10 trials | {seconds:.2f} | {rss:.0f} MiB "
+                    f"| {cpu:.2f} s of CPU |")
     return rows
 
 

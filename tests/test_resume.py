@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from somatize.cli import app
+from somatize.storage.results import read_results, results_json
 
 cli = CliRunner()
 
@@ -246,3 +247,107 @@ def test_resume_with_a_narrowed_space_says_the_space_changed(tmp_path):
     study.write_text(study.read_text().replace("low: 0.0, high: 1.0}", "low: 0.0, high: 0.001}"))
     result = run(study, "-o", out, "-q", "--resume")
     assert result.exit_code == 2 and "the study's search_space changed" in result.stderr, result.stderr
+
+
+# the history as a results file holds it: checked, and written back as a full rewrite would (issue 18) ------
+
+
+PLAIN = """\
+name: plain
+seed: 5
+search_space:
+  x: {type: float, low: 0.0, high: 1.0}
+  n: {type: int, low: 1, high: 8}
+  k: [1, a, 2.5]
+  epochs: 5
+constraints:
+  - n * x <= 6
+strategy: {type: random, n_trials: 6}
+objective: {metric: v, direction: minimize}
+executor: {function: objective:objective}
+"""
+
+# An unconditional space's names are checked once per order they come in (space.py): each misfit still named.
+PLAIN_MISFITS = {
+    "x outside its range": (lambda p: p.update(x=5.0), "x=5.0"),
+    "an int that is a float": (lambda p: p.update(n=2.0), "n=2.0"),
+    "a bool for an int choice": (lambda p: p.update(k=True), "k=True"),
+    "a float for an int choice": (lambda p: p.update(k=1.0), "k=1.0"),
+    "an unknown choice": (lambda p: p.update(k="b"), "k='b'"),
+    "a parameter the space lacks": (lambda p: p.update(depth=3), "depth"),
+    "a searched parameter missing": (lambda p: p.pop("n"), "n is missing"),
+    "a constant changed": (lambda p: p.update(epochs=6), "epochs=6"),
+    "a constant missing": (lambda p: p.pop("epochs"), "epochs=None"),
+    "the constraint violated": (lambda p: p.update(n=8, x=0.99), "constraint"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLAIN_MISFITS))
+def test_resume_from_a_results_file_names_a_trial_that_does_not_fit_an_unconditional_space(tmp_path, case):
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    study, out = tmp_path / "study.yaml", tmp_path / "r.json"
+    study.write_text(PLAIN)
+    assert run(study, "-o", out, "-q", "--n-trials", 4).exit_code == 0
+    data = json.loads(out.read_text())
+    change, fragment = PLAIN_MISFITS[case]
+    reordered = dict(reversed(list(data["trials"][1]["params"].items())))  # another order of the same names
+    data["trials"][1]["params"] = reordered
+    change(data["trials"][2]["params"])
+    out.write_text(json.dumps(data))
+    result = run(study, "-o", out, "-q", "--resume")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"somatize: {out}: trial 2's params do not fit the study: "), result.stderr
+    assert fragment in result.stderr and result.stderr.count("\n") == 1
+
+
+TIES = """\
+import math
+
+
+def objective(params):
+    # Few distinct values, so many trials tie on the best; some infeasible (latency), one NaN.
+    if params["n"] == 3 and params["x"] < 0.2:
+        return {"v": math.nan, "latency": 1.0}
+    return {"v": round(params["x"], 1), "latency": float(params["n"])}
+"""
+
+
+def test_a_resumed_study_is_written_as_a_full_rewrite_would_write_it(tmp_path):
+    (tmp_path / "ties.py").write_text(TIES)
+    study, out = tmp_path / "study.yaml", tmp_path / "r.json"
+    study.write_text(PLAIN.replace("objective:objective", "ties:objective").replace(
+        "  - n * x <= 6\n", "  - n * x <= 6\n  - latency <= 6\n").replace(
+        "objective: {metric: v, direction: minimize}", "objective: {metric: v, direction: minimize}\n"
+        "metrics: [latency]"))
+    assert run(study, "-o", out, "-q", "--n-trials", 60).exit_code == 0
+    before = json.loads(out.read_text())
+    result = run(study, "-o", out, "-q", "--n-trials", 80, "--resume")
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    data = json.loads(text)
+    assert data["trials"][:60] == before["trials"] and len(data["trials"]) == 80
+    # The head as it was always computed: the earliest of the feasible trials with the lowest value.
+    feasible = [t for t in data["trials"] if t["state"] == "completed" and t.get("feasible") is not False
+                and isinstance(t["values"]["v"], float)]
+    lowest = min(t["values"]["v"] for t in feasible)
+    assert sum(t["values"]["v"] == lowest for t in feasible) > 1  # a tie, decided by the number
+    assert data["best_trial"]["number"] == min(t["number"] for t in feasible if t["values"]["v"] == lowest)
+    assert any(t.get("feasible") is False and t["values"]["v"] <= lowest for t in data["trials"])
+    # And the whole document as a full rewrite encodes it afresh, trial by trial.
+    assert json.loads(results_json(read_results(out))) == data
+
+
+def test_a_resumed_trial_whose_directory_the_keep_policy_now_removes_is_written_without_it(tmp_path):
+    study, out = tmp_path / "study.yaml", tmp_path / "r.json"
+    study.write_text("name: kept\nseed: 1\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+                     "strategy: {type: random, n_trials: 4}\nobjective: {metric: v}\n"
+                     "executor: {command: [python, -c, \"print('v={x}')\"]}\n")
+    assert run(study, "-o", out, "-q").exit_code == 0
+    assert all(t["log_dir"] for t in trials_of(out))  # keep: all, the default
+    study.write_text(study.read_text().replace("objective:", "trial_dirs: {keep: best, best: 1}\nobjective:"))
+    result = run(study, "-o", out, "-q", "--n-trials", 5, "--resume")
+    assert result.exit_code == 0, result.output
+    trials = trials_of(out)
+    kept = {t["id"] for t in trials if t.get("log_dir")}
+    on_disk = {p.name for p in (tmp_path / "r.trials").iterdir()}
+    assert len(kept) == 1 and kept == on_disk  # the results name only the directory that is still there

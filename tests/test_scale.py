@@ -273,3 +273,29 @@ def test_random_search_fills_a_finite_space_with_every_point_once():
     while (params := sampler.propose(len(proposed))) is not None:
         proposed.append((params["a"], params["b"]))
     assert sorted(proposed) == sorted((p["a"], p["b"]) for p in space.enumerate())
+
+
+def test_reading_a_study_whole_leaves_the_garbage_collector_as_it_was(tmp_path):
+    import gc
+
+    from somatize.errors import ResultsFileError
+    from somatize.storage.reader import read_all
+
+    study = big_study(50)
+    new, _ = both_layouts(tmp_path, study)
+    known: dict = {}
+    assert [t.to_dict() for t in read_all(new, known).trials] == [t.to_dict() for t in study.trials]
+    assert gc.isenabled() and sorted(known) == list(range(50))
+    lines = new.read_text().splitlines(keepends=True)
+    opening = lines.index('  "trials": [\n')
+    lines[opening + 20] = lines[opening + 20].replace('"number": 19,', '"number": "19",')
+    new.write_text("".join(lines))
+    with pytest.raises(ResultsFileError, match=r":\d+: not a valid trial record"):
+        read_all(new, {})
+    assert gc.isenabled()  # paused while the trials are built, on again after a bad line too
+    gc.disable()
+    try:
+        read_all(tmp_path / "old.json")
+        assert not gc.isenabled()  # and left off when it was off
+    finally:
+        gc.enable()

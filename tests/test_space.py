@@ -70,6 +70,21 @@ MIXED = SearchSpace(
 )
 
 
+@pytest.mark.parametrize("choices", [("relu", 1, True, 2.5, -0.0), (1, 2, 3), (math.nan, "a"), ("a", 0.0)])
+def test_a_categorical_holds_a_value_only_of_one_of_its_choices_types_and_equal_to_it(choices):
+    # contains() looks values up by (type, value): the same answers as comparing with each choice in turn.
+    dim = CategoricalDimension("k", choices)
+
+    class Text(str):
+        pass
+
+    values = [*choices, "relu", Text("relu"), 1, 1.0, True, False, 0, 0.0, -0.0, 2.5, math.nan, None, [1], {"a": 1},
+              "b", 3, 2]
+    for value in values:
+        expected = any(type(c) is type(value) and c == value for c in choices)
+        assert dim.contains(value) is expected, (choices, value)
+
+
 def test_random_stays_in_bounds_with_plain_types():
     for params in random_points(MIXED, 500, seed=1):
         assert MIXED.contains(params), params

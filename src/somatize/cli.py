@@ -316,6 +316,7 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
     from .events import EventBus
     from .samplers import make_sampler
     from .storage.journal import Journal, journal_exists
+    from .storage.reader import history_frozen
 
     study = build_study(config)
     journal = None
@@ -330,7 +331,8 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
                         if hasattr(sampler, "inner") else 0)
     bus = EventBus()
     try:
-        return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume, known)
+        with history_frozen(study.trials):
+            return _run_with_subscribers(config, study, sampler, bus, path, journal, events, quiet, resume, known)
     except OutputWriteError as exc:
         if journal is None or not journal_exists(journal.path):
             raise
@@ -350,10 +352,12 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
         with contextlib.ExitStack() as stack:
             _attach_event_log(bus, events, stack)  # before the journal: an unwritable --events leaves no journal
             _attach_tracker(bus, config, study, quiet, stack)
+            # Each trial encoded once, for the journal and the results file; made before the trial directories
+            # are, so a resumed trial whose directory the keep policy removes now is encoded again, without it.
+            encoded = TrialLines(known)
             trial_dirs = _attach_trial_dirs(bus, config, study, path, resume)  # before the journal: it sets log_dir
             if journal is not None and path is not None:
                 stack.callback(journal.close)
-                encoded = TrialLines(known)  # each trial encoded once, for the journal and the results file
                 journal.begin(study, encoded)
                 bus.subscribe(journal)
                 periodic = PeriodicResults(study, path, lines=encoded)  # writes in the background
@@ -456,7 +460,7 @@ def _say_top_trials(study, path: Path | None) -> None:
     """The end of a run, for people: the best few trials, the best-so-far curve, where the results are."""
     from .ui.formats import best_so_far_line, format_trials, sort_trials
 
-    top = sort_trials(study, study.feasible())[:TOP_TRIALS]
+    top = sort_trials(study, study.feasible(), limit=TOP_TRIALS)
     if top and not _live_progress():  # the live table's own summary has just listed them, fitted to the terminal
         _say(f"top {len(top)} of {len(study.trials)} trials:")
         _say(format_trials(study, "table", top).rstrip("\n"))

@@ -384,6 +384,8 @@ class TrialDirs:
 
     def resumed(self, trials: list[Trial]) -> None:
         """The finished trials of a resumed study, so the policy ranks them with the new ones."""
+        if self.policy.keep == "all":  # nothing to rank: not even a sort of a 100,000-trial history
+            return
         for trial in sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number):
             self._finish(trial)
 

@@ -24,6 +24,7 @@ from ..errors import OutputWriteError, ResultsFileError
 from ..space import SearchSpace
 from ..study import Study, Trial, TrialState
 from .paths import check_own_file
+from .reader import gc_paused
 from .results import TrialLines, check_trial, load_json, one_line, trial_line, write_all
 
 if TYPE_CHECKING:
@@ -294,11 +295,12 @@ def read_journal(path: Path, space: SearchSpace | None = None) -> tuple[dict[str
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsFileError(f"{path}: cannot read journal: {exc}") from None
     state = JournalState(path, space)
-    for index, line in enumerate(lines):
-        state.add(line, torn=index == len(lines) - 1)
-    if state.header is None:
-        raise ResultsFileError(f"{path}: empty journal")
-    return state.header, state.sorted_trials()
+    with gc_paused():  # the trials built (as a results file's are read, storage/reader.py)
+        for index, line in enumerate(lines):
+            state.add(line, torn=index == len(lines) - 1)
+        if state.header is None:
+            raise ResultsFileError(f"{path}: empty journal")
+        return state.header, state.sorted_trials()
 
 
 class JournalState:

@@ -11,6 +11,8 @@ other layout (an older somatize's, one reformatted by jq) is not refused:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import mmap
 import re
@@ -265,14 +267,47 @@ def read_all(path: str | Path, lines: dict[int, tuple[Trial, str]] | None = None
 
         return read_results(path)
     study = results.study
-    if lines is None:
-        study.trials = list(results.trials())
-    else:
-        for number, line in results.lines():
-            trial = results.parse(line, number)
-            study.trials.append(trial)
-            lines[trial.number] = (trial, _element(line))
+    with gc_paused():
+        if lines is None:
+            study.trials = list(results.trials())
+        else:
+            for number, line in results.lines():
+                trial = results.parse(line, number)
+                study.trials.append(trial)
+                lines[trial.number] = (trial, _element(line))
     return _with_recommendation_checked(study, path)
 
 
-__all__ = ["ResultsFile", "open_results", "parse_results", "read_all", "read_for_best"]
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a whole study's trials are built, then as it was.
+
+    Each trial is a dozen objects that all live on, none in a cycle, yet every
+    few hundred of them set off a collection that walks those built so far:
+    reading the 100,000 trials of a resumed study took 4.5 s of CPU, 2.5 s
+    with the collector off (parsing and building them; issue 18).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def history_frozen(trials: list[Trial]) -> Iterator[None]:
+    """A resumed run's history (`trials`, kept to its end) out of the collector's sight meanwhile: re-telling
+    the sampler 100,000 trials set off collections that walked them all, 0.2-0.3 s of a resume's CPU."""
+    if not trials:
+        yield
+        return
+    gc.freeze()  # every object tracked now, the history's and the rest, until the unfreeze
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+__all__ = ["ResultsFile", "history_frozen", "open_results", "parse_results", "read_all", "read_for_best"]

@@ -403,8 +403,9 @@ def best_so_far_text(metric: str, curve: Sequence[float], trials: int) -> str:
 # sort and filter -------------------------------------------------------------------
 
 
-def sort_trials(study: Study, trials: Iterable[Trial], metric: str | None = None) -> list[Trial]:
-    """Best first by metric (the primary objective by default); trials without a value last."""
+def sort_trials(study: Study, trials: Iterable[Trial], metric: str | None = None, limit: int | None = None
+                ) -> list[Trial]:
+    """Best first by metric (the primary objective by default); trials without a value last; the first `limit`."""
     objective = study.objective(metric)
     sign = -1.0 if objective.direction.value == "maximize" else 1.0
 
@@ -414,6 +415,10 @@ def sort_trials(study: Study, trials: Iterable[Trial], metric: str | None = None
             return (1, 0.0, trial.number)
         return (0, sign * value, trial.number)
 
+    if limit is not None:  # the top few of a 100,000-trial study (the end of a resumed run): no sort of them all
+        import heapq
+
+        return heapq.nsmallest(limit, trials, key=key)
     return sorted(trials, key=key)
 
 
