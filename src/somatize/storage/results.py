@@ -291,6 +291,8 @@ class PeriodicResults:
     reusing the lines.
     """
 
+    events = FINISHED_TRIAL_EVENTS  # all it reads: the bus calls it for no other event
+
     def __init__(self, study: Study, path: Path, every_seconds: float | None = None, lines: TrialLines | None = None):
         """`lines`: where trials already encoded are (the journal's, a resumed results file's)."""
         self.study = Study(study.name, study.space, study.objectives, study.strategy, study.spec, study.id,
