@@ -178,7 +178,7 @@ _ROUTERS: dict[str, _Router] = {}
 _CAPTURING = [0]
 
 
-class capture_python_output:  # noqa: N801 - used as a function: `with capture_python_output(trial_dir):`
+class capture_python_output:  # named as a function: `with capture_python_output(trial_dir):`
     """What this thread writes to sys.stdout and sys.stderr meanwhile also goes to the trial's files.
 
     Python-level only: output of C code and of child processes writing to the

@@ -27,7 +27,7 @@ from .artifacts import capture_python_output, make_trial_dir
 from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
 
 
-class trial_environment:  # noqa: N801 - used as a function: `with trial_environment(env):`
+class trial_environment:  # named as a function: `with trial_environment(env):`
     """os.environ holds the trial's directory and devices while it runs, for what reads them there
     (CUDA at its first use, child processes); then the variables are as they were. One trial at a
     time per process: in-process trials run one by one, workers each run their own. A class, entered

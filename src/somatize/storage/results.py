@@ -18,9 +18,7 @@ from ..errors import OutputWriteError, ResultsFileError, SomatizeError
 from ..events import FINISHED_TRIAL_EVENTS, Event
 from ..study import Study, Trial, TrialState
 from .paths import describe_non_regular, results_target, temp_prefix
-
-# One encoder for every trial line: the C encoder (no indent), Python's default separators.
-_encode_trial = json.JSONEncoder(allow_nan=False, check_circular=False).encode  # plain trees: no cycles
+from .trialjson import trial_json
 
 # The line that opens the trials array; readers (storage/reader.py) look for it to read a file line by line.
 TRIALS_OPENING = '  "trials": ['
@@ -30,8 +28,9 @@ _LINES_PER_WRITE = 512
 
 
 def trial_line(trial: Trial) -> str:
-    """A trial's JSON object on one line, as the results file holds it."""
-    return _encode_trial(trial.to_dict())
+    """A trial's JSON object on one line, as the results file holds it: the C encoder's text of
+    `trial.to_dict()` (no indent, Python's default separators), written from the trial's parts."""
+    return trial_json(trial)
 
 
 class TrialLines:
