@@ -175,7 +175,9 @@ class _Router:
 
 _ROUTERS_LOCK = threading.Lock()
 _ROUTERS: dict[str, _Router] = {}
+_IDLE: dict[str, _Router] = {}  # the routers last put back, kept to stand in again over the same stream
 _CAPTURING = [0]
+_STDOUT, _STDERR = os.sep + STDOUT, os.sep + STDERR
 
 
 class capture_python_output:  # named as a function: `with capture_python_output(trial_dir):`
@@ -198,13 +200,18 @@ class capture_python_output:  # named as a function: `with capture_python_output
         trial_dir = self._trial_dir
         if trial_dir is None:
             return
-        sinks = self._sinks = (TailFile(os.path.join(trial_dir, STDOUT)), TailFile(os.path.join(trial_dir, STDERR)))
+        sinks = self._sinks = (TailFile(trial_dir + _STDOUT), TailFile(trial_dir + _STDERR))
         me = threading.get_ident()
         with _ROUTERS_LOCK:
             for name, sink in zip(("stdout", "stderr"), sinks):
                 current = getattr(sys, name)
-                router = current if isinstance(current, _Router) else _Router(current, name)
-                setattr(sys, name, router)
+                if not isinstance(current, _Router):
+                    router = _IDLE.get(name)  # the one of the trial before, when it wrapped this same stream
+                    if router is None or router.wrapped is not current or router.sinks:
+                        router = _IDLE[name] = _Router(current, name)
+                    setattr(sys, name, router)
+                else:
+                    router = current
                 _ROUTERS[name] = router
                 router.sinks[me] = sink
             _CAPTURING[0] += 1
@@ -389,7 +396,12 @@ class TrialDirs:
 
     def finished(self, trial_id: str) -> str | None:
         """The trial record's `log_dir` once the trial has finished: None when it has no directory."""
-        if self._base is None or not os.path.isdir(os.path.join(self._base, trial_id)):
+        if self._base is None:
+            return None
+        path = os.path.join(self._base, trial_id)
+        # access() answers "nothing there" without the exception isdir() takes for it: most quick
+        # functions have no directory, and that exception was a twentieth of such a trial's cost.
+        if not os.access(path, os.F_OK, follow_symlinks=False) or not os.path.isdir(path):
             return None
         return self.recorded(trial_id)
 
