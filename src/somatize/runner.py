@@ -69,14 +69,16 @@ class TrialReporter:
     """Collects a running trial's intermediate metrics (bounded), publishes them, and asks the pruner."""
 
     def __init__(
-        self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "", declared: tuple[str, ...] = ()
+        self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "",
+        declared: tuple[str, ...] | frozenset[str] = (),
     ):
         self.trial = trial
         self.bus = bus
         self.pruner = pruner
         self.metric = metric  # the primary metric: the one the pruner judges
         self.prune_reason: str | None = None
-        self.log = MetricLog({metric, *declared})  # becomes trial.metrics when the attempt ends
+        # becomes trial.metrics when the attempt ends; a frozenset given is used as it is (one per study)
+        self.log = MetricLog(declared if isinstance(declared, frozenset) else {metric, *declared})
 
     def report(self, name: str, value: float, step: int | None = None) -> None:
         record = MetricRecord(name, float(value), step)
@@ -121,7 +123,7 @@ class StudyRunner:
         self.parallel = max(1, parallel)  # trials in flight at once
         self.pruner = pruner
         # Kept in full (up to a cap); others less.
-        self._declared = (*(o.metric for o in study.objectives), *study.metrics)
+        self._declared = frozenset((*(o.metric for o in study.objectives), *study.metrics))
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -347,8 +349,9 @@ class StudyRunner:
             value = objective.reduce_records(trial.metrics)
             if value is not None:
                 trial.values[objective.metric] = value
-        for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
-            trial.values.setdefault(name, value)
+        if self.study.metrics:
+            for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
+                trial.values.setdefault(name, value)
         if isinstance(outcome, Pruned):
             trial.state, trial.pruned_step, trial.reason = TrialState.PRUNED, outcome.step, outcome.reason
             return
