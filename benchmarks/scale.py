@@ -19,6 +19,7 @@ benchmarks/bayesian_scale.py. Run it under `nice -n 19` on an idle machine; it p
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
@@ -85,6 +86,12 @@ study.optimize(objective, n_trials=int(sys.argv[1]))
 
 def timed(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one process."""
+    seconds, rss, _ = timed_cpu(argv, where, stdout)
+    return seconds, rss
+
+
+def timed_cpu(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, all its threads: rusage) of one process."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=where, env=env, stdout=stdout, stderr=subprocess.PIPE)
@@ -94,7 +101,7 @@ def timed(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL)
     error = process.stderr.read().decode() if process.stderr else ""
     if process.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}): {error[-500:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def somatize(*args: object) -> list[str]:
@@ -102,19 +109,23 @@ def somatize(*args: object) -> list[str]:
 
 
 def part_run(where: Path, sizes: list[int]) -> list[str]:
-    rows = ["| trials | somatize µs/trial | peak RSS | Optuna in memory µs/trial | Optuna peak RSS | Optuna / somatize |",
-            "|---:|---:|---:|---:|---:|---:|"]
-    # Start-up (imports, the study file, the first trial) is left out: the fastest of three one-trial runs.
-    start_up = min(timed(somatize("run", "study.yaml", "-o", "one.json", "-q", "--n-trials", 1), where)[0]
-                   for _ in range(3))
-    optuna_start = min(timed([sys.executable, "optuna_study.py", "1"], where)[0] for _ in range(3))
+    rows = ["| trials | somatize µs/trial | CPU µs/trial | peak RSS | Optuna in memory µs/trial | CPU µs/trial | "
+            "Optuna peak RSS | Optuna / somatize | (CPU) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    # Start-up (imports, the study file, the first trial) is left out: the fastest of three one-trial runs,
+    # for wall time and for CPU time (rusage of the child) alike.
+    ones = [timed_cpu(somatize("run", "study.yaml", "-o", "one.json", "-q", "--n-trials", 1), where) for _ in range(3)]
+    start_up, start_cpu = min(o[0] for o in ones), min(o[2] for o in ones)
+    theirs_ones = [timed_cpu([sys.executable, "optuna_study.py", "1"], where) for _ in range(3)]
+    optuna_start, optuna_cpu = min(o[0] for o in theirs_ones), min(o[2] for o in theirs_ones)
     for size in sizes:
-        seconds, rss = timed(somatize("run", "study.yaml", "-o", f"r{size}.json", "-q", "--n-trials", size), where)
-        ours = (seconds - start_up) / (size - 1) * 1e6
-        theirs_s, theirs_rss = timed([sys.executable, "optuna_study.py", str(size)], where)
-        theirs = (theirs_s - optuna_start) / (size - 1) * 1e6
-        rows.append(f"| {size:,} | {ours:.1f} | {rss:.0f} MiB | {theirs:.1f} | {theirs_rss:.0f} MiB | "
-                    f"{theirs / ours:.1f}x |")
+        seconds, rss, cpu = timed_cpu(somatize("run", "study.yaml", "-o", f"r{size}.json", "-q", "--n-trials", size),
+                                      where)
+        ours, ours_cpu = ((seconds - start_up) / (size - 1) * 1e6, (cpu - start_cpu) / (size - 1) * 1e6)
+        theirs_s, theirs_rss, theirs_c = timed_cpu([sys.executable, "optuna_study.py", str(size)], where)
+        theirs, theirs_cpu = ((theirs_s - optuna_start) / (size - 1) * 1e6, (theirs_c - optuna_cpu) / (size - 1) * 1e6)
+        rows.append(f"| {size:,} | {ours:.1f} | {ours_cpu:.1f} | {rss:.0f} MiB | {theirs:.1f} | {theirs_cpu:.1f} | "
+                    f"{theirs_rss:.0f} MiB | {theirs / ours:.1f}x | {theirs_cpu / ours_cpu:.1f}x |")
     return rows
 
 
@@ -137,8 +148,14 @@ def part_stall(sizes: list[int]) -> list[str]:
     from somatize.storage.journal import Journal
     from somatize.storage.results import PeriodicResults, TrialLines
 
-    rows = ["| trials | periodic writes | longest gap, no write under way | longest gap during a write | median gap |",
-            "|---:|---:|---:|---:|---:|"]
+    try:  # as `somatize run` has it since issue 18's per-trial work; not in older trees (--src)
+        from somatize.history import FrozenHistory
+    except ImportError:
+        FrozenHistory = None  # noqa: N806
+
+    rows = ["| trials | periodic writes | longest gap, no write under way | p99 | longest gap during a write | p99 | "
+            "median gap | longest full collection |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for size in sizes:
         space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0),
                              CategoricalDimension("act", ("relu", "tanh", "gelu")), IntDimension("layers", 1, 8)))
@@ -175,20 +192,48 @@ def part_stall(sizes: list[int]) -> list[str]:
                     was_writing[0] = writing
                     last[0] = now
 
+            clock.events = FINISHED_TRIAL_EVENTS  # what it reads (a bus that routes events takes it)
+            collections: list[float] = []
+            started = [0.0]
+
+            def timing(phase, info, started=started, collections=collections) -> None:
+                if info["generation"] == 2:
+                    if phase == "start":
+                        started[0] = time.perf_counter()
+                    else:
+                        collections.append(time.perf_counter() - started[0])
+
             bus = EventBus()
             bus.subscribe(journal)
             bus.subscribe(periodic)
+            if FrozenHistory is not None:
+                frozen = FrozenHistory()
+                bus.subscribe(frozen)
             bus.subscribe(clock)
+            gc.callbacks.append(timing)
             runner = StudyRunner(study, make_sampler(strategy, space, study.primary, 1),
                                  FunctionExecutor("trivial:objective", ["value"], Path(scratch)), bus,
                                  StopConditions(max_consecutive_failures=None), 1)
-            runner.run()
+            try:
+                runner.run()
+            finally:
+                gc.callbacks.remove(timing)
+                if FrozenHistory is not None:
+                    frozen.close()
             periodic.write_final(study)
             journal.close()
         gaps.sort()
-        rows.append(f"| {size:,} | {writes[0]} | {max(outside) * 1e3:.2f} ms | "
-                    f"{(max(during) * 1e3 if during else 0):.2f} ms | {gaps[len(gaps) // 2] * 1e6:.0f} µs |")
+        outside.sort()
+        during.sort()
+        rows.append(f"| {size:,} | {writes[0]} | {outside[-1] * 1e3:.2f} ms | {_p99(outside) * 1e3:.2f} ms | "
+                    f"{(during[-1] * 1e3 if during else 0):.2f} ms | {_p99(during) * 1e3:.2f} ms | "
+                    f"{gaps[len(gaps) // 2] * 1e6:.0f} µs | {max(collections, default=0) * 1e3:.1f} ms |")
     return rows
+
+
+def _p99(values: list[float]) -> float:
+    """The 99th percentile of sorted values (0 for none)."""
+    return values[min(len(values) - 1, int(len(values) * 0.99))] if values else 0.0
 
 
 def first_row_seconds(argv: list[str], where: Path, rows_before: int = 2) -> tuple[float, float, float]:
