@@ -108,3 +108,27 @@ def test_somatize_run_leaves_the_collector_as_it_was(tmp_path):
     assert [t["state"] for t in trials] == ["completed"] * 3
     assert all(t["values"]["frozen"] > 0 for t in trials)  # the run froze what it had
     assert gc.get_freeze_count() == 0
+
+
+def test_keep_best_drops_log_dir_from_the_final_file_after_periodic_writes(tmp_path, monkeypatch):
+    """A trial pushed out of the best after a periodic write had encoded it: the final file names no directory
+    for it (a long study's writes used to keep its first line, which did)."""
+    from somatize.storage import results
+
+    monkeypatch.setattr(results, "PERIODIC_WRITE_SECONDS", 0.0)  # a write after every trial
+    (tmp_path / "objective.py").write_text(
+        "import time\n\ndef objective(params):\n    print('trial output')\n    time.sleep(0.05)\n"
+        "    return -params['x']\n"  # x grows with the grid: each trial is the new best
+    )
+    (tmp_path / "s.yaml").write_text(
+        "name: keep\nsearch_space:\n  x: [1, 2, 3, 4, 5, 6]\n"
+        "strategy: {type: grid}\nobjective: {metric: loss}\n"
+        "executor: {function: 'objective:objective'}\ntrial_dirs: {keep: best, best: 2}\n"
+    )
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    trials = json.loads(out.read_text())["trials"]
+    assert [t["params"]["x"] for t in trials] == [1, 2, 3, 4, 5, 6]
+    assert {t["id"] for t in trials if t.get("log_dir")} == {"trial_0004", "trial_0005"}
+    assert sorted(p.name for p in (tmp_path / "r.trials").iterdir()) == ["trial_0004", "trial_0005"]
