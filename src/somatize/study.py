@@ -127,15 +127,15 @@ class MetricRecord:
     timestamp: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": json_number(self.value), "step": self.step, "timestamp": iso(self.timestamp)}
+        return {"name": self.name, "value": _json_number(self.value), "step": self.step, "timestamp": iso(self.timestamp)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricRecord:
         return cls(str(data["name"]), _number(data["value"]), data.get("step"), from_iso(data["timestamp"]) or 0.0)
 
 
-def json_number(value: float) -> float | str:
-    """A metric value for JSON, which has no NaN/Infinity: those kept readable and reversible as strings."""
+def _json_number(value: float) -> float | str:
+    # JSON has no NaN/Infinity; keep them readable and reversible as strings.
     return value if math.isfinite(value) else str(value)
 
 
@@ -193,7 +193,7 @@ class Trial:
             "number": self.number,
             "state": self.state.value,
             "params": self.params,
-            "values": {k: json_number(v) for k, v in self.values.items()},
+            "values": {k: _json_number(v) for k, v in self.values.items()},
             "metrics": [m.to_dict() for m in self.metrics],
             "started_at": iso(self.started_at),
             "duration_ms": self.duration_ms,
@@ -434,7 +434,7 @@ class Study:
             else {
                 "id": best.id,
                 "number": best.number,
-                "value": json_number(best.values[self.primary.metric]),
+                "value": _json_number(best.values[self.primary.metric]),
                 "params": best.params,
             },
             "pareto_front": [t.id for t in self.pareto_front()],
@@ -450,11 +450,11 @@ class Study:
             "recommended_trial": {
                 "id": trial.id,
                 "number": trial.number,
-                "value": None if value is None else json_number(value),
+                "value": None if value is None else _json_number(value),
                 "params": trial.params,
-                "mean": json_number(self.recommended.mean),
-                "sd": json_number(self.recommended.sd),
-                "noise": None if self.recommended.noise is None else json_number(self.recommended.noise),
+                "mean": _json_number(self.recommended.mean),
+                "sd": _json_number(self.recommended.sd),
+                "noise": None if self.recommended.noise is None else _json_number(self.recommended.noise),
             }
         }
 
