@@ -348,7 +348,12 @@ class TrialDirs:
     when the trial finishes.
     """
 
-    events = FINISHED_TRIAL_EVENTS  # all it reads: the bus calls it for no other event
+    @property
+    def events(self) -> tuple[type[Event], ...]:
+        """All it reads: the bus calls it for no other event."""
+        from ..events import FINISHED_TRIAL_EVENTS  # here, not at the top: ask and tell import this module
+
+        return FINISHED_TRIAL_EVENTS
 
     def __init__(
         self, results: Path, policy: KeepPolicy | None = None, objective: Objective | None = None,

@@ -286,7 +286,12 @@ class PeriodicResults:
     reusing the lines.
     """
 
-    events = FINISHED_TRIAL_EVENTS  # all it reads: the bus calls it for no other event
+    @property
+    def events(self) -> tuple[type[Event], ...]:
+        """All it reads: the bus calls it for no other event."""
+        from ..events import FINISHED_TRIAL_EVENTS  # here, not at the top: ask and tell import this module
+
+        return FINISHED_TRIAL_EVENTS
 
     def __init__(self, study: Study, path: Path, every_seconds: float | None = None, lines: TrialLines | None = None):
         """`lines`: where trials already encoded are (the journal's, a resumed results file's)."""
