@@ -1,14 +1,18 @@
 """Cost at scale: 1k / 10k / 100k-trial studies, their results files, and finite spaces that fill up.
 
     python benchmarks/scale.py [--part run|stall|read|finite|all] [--sizes 1000,10000,100000] [--dir DIR]
+                               [--src TREE] [--before TREE]
 
 Parts (issue 18):
   run     `somatize run` (random, a trivial Python function, durability: power) as a real subprocess:
-          µs per trial (start-up, measured with one trial, left out) and peak RSS, beside an Optuna
-          in-memory script (RandomSampler) of the same study in the same run.
-  stall   the trial loop through the package API with the journal and the periodic results writer
-          attached, as `somatize run` has them: the longest gap between two finished trials, overall
-          and while a results write was under way.
+          µs per trial, wall and CPU (rusage of the child: user + system, every thread), start-up
+          (measured with one trial) left out, and peak RSS, beside an Optuna in-memory script
+          (RandomSampler) of the same study in the same run; `--before TREE` adds another source
+          tree's somatize (the code before a change), size by size in the same run.
+  stall   the trial loop through the package API with the journal, the periodic results writer and
+          the frozen history attached, as `somatize run` has them: the longest and the 99th-percentile
+          gap between two finished trials, while a results write was under way and not, and the
+          longest full collection of the garbage collector (gc.callbacks).
   read    on the largest size's results file: `best`, `show --limit 10`, `show` (every row, a table;
           time to its first row, total, peak RSS), `report` (time, RSS, page size), `run --resume` +10
           (with and without -q; also its CPU time).
@@ -20,6 +24,7 @@ benchmarks/bayesian_scale.py. Run it under `nice -n 19` on an idle machine; it p
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
@@ -86,13 +91,15 @@ study.optimize(objective, n_trials=int(sys.argv[1]))
 
 def timed(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one process."""
-    return timed_cpu(argv, where, stdout)[:2]
+    seconds, rss, _ = timed_cpu(argv, where, stdout)
+    return seconds, rss
 
 
-def timed_cpu(argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, from wait4) of one process: on a
-    shared machine the CPU time says what the wall time cannot."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+def timed_cpu(
+    argv: list[str], where: Path, stdout: int | None = subprocess.DEVNULL, src: Path | None = None
+) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, all its threads: rusage) of one process."""
+    env = {**os.environ, "PYTHONPATH": str(src or SRC)}
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=where, env=env, stdout=stdout, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -108,20 +115,44 @@ def somatize(*args: object) -> list[str]:
     return [sys.executable, "-m", "somatize", *map(str, args)]
 
 
-def part_run(where: Path, sizes: list[int]) -> list[str]:
-    rows = ["| trials | somatize µs/trial | peak RSS | Optuna in memory µs/trial | Optuna peak RSS | Optuna / somatize |",
-            "|---:|---:|---:|---:|---:|---:|"]
-    # Start-up (imports, the study file, the first trial) is left out: the fastest of three one-trial runs.
-    start_up = min(timed(somatize("run", "study.yaml", "-o", "one.json", "-q", "--n-trials", 1), where)[0]
-                   for _ in range(3))
-    optuna_start = min(timed([sys.executable, "optuna_study.py", "1"], where)[0] for _ in range(3))
+def part_run(where: Path, sizes: list[int], before: Path | None = None) -> list[str]:
+    """somatize against Optuna; with `before` (another source tree) that tree's somatize too, size by size in
+    the same run, so both see the same load."""
+    head = "| trials | somatize µs/trial | CPU µs/trial | peak RSS |"
+    rule = "|---:|---:|---:|---:|"
+    if before is not None:
+        head += " before µs/trial | before CPU µs/trial |"
+        rule += "---:|---:|"
+    head += " Optuna in memory µs/trial | CPU µs/trial | Optuna peak RSS | Optuna / somatize | (CPU) |"
+    rule += "---:|---:|---:|---:|---:|"
+    rows = [head, rule]
+
+    def start_up(argv: list[str], src: Path | None = None) -> tuple[float, float]:
+        # Start-up (imports, the study file, the first trial) is left out: the fastest of three one-trial
+        # runs, for wall time and for CPU time (rusage of the child) alike.
+        ones = [timed_cpu(argv, where, src=src) for _ in range(3)]
+        return min(o[0] for o in ones), min(o[2] for o in ones)
+
+    def per_trial(argv: list[str], size: int, base: tuple[float, float], src: Path | None = None):
+        seconds, rss, cpu = timed_cpu(argv, where, src=src)
+        return (seconds - base[0]) / (size - 1) * 1e6, (cpu - base[1]) / (size - 1) * 1e6, rss
+
+    def ours(size: int) -> list[str]:
+        return somatize("run", "study.yaml", "-o", f"r{size}.json", "-q", "--n-trials", size)
+
+    ours_base = start_up(ours(1)[:-1] + ["1"])
+    old_base = None if before is None else start_up(ours(1)[:-1] + ["1"], before)
+    theirs_base = start_up([sys.executable, "optuna_study.py", "1"])
     for size in sizes:
-        seconds, rss = timed(somatize("run", "study.yaml", "-o", f"r{size}.json", "-q", "--n-trials", size), where)
-        ours = (seconds - start_up) / (size - 1) * 1e6
-        theirs_s, theirs_rss = timed([sys.executable, "optuna_study.py", str(size)], where)
-        theirs = (theirs_s - optuna_start) / (size - 1) * 1e6
-        rows.append(f"| {size:,} | {ours:.1f} | {rss:.0f} MiB | {theirs:.1f} | {theirs_rss:.0f} MiB | "
-                    f"{theirs / ours:.1f}x |")
+        wall, cpu, rss = per_trial(ours(size), size, ours_base)
+        row = f"| {size:,} | {wall:.1f} | {cpu:.1f} | {rss:.0f} MiB |"
+        if before is not None:
+            old_wall, old_cpu, _ = per_trial(ours(size), size, old_base, before)
+            row += f" {old_wall:.1f} | {old_cpu:.1f} |"
+        theirs, theirs_cpu, theirs_rss = per_trial([sys.executable, "optuna_study.py", str(size)], size, theirs_base)
+        row += (f" {theirs:.1f} | {theirs_cpu:.1f} | {theirs_rss:.0f} MiB | {theirs / wall:.1f}x | "
+                f"{theirs_cpu / cpu:.1f}x |")
+        rows.append(row)
     return rows
 
 
@@ -144,8 +175,14 @@ def part_stall(sizes: list[int]) -> list[str]:
     from somatize.storage.journal import Journal
     from somatize.storage.results import PeriodicResults, TrialLines
 
-    rows = ["| trials | periodic writes | longest gap, no write under way | longest gap during a write | median gap |",
-            "|---:|---:|---:|---:|---:|"]
+    try:  # as `somatize run` has it since issue 18's per-trial work; not in older trees (--src)
+        from somatize.history import FrozenHistory
+    except ImportError:
+        FrozenHistory = None
+
+    rows = [("| trials | periodic writes | longest gap, no write under way | p99 | longest gap during a write | p99 | "
+             "median gap | longest full collection |"),
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for size in sizes:
         space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0),
                              CategoricalDimension("act", ("relu", "tanh", "gelu")), IntDimension("layers", 1, 8)))
@@ -182,20 +219,48 @@ def part_stall(sizes: list[int]) -> list[str]:
                     was_writing[0] = writing
                     last[0] = now
 
+            clock.events = FINISHED_TRIAL_EVENTS  # what it reads (a bus that routes events takes it)
+            collections: list[float] = []
+            started = [0.0]
+
+            def timing(phase, info, started=started, collections=collections) -> None:
+                if info["generation"] == 2:
+                    if phase == "start":
+                        started[0] = time.perf_counter()
+                    else:
+                        collections.append(time.perf_counter() - started[0])
+
             bus = EventBus()
             bus.subscribe(journal)
             bus.subscribe(periodic)
+            if FrozenHistory is not None:
+                frozen = FrozenHistory()
+                bus.subscribe(frozen)
             bus.subscribe(clock)
+            gc.callbacks.append(timing)
             runner = StudyRunner(study, make_sampler(strategy, space, study.primary, 1),
                                  FunctionExecutor("trivial:objective", ["value"], Path(scratch)), bus,
                                  StopConditions(max_consecutive_failures=None), 1)
-            runner.run()
+            try:
+                runner.run()
+            finally:
+                gc.callbacks.remove(timing)
+                if FrozenHistory is not None:
+                    frozen.close()
             periodic.write_final(study)
             journal.close()
         gaps.sort()
-        rows.append(f"| {size:,} | {writes[0]} | {max(outside) * 1e3:.2f} ms | "
-                    f"{(max(during) * 1e3 if during else 0):.2f} ms | {gaps[len(gaps) // 2] * 1e6:.0f} µs |")
+        outside.sort()
+        during.sort()
+        rows.append(f"| {size:,} | {writes[0]} | {outside[-1] * 1e3:.2f} ms | {_p99(outside) * 1e3:.2f} ms | "
+                    f"{(during[-1] * 1e3 if during else 0):.2f} ms | {_p99(during) * 1e3:.2f} ms | "
+                    f"{gaps[len(gaps) // 2] * 1e6:.0f} µs | {max(collections, default=0) * 1e3:.1f} ms |")
     return rows
+
+
+def _p99(values: list[float]) -> float:
+    """The 99th percentile of sorted values (0 for none)."""
+    return values[min(len(values) - 1, int(len(values) * 0.99))] if values else 0.0
 
 
 def first_row_seconds(argv: list[str], where: Path, rows_before: int = 2) -> tuple[float, float, float]:
@@ -261,6 +326,8 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=None,
                         help="another source tree to measure (e.g. the code before issue 18: "
                              "`git archive <commit> src | tar -x -C /tmp/old`, then --src /tmp/old/src)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="--part run: also this source tree's somatize, size by size in the same run")
     args = parser.parse_args()
     if args.src is not None:
         global SRC
@@ -274,7 +341,7 @@ def main() -> None:
         before = os.getloadavg()
         out: list[str] = []
         if args.part in ("run", "all"):
-            out += ["### somatize run against Optuna in memory", "", *part_run(where, sizes), ""]
+            out += ["### somatize run against Optuna in memory", "", *part_run(where, sizes, args.before), ""]
         if args.part in ("read", "all"):
             out += ["### Reading a large results file", "", *part_read(where, max(sizes)), ""]
         if args.part in ("finite", "all"):
@@ -283,7 +350,7 @@ def main() -> None:
             out += ["### The trial loop during periodic results writes", "", *part_stall(sizes), ""]
         after = os.getloadavg()
     print(f"python benchmarks/scale.py --part {args.part} --sizes {args.sizes}"
-          + ("" if args.src is None else f" --src {args.src}"))
+          + ("" if args.src is None else f" --src {args.src}") + ("" if args.before is None else f" --before {args.before}"))
     print(f"load average {before[0]:.2f} before, {after[0]:.2f} after; {os.cpu_count()} cores\n")
     print("\n".join(out))
 

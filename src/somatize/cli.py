@@ -314,9 +314,9 @@ def _run_locked(config, path: Path | None, journal_file: Path | None, events: st
     from .assemble import build_study
     from .errors import OutputWriteError
     from .events import EventBus
+    from .history import history_frozen
     from .samplers import make_sampler
     from .storage.journal import Journal, journal_exists
-    from .storage.reader import history_frozen
 
     study = build_study(config)
     journal = None
@@ -363,6 +363,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
                 periodic = PeriodicResults(study, path, lines=encoded)  # writes in the background
                 bus.subscribe(periodic)
             _attach_progress(bus, quiet, stack)
+            _attach_frozen_history(bus, stack)
             executor = build_executor(config)
             stack.callback(executor.close)  # also when connecting to a cluster fails
             slots = config.parallel
@@ -587,6 +588,15 @@ def _attach_trial_dirs(bus, config, study, path: Path | None, resume: bool):
         dirs.start_afresh()  # the study this run replaces in the results file leaves its trial directories too
     bus.subscribe(dirs)
     return dirs
+
+
+def _attach_frozen_history(bus, stack: contextlib.ExitStack) -> None:
+    """Finished trials kept out of the collector's full passes: no stall of the loop at 100,000 trials."""
+    from .history import FrozenHistory
+
+    frozen = FrozenHistory()
+    bus.subscribe(frozen)
+    stack.callback(frozen.close)
 
 
 def _slot_pool(config):

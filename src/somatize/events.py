@@ -165,14 +165,24 @@ class Subscription:
 
 
 class EventBus:
+    """Events to handlers and queues. A handler may say which event classes it wants (`subscribe`'s
+    `events`, else its own `events` attribute); the bus calls it for those only, and `wants` tells a
+    publisher whether an event would reach anyone, so it need not build one nobody reads (a quiet run's
+    journal and results writer take only finished trials: four of a trial's five events went unread)."""
+
     def __init__(self) -> None:
-        self._handlers: list[Handler] = []
+        self._handlers: list[tuple[Handler, tuple[type[Event], ...] | None]] = []
         self._queues: list[Subscription] = []
         self._lock = threading.Lock()
+        self._routes: dict[type[Event], list[Handler]] = {}  # event class -> its handlers, worked out once
 
-    def subscribe(self, handler: Handler) -> None:
-        """Call handler inline for every event; it must be fast and must not raise."""
-        self._handlers.append(handler)
+    def subscribe(self, handler: Handler, events: tuple[type[Event], ...] | None = None) -> None:
+        """Call handler inline for every event (or only those of the classes in `events`, or in the
+        handler's own `events` attribute); it must be fast and must not raise."""
+        if events is None:
+            events = getattr(handler, "events", None)
+        self._handlers.append((handler, None if events is None else tuple(events)))
+        self._routes.clear()
 
     def subscribe_queue(self, maxsize: int = 1024) -> Subscription:
         subscription = Subscription(maxsize)
@@ -182,16 +192,34 @@ class EventBus:
     def unsubscribe(self, subscriber: Handler | Subscription) -> None:
         if isinstance(subscriber, Subscription):
             self._queues.remove(subscriber)
-        else:
-            self._handlers.remove(subscriber)
+            return
+        for index, (handler, _) in enumerate(self._handlers):
+            if handler == subscriber:
+                del self._handlers[index]
+                self._routes.clear()
+                return
+        raise ValueError(f"{subscriber!r} is not subscribed")
 
     @property
     def has_subscribers(self) -> bool:
         return bool(self._handlers or self._queues)
 
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether an event of this class would reach any handler or queue."""
+        return bool(self._queues) or bool(self._route(kind))
+
+    def _route(self, kind: type[Event]) -> list[Handler]:
+        route = self._routes.get(kind)
+        if route is None:
+            route = self._routes[kind] = [h for h, events in self._handlers if events is None or issubclass(kind, events)]
+        return route
+
     def publish(self, event: Event) -> None:
+        route = self._routes.get(type(event))
+        if route is None:
+            route = self._route(type(event))
         with self._lock:
-            for handler in self._handlers:
+            for handler in route:
                 handler(event)
             for queue in self._queues:
                 queue.offer(event)

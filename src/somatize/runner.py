@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .bounds import ERROR_CHARS, MetricLog, clip_text
@@ -54,20 +54,23 @@ class TrialReporter:
     """Collects a running trial's intermediate metrics (bounded), publishes them, and asks the pruner."""
 
     def __init__(
-        self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "", declared: tuple[str, ...] = ()
+        self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "",
+        declared: tuple[str, ...] | frozenset[str] = (),
     ):
         self.trial = trial
         self.bus = bus
         self.pruner = pruner
         self.metric = metric  # the primary metric: the one the pruner judges
         self.prune_reason: str | None = None
-        self.log = MetricLog({metric, *declared})  # becomes trial.metrics when the attempt ends
+        # becomes trial.metrics when the attempt ends; a frozenset given is used as it is (one per study)
+        self.log = MetricLog(declared if isinstance(declared, frozenset) else {metric, *declared})
 
     def report(self, name: str, value: float, step: int | None = None) -> None:
         record = MetricRecord(name, float(value), step)
         if not self.log.add(record):  # an undeclared name past the cap: not kept, not shown
             return
-        self.bus.publish(TrialMetric(trial_id=self.trial.id, name=name, value=record.value, step=step))
+        if self.bus.wants(TrialMetric):
+            self.bus.publish(TrialMetric(trial_id=self.trial.id, name=name, value=record.value, step=step))
         if self.pruner is not None and step is not None and name == self.metric and self.prune_reason is None:
             self.prune_reason = self.pruner.report(self.trial.number, step, record.value)
 
@@ -105,7 +108,7 @@ class StudyRunner:
         self.parallel = max(1, parallel)  # trials in flight at once
         self.pruner = pruner
         # Kept in full (up to a cap); others less.
-        self._declared = (*(o.metric for o in study.objectives), *study.metrics)
+        self._declared = frozenset((*(o.metric for o in study.objectives), *study.metrics))
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -262,24 +265,25 @@ class StudyRunner:
         if self.slots is not None:  # held by the trial through every attempt, until it is recorded
             slot = self._held[number] = self.slots.acquire()
             trial.slot = slot.label
-        if self.bus.has_subscribers:  # events are only built when someone listens
+        if self.bus.wants(TrialStarted):  # events are only built when someone listens
             self.bus.publish(TrialStarted(trial_id=trial.id, number=number, params=params, slot=trial.slot))
         return trial
 
     def _run_attempts(self, trial: Trial) -> None:
         """Run the trial, again with the same params after a failure while retries last."""
         slot = self._held.get(trial.number)
-        request = TrialRequest(
-            trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name,
-            slot=None if slot is None else slot.label, gpus=None if slot is None else slot.gpus,
-        )  # fmt: skip
+        trial_dir = None
         if self.trial_dirs is not None:
             try:
-                request = replace(request, trial_dir=self.trial_dirs.prepare(trial.id))
+                trial_dir = self.trial_dirs.prepare(trial.id)
             except OSError as exc:
                 trial.started_at = time.time()
                 self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), MetricLog(()))
                 return
+        request = TrialRequest(
+            trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name, trial_dir,
+            slot=None if slot is None else slot.label, gpus=None if slot is None else slot.gpus,
+        )  # fmt: skip
         for attempt in range(1, self.stop.retries + 2):
             trial.attempts = attempt
             trial.metrics = []
@@ -317,7 +321,7 @@ class StudyRunner:
                 final = log.merge(outcome.thinned)
             else:
                 final = [record for record in outcome.metrics if log.add(record)]
-            if self.bus.has_subscribers:
+            if self.bus.wants(TrialMetric):
                 for record in final:
                     self.bus.publish(TrialMetric(trial_id=trial.id, name=record.name, value=record.value, step=record.step))
         trial.metrics = log.records()
@@ -330,8 +334,9 @@ class StudyRunner:
             value = objective.reduce_records(trial.metrics)
             if value is not None:
                 trial.values[objective.metric] = value
-        for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
-            trial.values.setdefault(name, value)
+        if self.study.metrics:
+            for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
+                trial.values.setdefault(name, value)
         if isinstance(outcome, Pruned):
             trial.state, trial.pruned_step, trial.reason = TrialState.PRUNED, outcome.step, outcome.reason
             return
@@ -394,16 +399,18 @@ class StudyRunner:
             self._publish_finished(trial, became_best, total)
 
     def _publish_finished(self, trial: Trial, became_best: bool, total: int | None) -> None:
-        publish = self.bus.publish
+        publish, wants = self.bus.publish, self.bus.wants
         if trial.state is TrialState.COMPLETED:
             publish(TrialCompleted(trial_id=trial.id, values=dict(trial.values), trial=trial))
-            if became_best:
+            if became_best and wants(BestUpdated):
                 value = trial.values[self.study.primary.metric]
                 publish(BestUpdated(trial_id=trial.id, value=value, params=trial.params))
         elif trial.state is TrialState.PRUNED:
             publish(TrialPrunedEvent(trial_id=trial.id, step=trial.pruned_step, reason=trial.reason or "", trial=trial))
         else:
             publish(TrialFailed(trial_id=trial.id, error=trial.error or "", trial=trial))
+        if not wants(StudyProgress):
+            return
         publish(
             StudyProgress(
                 completed=len(self.study.trials),

@@ -64,7 +64,7 @@ class TailFile:
     too, when it is not there yet (a Python function's is made on first use).
     """
 
-    def __init__(self, path: Path, limit: int = OUTPUT_BYTES):
+    def __init__(self, path: str | Path, limit: int = OUTPUT_BYTES):
         self.path = path
         self.limit = limit
         self.written = 0  # bytes written in all
@@ -92,7 +92,7 @@ class TailFile:
         try:
             return open(self.path, "w+b", buffering=0)
         except FileNotFoundError:  # the trial's directory is made at its first byte of output
-            make_trial_dir(self.path.parent)
+            make_trial_dir(os.path.dirname(self.path))
             return open(self.path, "w+b", buffering=0)
 
     def _write_all(self, data: bytes) -> None:
@@ -177,43 +177,62 @@ class _Router:
 
 _ROUTERS_LOCK = threading.Lock()
 _ROUTERS: dict[str, _Router] = {}
+_IDLE: dict[str, _Router] = {}  # the routers last put back, kept to stand in again over the same stream
 _CAPTURING = [0]
+_STDOUT, _STDERR = os.sep + STDOUT, os.sep + STDERR
 
 
-@contextlib.contextmanager
-def capture_python_output(trial_dir: str | None) -> Iterator[None]:
+class capture_python_output:  # named as a function: `with capture_python_output(trial_dir):`
     """What this thread writes to sys.stdout and sys.stderr meanwhile also goes to the trial's files.
 
     Python-level only: output of C code and of child processes writing to the
     file descriptors directly is not seen (worker processes capture those too).
+    A class, not a generator: it is entered once per in-process trial, and the
+    generator-based context manager with its two Path joins cost more than a
+    trivial trial's whole run (issue 18; BENCHMARKS.md "Per-trial cost of somatize run").
     """
-    if trial_dir is None:
-        yield
-        return
-    sinks = {STDOUT: TailFile(Path(trial_dir) / STDOUT), STDERR: TailFile(Path(trial_dir) / STDERR)}
-    me = threading.get_ident()
-    with _ROUTERS_LOCK:
-        for name, file in (("stdout", STDOUT), ("stderr", STDERR)):
-            current = getattr(sys, name)
-            router = current if isinstance(current, _Router) else _Router(current, name)
-            setattr(sys, name, router)
-            _ROUTERS[name] = router
-            router.sinks[me] = sinks[file]
-        _CAPTURING[0] += 1
-    try:
-        yield
-    finally:
+
+    __slots__ = ("_sinks", "_trial_dir")
+
+    def __init__(self, trial_dir: str | None):
+        self._trial_dir = trial_dir
+        self._sinks: tuple[TailFile, TailFile] | None = None
+
+    def __enter__(self) -> None:
+        trial_dir = self._trial_dir
+        if trial_dir is None:
+            return
+        sinks = self._sinks = (TailFile(trial_dir + _STDOUT), TailFile(trial_dir + _STDERR))
+        me = threading.get_ident()
+        with _ROUTERS_LOCK:
+            for name, sink in zip(("stdout", "stderr"), sinks):
+                current = getattr(sys, name)
+                if not isinstance(current, _Router):
+                    router = _IDLE.get(name)  # the one of the trial before, when it wrapped this same stream
+                    if router is None or router.wrapped is not current or router.sinks:
+                        router = _IDLE[name] = _Router(current, name)
+                    setattr(sys, name, router)
+                else:
+                    router = current
+                _ROUTERS[name] = router
+                router.sinks[me] = sink
+            _CAPTURING[0] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        sinks = self._sinks
+        if sinks is None:
+            return
+        me = threading.get_ident()
         with _ROUTERS_LOCK:
             for name in ("stdout", "stderr"):
-                router = _ROUTERS[name]
-                router.sinks.pop(me, None)
+                _ROUTERS[name].sinks.pop(me, None)
             _CAPTURING[0] -= 1
             if _CAPTURING[0] == 0:
                 for name, router in list(_ROUTERS.items()):
                     if getattr(sys, name) is router:  # nobody replaced it since: put the stream back
                         setattr(sys, name, router.wrapped)
                     del _ROUTERS[name]
-        for sink in sinks.values():
+        for sink in sinks:
             sink.close()
 
 
@@ -331,6 +350,13 @@ class TrialDirs:
     when the trial finishes.
     """
 
+    @property
+    def events(self) -> tuple[type[Event], ...]:
+        """All it reads: the bus calls it for no other event."""
+        from ..events import FINISHED_TRIAL_EVENTS  # here, not at the top: ask and tell import this module
+
+        return FINISHED_TRIAL_EVENTS
+
     def __init__(
         self, results: Path, policy: KeepPolicy | None = None, objective: Objective | None = None,
         on_demand: bool = False,
@@ -341,7 +367,8 @@ class TrialDirs:
         self.objective = objective
         self.on_demand = on_demand
         self._kept: list[Trial] = []  # with keep: best, the best so far (at most `best`), best first
-        self._absolute: Path | None = None  # the root, resolved once
+        self._base: str | None = None  # the root, resolved once
+        self._left: set[str] = set()  # with on_demand: what was in the root before the first trial
 
     def recorded(self, trial_id: str) -> str:
         """The trial record's `log_dir`: relative to the results file's directory."""
@@ -350,25 +377,38 @@ class TrialDirs:
     def prepare(self, trial_id: str) -> str:
         """The trial's directory, made new and empty, or with `on_demand` not there yet (what an earlier
         study of the same name left at its path goes)."""
-        if self._absolute is None:
+        base = self._base
+        if base is None:
             if not self.on_demand:
                 self.root.mkdir(parents=True, exist_ok=True)
-            self._absolute = self.root.resolve()
-        path = self._absolute / trial_id
+            base = self._base = str(self.root.resolve())
+            if self.on_demand:  # listed once: a lstat per trial was a tenth of a trivial trial's cost (issue 18)
+                try:
+                    self._left = set(os.listdir(base))
+                except OSError:  # not there (yet): nothing left at any trial's path
+                    self._left = set()
+        path = os.path.join(base, trial_id)  # strings: pathlib's joins cost more than the system calls
         if self.on_demand:
-            if os.path.lexists(path):  # one lstat; usually nothing is there
-                _remove_path(path)
-            return str(path)
+            if trial_id in self._left:  # usually nothing is there
+                self._left.discard(trial_id)
+                if os.path.lexists(path):
+                    _remove_path(Path(path))
+            return path
         try:
             os.mkdir(path)  # the common case, a new number: one system call
         except FileExistsError:
-            _remove_path(path)
+            _remove_path(Path(path))
             os.mkdir(path)
-        return str(path)
+        return path
 
     def finished(self, trial_id: str) -> str | None:
         """The trial record's `log_dir` once the trial has finished: None when it has no directory."""
-        if self._absolute is None or not os.path.isdir(self._absolute / trial_id):
+        if self._base is None:
+            return None
+        path = os.path.join(self._base, trial_id)
+        # access() answers "nothing there" without the exception isdir() takes for it: most quick
+        # functions have no directory, and that exception was a twentieth of such a trial's cost.
+        if not os.access(path, os.F_OK, follow_symlinks=False) or not os.path.isdir(path):
             return None
         return self.recorded(trial_id)
 

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +27,32 @@ from .artifacts import capture_python_output, make_trial_dir
 from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
 
 
-@contextlib.contextmanager
-def trial_environment(env: Mapping[str, str]) -> Iterator[None]:
+class trial_environment:  # named as a function: `with trial_environment(env):`
     """os.environ holds the trial's directory and devices while it runs, for what reads them there
     (CUDA at its first use, child processes); then the variables are as they were. One trial at a
-    time per process: in-process trials run one by one, workers each run their own."""
-    if not env:
-        yield
-        return
-    before = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
+    time per process: in-process trials run one by one, workers each run their own. A class, entered
+    once per trial: the generator-based context manager cost a trivial trial more than its own run."""
+
+    __slots__ = ("_before", "_env")
+
+    def __init__(self, env: Mapping[str, str]):
+        self._env = env
+        self._before: list[tuple[str, str | None]] = []
+
+    def __enter__(self) -> None:
+        environ = os.environ
+        for name, value in self._env.items():
+            self._before.append((name, environ.get(name)))
+            environ[name] = value
+
+    def __exit__(self, *exc: object) -> None:
+        environ = os.environ
+        for name, value in self._before:
             if value is None:
-                os.environ.pop(name, None)
+                with contextlib.suppress(KeyError):  # the trial may have removed it itself
+                    del environ[name]
             else:
-                os.environ[name] = value
+                environ[name] = value
 
 
 class FunctionLoadError(ImportError):
@@ -197,8 +205,10 @@ class FunctionExecutor(Executor):
         self._load_error: str | None = None  # kept so every trial fails alike, without re-importing
 
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
+        fn = self._function  # loaded: no lock to take on every trial
         try:
-            fn = self._load()
+            if fn is None:
+                fn = self._load()
         except FunctionLoadError as exc:
             # Expected and the same for every trial: the message says it all, no traceback.
             return Failed(str(exc))
@@ -224,7 +234,8 @@ class FunctionExecutor(Executor):
         with self._lock:
             if self._function is None and self._load_error is None:
                 try:
-                    self._function, self._wants_trial = self._import()
+                    function, self._wants_trial = self._import()
+                    self._function = function  # last: run() reads it without the lock
                 except FunctionLoadError as exc:
                     self._load_error = str(exc)
             if self._load_error is not None:
@@ -244,6 +255,8 @@ class FunctionExecutor(Executor):
         return fn, wants_trial(fn)
 
     def _outcome(self, result: Any) -> Outcome:
+        if type(result) is float:  # the common case, first: a plain number needs none of the checks below
+            return Completed([MetricRecord(self.primary, result)])
         if result is None:  # metrics came through trial.report()
             return Completed([])
         if isinstance(result, Mapping):

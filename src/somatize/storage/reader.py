@@ -296,18 +296,5 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@contextlib.contextmanager
-def history_frozen(trials: list[Trial]) -> Iterator[None]:
-    """A resumed run's history (`trials`, kept to its end) out of the collector's sight meanwhile: re-telling
-    the sampler 100,000 trials set off collections that walked them all, 0.2-0.3 s of a resume's CPU."""
-    if not trials:
-        yield
-        return
-    gc.freeze()  # every object tracked now, the history's and the rest, until the unfreeze
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
-
-__all__ = ["ResultsFile", "history_frozen", "open_results", "parse_results", "read_all", "read_for_best"]
+__all__ = ["ResultsFile", "open_results", "parse_results", "read_all", "read_for_best"]
