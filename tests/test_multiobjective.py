@@ -93,6 +93,25 @@ def test_validate_no_longer_says_only_the_first_objective_is_searched(tmp_path):
     assert "searches only the first objective" not in result.output
 
 
+def test_an_acquisition_set_with_several_objectives_is_said_to_be_unused_where_it_is_written(tmp_path):
+    """Before, `acquisition: LCB` with two objectives was silently ignored."""
+    study = study_file(tmp_path, "{type: bayesian, n_trials: 3, acquisition: LCB}")
+    expected = (f"{study}:7:54: acquisition LCB is not used with 2 objectives: the Bayesian search maximises "
+                "the expected growth of the Pareto front's hypervolume")
+    checked = cli.invoke(app, ["validate", str(study)])
+    assert checked.exit_code == 0, checked.output
+    assert f"warning: {expected}" in checked.output
+    ran = run(study, "-o", tmp_path / "r.json", "-q")
+    assert ran.exit_code == 0, ran.output
+    assert f"somatize: warning: {expected}" in ran.output
+    # Without the key, or with one objective, nothing is said.
+    plain = cli.invoke(app, ["validate", str(study_file(tmp_path, "{type: bayesian, n_trials: 3}"))])
+    assert "not used" not in plain.output
+    single = study.read_text().replace("  - {metric: neg_f2, direction: maximize}\n", "")
+    study.write_text(single)
+    assert "not used" not in cli.invoke(app, ["validate", str(study)]).output
+
+
 def test_parallel_trials_get_distinct_points_and_every_objective_is_recorded(tmp_path):
     out = tmp_path / "r.json"
     result = run(study_file(tmp_path, "{type: bayesian, n_trials: 14, n_initial: 4}"), "-o", out, "-q", "-j", 3)
