@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from somatize import FloatDimension, Objective, SearchSpace, make_sampler
 from somatize.cli import app
 from somatize.hypervolume import hypervolume, progress
 from somatize.samplers.multiobjective import nondominated_boxes
-from somatize.study import Study
+from somatize.study import MetricRecord, Study, Trial, TrialState
 
 cli = CliRunner()
 
@@ -167,6 +168,36 @@ def test_random_and_grid_propose_the_same_with_every_objective_as_with_the_first
         one, every = (make_sampler(strategy, space, o, 1) for o in (objectives[0], objectives))
         assert type(one) is type(every)
         assert [one.propose(i) for i in range(5)] == [every.propose(i) for i in range(5)]
+
+
+def test_a_front_found_at_one_end_first_still_grows_towards_the_other():
+    """Before, the reference point was the front's own nadir: with every front point at f1 <= 0.05, only
+    points just past that end could add volume, and the search stayed there (ZDT1, BENCHMARKS.md)."""
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0), *(FloatDimension(f"y{i}", 0.0, 1.0) for i in range(4))))
+    sampler = make_sampler({"type": "bayesian", "n_trials": 40, "noise": "none"}, space,
+                           [Objective("f1"), Objective("f2")], 0)
+
+    def tell(number, params):
+        g = 1.0 + 9.0 * sum(params[f"y{i}"] for i in range(4)) / 4
+        values = {"f1": params["x"], "f2": g * (1.0 - math.sqrt(params["x"] / g))}
+        records = [MetricRecord(k, v) for k, v in values.items()]
+        sampler.tell(Trial(number, params, TrialState.COMPLETED, records, values))
+
+    number = 0
+    for _ in range(10):  # the initial design
+        tell(number, sampler.propose(number))
+        number += 1
+    for x in np.linspace(0.0, 0.05, 8):  # the true front's f1 = 0 end, found first
+        tell(number, {"x": float(x), **{f"y{i}": 0.0 for i in range(4)}})
+        number += 1
+    reached = []
+    for _ in range(14):
+        params = sampler.propose(number)
+        reached.append(params["x"])
+        tell(number, params)
+        number += 1
+    # Before: every one of the 14 at f1 < 0.1; after, the front grows along its length.
+    assert sum(x > 0.15 for x in reached) >= 2, reached
 
 
 def test_the_boxes_of_the_region_a_front_leaves_undominated_add_up_to_the_hypervolume():
