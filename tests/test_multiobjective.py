@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from somatize import FloatDimension, Objective, SearchSpace, make_sampler
 from somatize.cli import app
 from somatize.hypervolume import hypervolume, progress
 from somatize.samplers.multiobjective import nondominated_boxes
-from somatize.study import Study
+from somatize.study import MetricRecord, Study, Trial, TrialState
 
 cli = CliRunner()
 
@@ -93,6 +94,25 @@ def test_validate_no_longer_says_only_the_first_objective_is_searched(tmp_path):
     assert "searches only the first objective" not in result.output
 
 
+def test_an_acquisition_set_with_several_objectives_is_said_to_be_unused_where_it_is_written(tmp_path):
+    """Before, `acquisition: LCB` with two objectives was silently ignored."""
+    study = study_file(tmp_path, "{type: bayesian, n_trials: 3, acquisition: LCB}")
+    expected = (f"{study}:7:54: acquisition LCB is not used with 2 objectives: the Bayesian search maximises "
+                "the expected growth of the Pareto front's hypervolume")
+    checked = cli.invoke(app, ["validate", str(study)])
+    assert checked.exit_code == 0, checked.output
+    assert f"warning: {expected}" in checked.output
+    ran = run(study, "-o", tmp_path / "r.json", "-q")
+    assert ran.exit_code == 0, ran.output
+    assert f"somatize: warning: {expected}" in ran.output
+    # Without the key, or with one objective, nothing is said.
+    plain = cli.invoke(app, ["validate", str(study_file(tmp_path, "{type: bayesian, n_trials: 3}"))])
+    assert "not used" not in plain.output
+    single = study.read_text().replace("  - {metric: neg_f2, direction: maximize}\n", "")
+    study.write_text(single)
+    assert "not used" not in cli.invoke(app, ["validate", str(study)]).output
+
+
 def test_parallel_trials_get_distinct_points_and_every_objective_is_recorded(tmp_path):
     out = tmp_path / "r.json"
     result = run(study_file(tmp_path, "{type: bayesian, n_trials: 14, n_initial: 4}"), "-o", out, "-q", "-j", 3)
@@ -148,6 +168,36 @@ def test_random_and_grid_propose_the_same_with_every_objective_as_with_the_first
         one, every = (make_sampler(strategy, space, o, 1) for o in (objectives[0], objectives))
         assert type(one) is type(every)
         assert [one.propose(i) for i in range(5)] == [every.propose(i) for i in range(5)]
+
+
+def test_a_front_found_at_one_end_first_still_grows_towards_the_other():
+    """Before, the reference point was the front's own nadir: with every front point at f1 <= 0.05, only
+    points just past that end could add volume, and the search stayed there (ZDT1, BENCHMARKS.md)."""
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0), *(FloatDimension(f"y{i}", 0.0, 1.0) for i in range(4))))
+    sampler = make_sampler({"type": "bayesian", "n_trials": 40, "noise": "none"}, space,
+                           [Objective("f1"), Objective("f2")], 0)
+
+    def tell(number, params):
+        g = 1.0 + 9.0 * sum(params[f"y{i}"] for i in range(4)) / 4
+        values = {"f1": params["x"], "f2": g * (1.0 - math.sqrt(params["x"] / g))}
+        records = [MetricRecord(k, v) for k, v in values.items()]
+        sampler.tell(Trial(number, params, TrialState.COMPLETED, records, values))
+
+    number = 0
+    for _ in range(10):  # the initial design
+        tell(number, sampler.propose(number))
+        number += 1
+    for x in np.linspace(0.0, 0.05, 8):  # the true front's f1 = 0 end, found first
+        tell(number, {"x": float(x), **{f"y{i}": 0.0 for i in range(4)}})
+        number += 1
+    reached = []
+    for _ in range(14):
+        params = sampler.propose(number)
+        reached.append(params["x"])
+        tell(number, params)
+        number += 1
+    # Before: every one of the 14 at f1 < 0.1; after, the front grows along its length.
+    assert sum(x > 0.15 for x in reached) >= 2, reached
 
 
 def test_the_boxes_of_the_region_a_front_leaves_undominated_add_up_to_the_hypervolume():

@@ -56,11 +56,21 @@ def describe(config: StudyConfig) -> list[str]:
 
 
 def caveats(config: StudyConfig) -> list[str]:
-    """What the study asks for that somatize will not do yet, one line each (validate and run say them).
+    """What the study asks for that somatize will not do, one line each (validate and run say them).
 
-    None at present: pruning on a Dask cluster and searching every objective came with issues 17 and 19.
+    `acquisition:` with several objectives: the Bayesian search then maximises the expected growth of the
+    front's hypervolume (samplers/multiobjective.py), and EI, PI, LCB and gp_hedge are single-objective
+    criteria, so the key has no effect; a study that sets it is told so rather than left believing it does.
     """
-    return []
+    out = []
+    strategy = config.strategy
+    if strategy.get("type") == "bayesian" and len(config.objectives) > 1 and "acquisition" in strategy:
+        where = config.locations.get("strategy.acquisition", str(config.path))
+        out.append(
+            f"{where}: acquisition {strategy['acquisition']} is not used with {len(config.objectives)} objectives: "
+            "the Bayesian search maximises the expected growth of the Pareto front's hypervolume"
+        )
+    return out
 
 
 def planned_trials(strategy: dict[str, Any], space: SearchSpace) -> int:

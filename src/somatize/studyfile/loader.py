@@ -168,6 +168,7 @@ def _validate(data: dict[str, Any], root: Where, filename: str, base_dir: Path) 
     if metrics:
         spec["metrics"] = list(metrics)
     locations = {f"executor.{key}": root.problems.location(("executor", key)) for key in EXECUTOR_KINDS}
+    locations["strategy.acquisition"] = root.problems.location(("strategy", "acquisition"))
     return StudyConfig(
         filename, base_dir, name, space, strategy, objectives, executor[0],  # type: ignore[arg-type]
         target=target, spec=spec, locations=locations, metrics=metrics,
