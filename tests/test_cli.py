@@ -87,6 +87,13 @@ def test_version():
     assert result.exit_code == 0 and result.stdout.startswith("somatize ")
 
 
+def test_a_misspelt_command_is_answered_with_one_suggestion():
+    done = subprocess.run([sys.executable, "-m", "somatize", "asx"], capture_output=True, text=True, check=False,
+                          env={**os.environ, "SOMATIZE_SERVER": "off"})
+    assert done.returncode == 2
+    assert done.stderr.count("Did you mean 'ask'?") == 1, done.stderr
+
+
 FUNCTION_STUDY = """\
 name: fn
 search_space:

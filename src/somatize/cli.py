@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    suggest_commands=False,  # click (8.2 on) already says "Did you mean ...?"; typer's own said it a second time
     help="Hyperparameter optimization from the command line: YAML study in, JSON results out.",
 )
 
