@@ -200,6 +200,19 @@ def test_with_the_server_off_no_server_and_no_socket_appear(tmp_path, warm):
     assert server.status() == {}
 
 
+def test_by_default_one_call_leaves_no_server_and_a_second_one_starts_it(tmp_path, warm):
+    server = warm()
+    del server.env["SOMATIZE_SERVER"]  # unset, as a user has it
+    study_file(tmp_path)
+    assert server.run("ask", "study.yaml", "-o", "r.json", cwd=tmp_path).returncode == 0
+    # The server would have been started before that call exited: a single ask leaves no process behind.
+    assert server_processes(server.directory) == [] and server.sockets() == []
+    assert server.run("ask", "study.yaml", "-o", "r.json", cwd=tmp_path).returncode == 0  # a loop: now one
+    assert server.started()["served"] == "0"
+    done = server.run("ask", "study.yaml", "-o", "r.json", cwd=tmp_path)
+    assert json.loads(done.stdout)["trial_id"] == "trial_0002" and server.status()["served"] == "1"
+
+
 def test_a_stale_socket_is_removed_and_the_call_runs_in_its_own_process(tmp_path, warm):
     server = warm()
     study_file(tmp_path)

@@ -13,9 +13,12 @@ exits with the status the command ended with. With no server, the command
 runs in this process exactly as before, and a server is started in the
 background for the next call.
 
-`SOMATIZE_SERVER=off` (or `0`, `no`, `false`) turns all of it off;
-`SOMATIZE_SERVER_IDLE` sets how long an idle server stays (seconds, default
-600); `SOMATIZE_SERVER_DIR` the private directory of its socket.
+A server is started by the second call run without one within its idle time
+(a loop of asks), so a single `somatize ask` leaves no process behind;
+`SOMATIZE_SERVER=on` starts it at the first. `SOMATIZE_SERVER=off` (or `0`,
+`no`, `false`) turns all of it off; `SOMATIZE_SERVER_IDLE` sets how long an
+idle server stays (seconds, default 600); `SOMATIZE_SERVER_DIR` the private
+directory of its socket.
 
 This module must stay cheap to import: standard library only, and only
 modules that cost well under a millisecond or two (no json, no pathlib).
@@ -27,6 +30,7 @@ import contextlib
 import marshal
 import os
 import sys
+import time
 
 # The commands that go through a server: the ones a shell loop or a batch job calls once per
 # trial. `run` keeps its own process (it runs for minutes, and owns the terminal and its signals).
@@ -39,6 +43,10 @@ IMPORT_TIME_VARIABLES = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "PYTHONWARNINGS", "PYTHONHASHSEED",
 )
+# Ten minutes: a shell loop or a batch job whose trials take a few minutes finds the server warm at
+# every ask; an idle server holds about 200 MB (measured: RSS of a server with the Bayesian stack
+# imported) and no CPU. SOMATIZE_SERVER_IDLE changes it.
+DEFAULT_IDLE = 600.0
 HEADER = 4  # a request is a 4-byte big-endian length, then a marshal'd dict
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -67,6 +75,15 @@ def enabled(environ: os._Environ[str] | dict[str, str]) -> bool:
     """On unless SOMATIZE_SERVER says off; only on Linux, where fork, SCM_RIGHTS and PR_SET_PDEATHSIG are as
     server.py needs them (macOS forbids many frameworks in a forked child; Windows has no fork)."""
     return sys.platform.startswith("linux") and environ.get("SOMATIZE_SERVER", "").strip().lower() not in OFF_VALUES
+
+
+def idle_timeout(environ: os._Environ[str] | dict[str, str]) -> float:
+    text = environ.get("SOMATIZE_SERVER_IDLE", "").strip()
+    try:
+        seconds = float(text) if text else DEFAULT_IDLE
+    except ValueError:
+        return DEFAULT_IDLE
+    return seconds if seconds > 0 else DEFAULT_IDLE
 
 
 # Where the server of this installation listens ---------------------------------------------------------
@@ -268,6 +285,8 @@ def start_server() -> None:
     path = socket_path(key, directory)
     if len(path.encode()) >= 100 or os.path.exists(path) or _locked(lock_path(path)):
         return
+    if not _loop_of_calls(path):
+        return
     import subprocess
 
     boot = {"key": key, "socket": path, "sys_path": [os.path.dirname(_PACKAGE), *sys.path[1:]],
@@ -289,6 +308,25 @@ def start_server() -> None:
                              cwd="/", close_fds=True, start_new_session=True)
     except (OSError, ValueError):
         return  # no server: every call stays as fast as it was
+
+
+def _loop_of_calls(socket_file: str) -> bool:
+    """Whether this call is the second without a server within the idle time (a loop of asks, which the
+    server is for), or SOMATIZE_SERVER=on asks for one at once. A single call only leaves the time of
+    its call (an empty file), not a process."""
+    if os.environ.get("SOMATIZE_SERVER", "").strip().lower() == "on":
+        return True
+    stamp = socket_file[: -len(".sock")] + ".called"
+    try:
+        recent = time.time() - os.stat(stamp).st_mtime < idle_timeout(os.environ)
+    except OSError:
+        recent = False
+    try:
+        os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.utime(stamp)
+    except OSError:
+        return False
+    return recent
 
 
 def _locked(path: str) -> bool:

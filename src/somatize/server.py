@@ -36,12 +36,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__
-from .client import HEADER, lock_path, private_dir, runtime_dir, server_key, socket_path
+from .client import HEADER, idle_timeout, lock_path, private_dir, runtime_dir, server_key, socket_path
 
-# Ten minutes: a shell loop or a batch job whose trials take a few minutes finds the server warm at
-# every ask; an idle server holds about 200 MB (measured: RSS of a server with the Bayesian stack
-# imported) and no CPU. SOMATIZE_SERVER_IDLE changes it.
-DEFAULT_IDLE = 600.0
 # A client sends its request at once after connecting; one that does not within this time is dropped
 # (the server serves one connection's request at a time while it reads it).
 REQUEST_TIMEOUT = 5.0
@@ -50,15 +46,6 @@ MAX_REQUEST = 1 << 24
 LOCK_WAIT = 10.0
 STREAMS = ("stdin", "stdout", "stderr")
 FORWARDED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-def idle_timeout(environ: os._Environ[str] | dict[str, str]) -> float:
-    text = environ.get("SOMATIZE_SERVER_IDLE", "").strip()
-    try:
-        seconds = float(text) if text else DEFAULT_IDLE
-    except ValueError:
-        return DEFAULT_IDLE
-    return seconds if seconds > 0 else DEFAULT_IDLE
 
 
 def code_stamp() -> tuple:
@@ -622,4 +609,4 @@ def stop() -> int | None:
     return int(now["pid"])
 
 
-__all__ = ["DEFAULT_IDLE", "idle_timeout", "main", "status", "stop"]
+__all__ = ["main", "status", "stop"]
