@@ -255,7 +255,7 @@ class AcquisitionSearch:
                 values = values + log_pof  # feasibility.with_feasibility, computed once for the candidates
             starts = candidates[self._starts(values, incumbent is not None)]
             xs = self._local(posterior, kind, best, starts)
-            xs = self._sweep(posterior, kind, best, xs)
+            xs = self._sweep(lambda X, kind=kind: self._value(posterior, kind, best, X), xs)
             found.append(xs[int(np.argmax(self._value(posterior, kind, best, xs)))])
         return found
 
@@ -315,19 +315,20 @@ class AcquisitionSearch:
             lambda X: self._value(posterior, kind, best, X), starts, cols,
         )  # fmt: skip
 
-    def _sweep(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:
-        """Snap every point onto the space, then settle each integer and categorical
-        dimension in turn at its best value, the others held; twice over."""
+    def _sweep(self, value: Callable[[np.ndarray], np.ndarray], xs: np.ndarray) -> np.ndarray:
+        """Snap every point onto the space, then settle each integer and categorical dimension in turn
+        at its best `value` (the acquisition of rows in the unit cube), the others held; twice over.
+        Shared by the single- and the multi-objective searches."""
         xs = np.asarray(self.space.transform(self.space.inverse_transform(xs)), dtype=float)
         for _ in range(2 if self._discrete else 0):
             before = xs.copy()
             for d in self._discrete:
-                xs = self._settle(posterior, kind, best, xs, d)
+                xs = self._settle(value, xs, d)
             if np.array_equal(before, xs):
                 break
         return xs
 
-    def _settle(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray, d: int) -> np.ndarray:
+    def _settle(self, value: Callable[[np.ndarray], np.ndarray], xs: np.ndarray, d: int) -> np.ndarray:
         """Every row with dimension `d` set to its best value, in one batch."""
         dim = self.space.dimensions[d]
         cols = slice(self._offsets[d], self._offsets[d] + dim.transformed_size)
@@ -343,7 +344,7 @@ class AcquisitionSearch:
         encoded = np.asarray(dim.transform(list(options.ravel())), dtype=float).reshape(rows, width, -1)
         batch = np.repeat(xs[:, None, :], width, axis=1)
         batch[:, :, cols] = encoded
-        values = self._value(posterior, kind, best, batch.reshape(rows * width, -1)).reshape(rows, width)
+        values = value(batch.reshape(rows * width, -1)).reshape(rows, width)
         return batch[np.arange(rows), np.argmax(values, axis=1)]
 
     @staticmethod

@@ -232,8 +232,7 @@ class FrontSearch(AcquisitionSearch):
             candidates = np.vstack([candidates, self.space.transform(self.space.inverse_transform(scattered))])
         values = acquisition(candidates)
         starts = candidates[self._starts(values, with_incumbent=False)]
-        xs = self._snap(self._climb(acquisition, starts))
-        xs = self._settle_all(acquisition, xs)
+        xs = self._sweep(acquisition, self._climb(acquisition, starts))
         return xs[int(np.argmax(acquisition(xs)))]
 
     def _climb(self, acquisition: LogEHVI, starts: np.ndarray) -> np.ndarray:
@@ -242,37 +241,6 @@ class FrontSearch(AcquisitionSearch):
         if not cols or not acquisition.has_gradients:
             return starts
         return climb(acquisition.value_and_gradient, acquisition, starts, cols)
-
-    def _snap(self, xs: np.ndarray) -> np.ndarray:
-        return np.asarray(self.space.transform(self.space.inverse_transform(xs)), dtype=float)
-
-    def _settle_all(self, acquisition: LogEHVI, xs: np.ndarray) -> np.ndarray:
-        """Each integer and categorical dimension in turn at its best value, the others held; twice over."""
-        for _ in range(2 if self._discrete else 0):
-            before = xs.copy()
-            for d in self._discrete:
-                xs = self._settle_one(acquisition, xs, d)
-            if np.array_equal(before, xs):
-                break
-        return xs
-
-    def _settle_one(self, acquisition: LogEHVI, xs: np.ndarray, d: int) -> np.ndarray:
-        from .acquisition import NEIGHBOURS, SWEEP_ALL
-
-        dim = self.space.dimensions[d]
-        cols = slice(self._offsets[d], self._offsets[d] + dim.transformed_size)
-        rows = len(xs)
-        if type(dim).__name__ == "Categorical" or int(dim.high) - int(dim.low) < SWEEP_ALL:
-            options = np.array([self._values(dim)] * rows)
-        else:
-            current = np.asarray(dim.inverse_transform(xs[:, cols].reshape(rows, -1).squeeze(-1)), dtype=int)
-            options = np.clip(current[:, None] + np.arange(-NEIGHBOURS, NEIGHBOURS + 1), int(dim.low), int(dim.high))
-        width = options.shape[1]
-        encoded = np.asarray(dim.transform(list(options.ravel())), dtype=float).reshape(rows, width, -1)
-        batch = np.repeat(xs[:, None, :], width, axis=1)
-        batch[:, :, cols] = encoded
-        values = acquisition(batch.reshape(rows * width, -1)).reshape(rows, width)
-        return batch[np.arange(rows), np.argmax(values, axis=1)]
 
 
 class MultiObjectiveSampler(BayesianSampler):
