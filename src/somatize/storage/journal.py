@@ -125,13 +125,7 @@ class Journal:
 
     def _open(self) -> int:
         if self._fd is None:
-            check_own_file(self.path, "journal")
-            try:
-                # O_NOFOLLOW: never write through a symlink that appeared at the journal's name.
-                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, 0o666)
-            except OSError as exc:
-                raise ResultsFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._fd = open_for_append(self.path, os.O_WRONLY)
             self._size = os.fstat(self._fd).st_size
             if self._sync:
                 self._syncer = _Syncer(self._fd, self.path)
@@ -233,6 +227,17 @@ class _Syncer:
         exc = self._error
         assert exc is not None
         raise OutputWriteError(f"cannot sync {self._path} to disk: {exc.strerror or exc}")
+
+
+def open_for_append(path: Path, access: int) -> int:
+    """The journal's descriptor for appending (`access`: os.O_WRONLY or os.O_RDWR), created if need be; a
+    journal that is not a regular file of this user's is refused (check_own_file). O_NOFOLLOW: never write
+    through a symlink that appeared at the journal's name."""
+    check_own_file(path, "journal")
+    try:
+        return os.open(path, access | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise ResultsFileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _sync_directory(path: Path) -> None:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputWriteError, ResultsFileError
 from ..space import SearchSpace
-from .journal import JournalState, journal_path
+from .journal import JournalState, journal_path, open_for_append
 from .lock import StudyLock, lock_path
-from .paths import check_own_file
 from .results import write_all
 
 if TYPE_CHECKING:
@@ -55,12 +54,7 @@ class SharedJournal:
     def __enter__(self) -> Self:
         self._lock.acquire()  # a plain run holding the study: StudyBusyError, exit 2
         try:
-            check_own_file(self.path, "journal")
-            try:
-                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, 0o666)
-            except OSError as exc:
-                raise ResultsFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._fd = open_for_append(self.path, os.O_RDWR)
         except BaseException:
             self._lock.release()
             raise
