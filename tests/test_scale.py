@@ -3,6 +3,7 @@ reports that sample what they cannot draw, and finite spaces filled up in linear
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -29,7 +30,7 @@ from somatize import (
 from somatize.cli import app
 from somatize.storage.paths import temp_prefix
 from somatize.storage.reader import open_results
-from somatize.storage.results import read_results, results_json, write_results
+from somatize.storage.results import parse_results, read_results, results_json, write_results
 from somatize.study import Recommendation
 
 cli = CliRunner()
@@ -209,6 +210,52 @@ def test_kill_9_during_a_periodic_write_loses_only_running_trials(tmp_path):
     assert numbers == sorted(set(numbers)) and len(numbers) == len(journaled) + 50
     assert journaled <= set(numbers)
     assert not any(p.name.startswith(prefix) for p in tmp_path.iterdir())  # the torn write's temp file is gone
+
+
+@pytest.mark.parametrize("way", ["copied in the kernel", "read and written", "changed behind", "ended early"])
+def test_each_periodic_write_is_the_file_a_full_rewrite_gives(tmp_path, monkeypatch, way):
+    """A write after the first copies the lines of the file before it (issue 18): with copy_file_range, with
+    reads and writes where the file system cannot, and from scratch when that file was changed since."""
+    from somatize.storage import results
+
+    monkeypatch.setattr(results, "PERIODIC_WRITE_SECONDS", 0.0)  # a write whenever the one before has ended
+    (tmp_path / "fast.py").write_text("import time\n\ndef objective(params):\n    time.sleep(0.002)\n"
+                                      "    return params['x']\n")
+    (tmp_path / "fast.yaml").write_text(FAST.replace("400000", "80"))
+    out = tmp_path / "r.json"
+    written: list[str] = []
+    copies: list[int] = []
+    replace, copy = os.replace, os.copy_file_range
+
+    def replacing(source, target):
+        replace(source, target)
+        if Path(target) == out:
+            written.append(out.read_text())
+            if way == "changed behind" and len(written) == 3:
+                with open(out, "a") as handle:  # the same file, one byte longer: not the one it wrote
+                    handle.write(" ")
+
+    def copying(source, target, count, offset_src=None):
+        copies.append(count)
+        if way == "read and written":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        if way == "ended early" and len(copies) == 2:
+            return 0
+        return copy(source, target, count, offset_src)
+
+    monkeypatch.setattr(os, "replace", replacing)
+    monkeypatch.setattr(os, "copy_file_range", copying)
+    result = cli.invoke(app, ["run", str(tmp_path / "fast.yaml"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    final = read_results(out)
+    assert len(written) > 4 and len(copies) >= 3, (len(written), len(copies))  # periodic writes that copied
+    for text in written[:-1]:
+        study = parse_results(text, "periodic")
+        assert study.status == "running" and results_json(study) == text  # as written afresh, byte for byte
+        assert [t.to_dict() for t in study.trials] == [t.to_dict() for t in final.trials[: len(study.trials)]]
+    assert [len(parse_results(t, "p").trials) for t in written[:-1]] == sorted(
+        len(parse_results(t, "p").trials) for t in written[:-1])
+    assert results_json(final) == written[-1] and final.status == "completed" and len(final.trials) == 80
 
 
 def test_a_resumed_study_is_written_with_the_content_it_would_have_had(tmp_path):
