@@ -448,11 +448,12 @@ class PeriodicResults:
     a background thread writes the file: a new file renamed over the old one, as
     every results write. A write after the first is incremental: the trials'
     lines of the file it replaces are copied in the kernel (copy_range), and only
-    the lines of the trials finished since are written. So the write thread holds
-    the GIL for a few dozen system calls and the new lines' pieces, not for
-    anything that grows with the study, and the loop does not wait for it
-    (issue 18: a 100,000-trial file rewritten in the loop took 3.9-4.6 s; in a
-    thread that joined every line, the loop stalled 21 ms). The file is, byte
+    the bytes of the trials finished since (encoded on the loop as each finished)
+    are written with writev. So the write thread takes the GIL for a few dozen
+    system calls a write, for nothing that grows with the study, and the loop
+    does not wait for it (issue 18: a 100,000-trial file rewritten in the loop
+    took 3.9-4.6 s; in a thread that joined and wrote every line 512 at a time,
+    some 200 GIL hand-overs a write, the loop stalled up to 21 ms). The file is, byte
     for byte, what writing every line afresh gives. `write_final` waits for a
     write in progress and writes the finished study, reusing the lines.
     """
@@ -483,7 +484,7 @@ class PeriodicResults:
         self._best = self.study.best_trial()
         self._front = ParetoFront(self.study)  # likewise for the front of a study of several objectives
         # One thread for every write, started at the first: a thread started per write made the loop wait in
-        # Thread.start until the new thread ran, 8 ms at a time on the loaded machine (issue 18).
+        # Thread.start until the new thread ran, up to 6 ms on the loaded machine (issue 18).
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[tuple[bytes, list[bytes], int] | None] = queue.SimpleQueue()
         self._busy = False  # a write handed to the thread has not ended
@@ -492,7 +493,7 @@ class PeriodicResults:
         self._error: SomatizeError | None = None
         self._written: _Written | None = None  # the last periodic write's file, which the next one copies from
         # Each trial finished since the last write began, as the bytes the file holds for it (its line and what
-        # goes before it): encoded on the loop as it finishes (60 ns), so the write thread passes them to
+        # goes before it): encoded on the loop as it finishes (0.1 µs for an ASCII line), so the thread passes them to
         # writev and runs no Python per trial; handed over at each write.
         self._pending: list[bytes] = []
         self._handed = 0  # how many of _added the writes begun so far were handed
