@@ -264,7 +264,8 @@ def test_each_periodic_write_is_the_file_a_full_rewrite_gives(tmp_path, monkeypa
         len(parse_results(t, "p").trials) for t in written[:-1])
     assert results_json(final) == written[-1] and final.status == "completed" and len(final.trials) == 80
     if way == "two objectives":
-        assert 1 < len(final.pareto_front()) < 80 and len({len(parse_results(t, "p").pareto_front()) for t in written}) > 1
+        assert 1 < len(final.pareto_front()) < 80
+        assert len({len(parse_results(t, "p").pareto_front()) for t in written}) > 1  # the front changed meanwhile
 
 
 @pytest.mark.parametrize("seed", range(5))
