@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -252,6 +253,7 @@ def test_each_periodic_write_is_the_file_a_full_rewrite_gives(tmp_path, monkeypa
 
     monkeypatch.setattr(os, "replace", replacing)
     monkeypatch.setattr(os, "copy_file_range", copying)
+    before = threading.enumerate()
     result = cli.invoke(app, ["run", str(tmp_path / "fast.yaml"), "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     final = read_results(out)
@@ -263,6 +265,7 @@ def test_each_periodic_write_is_the_file_a_full_rewrite_gives(tmp_path, monkeypa
     assert [len(parse_results(t, "p").trials) for t in written[:-1]] == sorted(
         len(parse_results(t, "p").trials) for t in written[:-1])
     assert results_json(final) == written[-1] and final.status == "completed" and len(final.trials) == 80
+    assert not [t for t in threading.enumerate() if t.name == "somatize-results-write" and t not in before]
     if way == "two objectives":
         assert 1 < len(final.pareto_front()) < 80
         assert len({len(parse_results(t, "p").pareto_front()) for t in written}) > 1  # the front changed meanwhile
