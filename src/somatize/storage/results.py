@@ -467,6 +467,10 @@ class PeriodicResults:
 
     def __init__(self, study: Study, path: Path, every_seconds: float | None = None, lines: TrialLines | None = None):
         """`lines`: where trials already encoded are (the journal's, a resumed results file's)."""
+        from ..events import FINISHED_TRIAL_EVENTS  # not at the top: ask and tell import this module
+
+        # Looked up once: an import statement in __call__ ran importlib's relative-name code for every trial.
+        self._finished = FINISHED_TRIAL_EVENTS
         self.study = Study(study.name, study.space, study.objectives, study.strategy, study.spec, study.id,
                            list(study.trials), "running", study.started_at)
         self.path = path
@@ -499,9 +503,7 @@ class PeriodicResults:
         self._handed = 0  # how many of _added the writes begun so far were handed
 
     def __call__(self, event: Event) -> None:
-        from ..events import FINISHED_TRIAL_EVENTS  # not at the top: ask and tell never see an event
-
-        if isinstance(event, FINISHED_TRIAL_EVENTS):
+        if isinstance(event, self._finished):
             trial: Trial = event.trial  # type: ignore[attr-defined]
             line = self._encoded.line(trial)
             self._pending.append(((_SEPARATOR if self.study.trials else _OPENING) + line).encode("utf-8"))
