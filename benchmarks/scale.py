@@ -209,7 +209,8 @@ def part_stall(sizes: list[int]) -> list[str]:
                     gap = now - last[0]
                     if event.trial.number > 0:  # not the first: it imports the objective
                         gaps.append(gap)
-                    writing = periodic._writer is not None
+                    # `writing` since the write thread is kept for the run; a thread per write before (--src)
+                    writing = periodic.writing if hasattr(periodic, "writing") else periodic._writer is not None
                     if writing or was_writing[0]:
                         during.append(gap)
                     elif event.trial.number > 0:

@@ -3,11 +3,14 @@ reports that sample what they cannot draw, and finite spaces filled up in linear
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from somatize import (
 from somatize.cli import app
 from somatize.storage.paths import temp_prefix
 from somatize.storage.reader import open_results
-from somatize.storage.results import read_results, results_json, write_results
+from somatize.storage.results import parse_results, read_results, results_json, write_results
 from somatize.study import Recommendation
 
 cli = CliRunner()
@@ -209,6 +212,82 @@ def test_kill_9_during_a_periodic_write_loses_only_running_trials(tmp_path):
     assert numbers == sorted(set(numbers)) and len(numbers) == len(journaled) + 50
     assert journaled <= set(numbers)
     assert not any(p.name.startswith(prefix) for p in tmp_path.iterdir())  # the torn write's temp file is gone
+
+
+@pytest.mark.parametrize("way", ["copied in the kernel", "read and written", "changed behind", "ended early",
+                                 "two objectives"])
+def test_each_periodic_write_is_the_file_a_full_rewrite_gives(tmp_path, monkeypatch, way):
+    """A write after the first copies the lines of the file before it (issue 18): with copy_file_range, with
+    reads and writes where the file system cannot, and from scratch when that file was changed since; the
+    head names the best trial and the Pareto front kept up as trials finished."""
+    from somatize.storage import results
+
+    monkeypatch.setattr(results, "PERIODIC_WRITE_SECONDS", 0.0)  # a write whenever the one before has ended
+    # Two objectives of a few values each: equal vectors (the earliest trial stands for one) and dominated ones.
+    (tmp_path / "fast.py").write_text("import time\n\ndef objective(params):\n    time.sleep(0.002)\n"
+                                      "    return {'v': round(params['x'], 1), 'w': params['k'] % 4}\n")
+    study = FAST.replace("400000", "80")
+    if way == "two objectives":
+        study = study.replace("objective: {metric: v}", "objectives: [{metric: v}, {metric: w, direction: maximize}]")
+    (tmp_path / "fast.yaml").write_text(study)
+    out = tmp_path / "r.json"
+    written: list[str] = []
+    copies: list[int] = []
+    replace, copy = os.replace, os.copy_file_range
+
+    def replacing(source, target):
+        replace(source, target)
+        if Path(target) == out:
+            written.append(out.read_text())
+            if way == "changed behind" and len(written) == 3:
+                with open(out, "a") as handle:  # the same file, one byte longer: not the one it wrote
+                    handle.write(" ")
+
+    def copying(source, target, count, offset_src=None):
+        copies.append(count)
+        if way == "read and written":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        if way == "ended early" and len(copies) == 2:
+            return 0
+        return copy(source, target, count, offset_src)
+
+    monkeypatch.setattr(os, "replace", replacing)
+    monkeypatch.setattr(os, "copy_file_range", copying)
+    before = threading.enumerate()
+    result = cli.invoke(app, ["run", str(tmp_path / "fast.yaml"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    final = read_results(out)
+    assert len(written) > 4 and len(copies) >= 3, (len(written), len(copies))  # periodic writes that copied
+    for text in written[:-1]:
+        study = parse_results(text, "periodic")
+        assert study.status == "running" and results_json(study) == text  # as written afresh, byte for byte
+        assert [t.to_dict() for t in study.trials] == [t.to_dict() for t in final.trials[: len(study.trials)]]
+    assert [len(parse_results(t, "p").trials) for t in written[:-1]] == sorted(
+        len(parse_results(t, "p").trials) for t in written[:-1])
+    assert results_json(final) == written[-1] and final.status == "completed" and len(final.trials) == 80
+    assert not [t for t in threading.enumerate() if t.name == "somatize-results-write" and t not in before]
+    if way == "two objectives":
+        assert 1 < len(final.pareto_front()) < 80
+        assert len({len(parse_results(t, "p").pareto_front()) for t in written}) > 1  # the front changed meanwhile
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_front_kept_up_as_trials_finish_in_any_order_is_the_studys(seed):
+    from somatize.storage.results import ParetoFront
+
+    rng = random.Random(seed)
+    study = big_study(300, seed=seed, objectives=2)
+    for trial in study.trials:  # few distinct values, a better f1 costing latency: equal vectors, dominated ones
+        if trial.values:
+            f1 = round(rng.random(), 1)
+            trial.values = {"f1": f1, "latency_ms": round(f1 * 10) + rng.choice([0, 1, 2])}
+    study.trials[5].values["f1"] = math.nan
+    study.trials[7].feasible = False
+    front = ParetoFront(Study(study.name, study.space, study.objectives, study.strategy))
+    for trial in rng.sample(study.trials, len(study.trials)):  # as trials of a parallel study finish
+        front.add(trial)
+    assert [t.number for t in front.trials()] == [t.number for t in study.pareto_front()]
+    assert len(front.trials()) > 1
 
 
 def test_a_resumed_study_is_written_with_the_content_it_would_have_had(tmp_path):

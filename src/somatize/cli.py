@@ -362,6 +362,7 @@ def _run_with_subscribers(config, study, sampler, bus, path: Path | None, journa
                 journal.begin(study, encoded)
                 bus.subscribe(journal)
                 periodic = PeriodicResults(study, path, lines=encoded)  # writes in the background
+                stack.callback(periodic.close)  # its thread ends with the run, also when the run fails
                 bus.subscribe(periodic)
             _attach_progress(bus, quiet, stack)
             _attach_frozen_history(bus, stack)

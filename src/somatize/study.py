@@ -429,10 +429,11 @@ class Study:
     def to_dict(self) -> dict[str, Any]:
         return {**self.head_dict(), "trials": [t.to_dict() for t in self.trials]}
 
-    def head_dict(self, best: Trial | None | str = "compute") -> dict[str, Any]:
+    def head_dict(self, best: Trial | None | str = "compute", front: list[Trial] | None = None) -> dict[str, Any]:
         """The results document without its trials (which to_dict adds last): what a writer
         that encodes each trial once (storage/results.py) puts before them. `best`: the best
-        trial when the caller kept track of it (best_trial walks every trial)."""
+        trial when the caller kept track of it (best_trial walks every trial); `front`: the
+        Pareto front likewise (pareto_front's order)."""
         if isinstance(best, str):
             best = self.best_trial()
         return {
@@ -456,7 +457,7 @@ class Study:
                 "value": _json_number(best.values[self.primary.metric]),
                 "params": best.params,
             },
-            "pareto_front": [t.id for t in self.pareto_front()],
+            "pareto_front": [t.id for t in (self.pareto_front() if front is None else front)],
             **self._recommended_dict(),
         }
 
