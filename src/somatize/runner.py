@@ -127,9 +127,9 @@ class StudyRunner:
         study.started_at = study.started_at or time.time()
         study.status = "running"
         study.trials = [t for t in study.trials if t.state.is_finished()]
-        for trial in study.trials:  # resumed history
-            self.sampler.tell(trial)
-            if self.pruner is not None:
+        self.sampler.replay(study.trials)  # resumed history
+        if self.pruner is not None:
+            for trial in study.trials:
                 self.pruner.finish(trial)
         self._best = study.best_trial()
         self._failures = sum(t.state is TrialState.FAILED for t in study.trials)
