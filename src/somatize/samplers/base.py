@@ -122,8 +122,7 @@ class Sampler(ABC):
             for trial in trials:
                 self.tell(trial)
             return
-        key = self.space.key
-        self.seen.update(key(trial.params) for trial in trials)
+        self.seen.update(self.space.keys([trial.params for trial in trials]))
 
     def warm_from(self, other: Sampler) -> None:
         """Take over what an earlier build of this sampler for the same study learnt that is costly to

@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,13 +68,12 @@ class TrialLines:
 
     def texts(self, trials: Iterable[Trial]) -> list[str]:
         """The line of each of `trials`, in order (`line` for each, as one loop)."""
-        lines, line = self._lines, self.line
-        out = []
-        for trial in trials:
-            entry = lines.get(trial.number)
-            out.append(entry[1] if entry is not None and entry[0] is trial and entry[2] == trial.log_dir
-                       else line(trial))
-        return out
+        get, line = self._lines.get, self.line
+        return [
+            entry[1] if (entry := get(trial.number)) is not None and entry[0] is trial and entry[2] == trial.log_dir
+            else line(trial)
+            for trial in trials
+        ]
 
 
 def results_pieces(head: dict[str, Any], lines: Iterable[str]) -> Iterator[str]:
