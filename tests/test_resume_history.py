@@ -179,3 +179,20 @@ def test_all_fit_holds_exactly_when_every_set_fits(sets):
 @given(st.lists(parameter_sets(), max_size=6))
 def test_keys_are_each_set_s_key(sets):
     assert SPACE.keys(sets) == [SPACE.key(p) for p in sets]
+
+
+def test_reading_a_history_leaves_objects_a_program_froze_frozen(tmp_path):
+    import gc
+
+    from somatize.storage.reader import read_all
+
+    _, out = every_state_study(tmp_path, trials=6)
+    kept = [object() for _ in range(10)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert len(read_all(out, {}).trials) == 6
+        assert gc.get_freeze_count() == frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()
+    del kept

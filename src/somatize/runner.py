@@ -132,8 +132,9 @@ class StudyRunner:
             for trial in study.trials:
                 self.pruner.finish(trial)
         self._best = study.best_trial()
-        self._failures = sum(t.state is TrialState.FAILED for t in study.trials)
-        self._pruned = sum(t.state is TrialState.PRUNED for t in study.trials)
+        failed, pruned = TrialState.FAILED, TrialState.PRUNED  # looked up once, not per resumed trial
+        self._failures = sum(t.state is failed for t in study.trials)
+        self._pruned = sum(t.state is pruned for t in study.trials)
         total = self.sampler.total
         number = max((t.number for t in study.trials), default=-1) + 1
         deadline = None if self.stop.timeout is None else time.monotonic() + self.stop.timeout

