@@ -196,3 +196,41 @@ def test_reading_a_history_leaves_objects_a_program_froze_frozen(tmp_path):
     finally:
         gc.unfreeze()
     del kept
+
+
+# the JSON of trial lines: orjson's reading where it is json's, json's otherwise -------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",)) | st.sampled_from(["\ud800", "é", '"', "\\"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=12,
+)
+ODD_TEXTS = ["[NaN]", "[1e400]", "[-Infinity]", '["\\ud800"]', "[18446744073709551616]", "[-9223372036854775809]",
+             '{"a": 1, "a": 2}', "[1]x", "[01]", '["\x01"]', "", "[0.000123456789012345678]"]
+
+
+def decoded(read, text):
+    try:
+        value = read(text)
+    except (ValueError, RecursionError) as exc:
+        return type(exc), str(exc)
+    return value, json.dumps(value)  # the value, and its types to the last int and float
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_trial_json_is_read_as_json_reads_it(value):
+    from somatize.storage import fastjson
+    from somatize.storage.results import load_json
+
+    text = json.dumps(value)
+    assert decoded(lambda t: fastjson.loads(t, load_json), text) == decoded(load_json, text)
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS)
+def test_json_that_orjson_reads_otherwise_is_read_as_json_reads_it(text):
+    from somatize.storage import fastjson
+    from somatize.storage.results import load_json
+
+    assert decoded(lambda t: fastjson.loads(t, load_json), text) == decoded(load_json, text)
