@@ -706,7 +706,9 @@ def _exit_code(study, quiet_if_none: bool = False) -> int:
         first_line = last_error.splitlines()[0] if last_error else ""
         _say(f"somatize: study stopped ({study.stop_reason}); last error: {first_line}")
         return EXIT_NO_RESULT
-    if not study.completed():
+    from .study import TrialState
+
+    if not any(t.state is TrialState.COMPLETED for t in study.trials):  # stops at the first (study.completed: all)
         if not quiet_if_none:  # the sampler already said why no trial ran
             _say("somatize: no trial completed")
         return EXIT_NO_RESULT

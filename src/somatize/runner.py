@@ -127,13 +127,14 @@ class StudyRunner:
         study.started_at = study.started_at or time.time()
         study.status = "running"
         study.trials = [t for t in study.trials if t.state.is_finished()]
-        for trial in study.trials:  # resumed history
-            self.sampler.tell(trial)
-            if self.pruner is not None:
+        self.sampler.replay(study.trials)  # resumed history
+        if self.pruner is not None:
+            for trial in study.trials:
                 self.pruner.finish(trial)
         self._best = study.best_trial()
-        self._failures = sum(t.state is TrialState.FAILED for t in study.trials)
-        self._pruned = sum(t.state is TrialState.PRUNED for t in study.trials)
+        failed, pruned = TrialState.FAILED, TrialState.PRUNED  # looked up once, not per resumed trial
+        self._failures = sum(t.state is failed for t in study.trials)
+        self._pruned = sum(t.state is pruned for t in study.trials)
         total = self.sampler.total
         number = max((t.number for t in study.trials), default=-1) + 1
         deadline = None if self.stop.timeout is None else time.monotonic() + self.stop.timeout

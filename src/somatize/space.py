@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -289,6 +290,20 @@ def dimension_from_spec(name: str, spec: Mapping[str, Any]) -> Dimension:
     raise SpaceError(f"type must be float, int or categorical, got {kind!r}", "type")
 
 
+def _column_fits(dim: Dimension, values: list[Any]) -> bool:
+    """Whether `dim.contains` holds for every one of `values` (TypeError for an unhashable one)."""
+    types = set(map(type, values))
+    if not types:
+        return True
+    if isinstance(dim, FloatDimension) and dim.step is None and types <= {float, int}:
+        # min/max mistake NaN for a number in range: a value read from JSON is never NaN, but say no to one.
+        return dim.low <= min(values) and max(values) <= dim.high and not any(map(math.isnan, values))
+    if isinstance(dim, IntDimension) and dim.step == 1 and types == {int}:
+        return dim.low <= min(values) and max(values) <= dim.high
+    # By (type, value), so that True, 1 and 1.0 are each checked: few distinct values in a finite dimension.
+    return all(dim.contains(v) for _, v in set(zip(map(type, values), values)))
+
+
 # Above this many raw combinations a conditional or constrained space's size is not
 # counted exactly, and samplers never list what is left of it: listing is O(size).
 ENUMERATION_LIMIT = 200_000
@@ -452,6 +467,12 @@ class SearchSpace:
         values = tuple(map(params.get, self._names))
         return values + tuple(map(type, values))
 
+    def keys(self, params_sets: Sequence[Mapping[str, Any]]) -> list[tuple]:
+        """`key` of each of `params_sets`, built a column at a time: the 100,000 keys of a resumed study's
+        history in 0.07-0.10 s, where `key` for each took 0.11-0.15 s (issue 18)."""
+        columns = [[params.get(name) for params in params_sets] for name in self._names]  # type: ignore[attr-defined]
+        return list(zip(*columns, *(map(type, column) for column in columns)))
+
     def with_constants(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.constants:
             params.update(self.constants)
@@ -524,6 +545,31 @@ class SearchSpace:
             if not dim.contains(params[dim.name]):
                 return False
         return not self.constraints or self.feasible(params)
+
+    def all_fit(self, params_sets: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether `problem` finds nothing wrong with any of `params_sets`, checked a column at a time.
+
+        For the history of a resumed study (100,000 trials): each dimension's values together (a
+        continuous one by its least and greatest value, any other by its distinct values), 0.10 s
+        where `problem` for each trial took 0.20-0.25 s (issue 18). False says only that some set
+        may not fit: `problem`, set by set, then names the first that does not.
+        """
+        if self.conditions:
+            return all(self.problem(params) is None for params in params_sets)
+        # Every name looked up below (a KeyError if one is missing) and no more names than that: exactly these.
+        if set(map(len, params_sets)) - {len(self._known)}:  # type: ignore[attr-defined]
+            return False
+        try:
+            for name, value in self.constants.items():
+                column = list(map(operator.itemgetter(name), params_sets))
+                if not all(_same(v, value) for _, v in set(zip(map(type, column), column))):
+                    return False
+            for dim in self.dimensions:
+                if not _column_fits(dim, list(map(operator.itemgetter(dim.name), params_sets))):
+                    return False
+        except (KeyError, TypeError):  # a name missing, an unhashable value (a list): problem names it
+            return False
+        return not self.constraints or all(map(self.feasible, params_sets))
 
     def to_spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}

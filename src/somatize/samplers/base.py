@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..space import SearchSpace
@@ -42,6 +43,13 @@ class SeenKeys(set):
         if self.added is not None and key not in self:
             self.added.append(key)
         set.add(self, key)
+
+    def update(self, keys: Iterable[tuple]) -> None:  # type: ignore[override]
+        if self.added is None:
+            set.update(self, keys)
+        else:
+            for key in keys:
+                self.add(key)
 
 
 class Sampler(ABC):
@@ -106,6 +114,15 @@ class Sampler(ABC):
     def tell(self, trial: Trial) -> None:
         """Learn from a finished trial (also used to replay history on resume)."""
         self.seen.add(self.space.key(trial.params))
+
+    def replay(self, trials: list[Trial]) -> None:
+        """Learn from a resumed study's finished trials, in order: `tell` for each, as one step where `tell`
+        is this class's (random and grid search: each parameter set's key into `seen`)."""
+        if type(self).tell is not Sampler.tell:
+            for trial in trials:
+                self.tell(trial)
+            return
+        self.seen.update(self.space.keys([trial.params for trial in trials]))
 
     def warm_from(self, other: Sampler) -> None:
         """Take over what an earlier build of this sampler for the same study learnt that is costly to

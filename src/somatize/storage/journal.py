@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import OutputWriteError, ResultsFileError
 from ..space import SearchSpace
 from ..study import Study, Trial, TrialState
+from . import fastjson
 from .paths import check_own_file
 from .reader import gc_paused
 from .results import TrialLines, check_trial, load_json, one_line, trial_line, write_all
@@ -93,10 +94,9 @@ class Journal:
         self._append(header_record(study))
         if self._sync:
             _sync_directory(self.path)  # the new file's name survives a power loss too
-        encode = trial_line if lines is None else lines.line
-        text = ['{"trial": ' + encode(trial) + "}\n" for trial in study.trials]
-        if text:
-            self._write("".join(text).encode("utf-8"))
+        if study.trials:  # one join of the lines, for a resumed study's 100,000
+            text = list(map(trial_line, study.trials)) if lines is None else lines.texts(study.trials)
+            self._write(('{"trial": ' + '}\n{"trial": '.join(text) + "}\n").encode("utf-8"))
 
     def _write(self, data: bytes) -> None:
         """Append whole lines; a failed write is cut back off (see _append)."""
@@ -347,7 +347,7 @@ class JournalState:
         index = self.lines
         trial = None
         try:
-            record = load_json(line)
+            record = fastjson.loads(line, load_json)  # as load_json reads it (a resumed journal: 100,000 lines)
             if index == 0:
                 if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
                     raise ValueError("not a somatize journal")
@@ -386,16 +386,28 @@ class JournalState:
         return None if trial is None else trial.state
 
     def _settle(self) -> None:
-        """The unread latest records as Trials, checked, in line order (so the first bad line is named)."""
+        """The unread latest records as Trials, checked, in line order (so the first bad line is named).
+
+        Built up to the first record that is not a trial, then checked against the space all at once
+        (SearchSpace.all_fit), one by one only when that finds a misfit: the first bad line either way.
+        """
+        built: list[tuple[int, int, Trial]] = []  # (line index, number, trial)
+        corrupt: str | None = None
         for number, (index, data, _) in sorted(self._latest.items(), key=lambda item: item[1][0]):
             try:
-                trial = check_trial(Trial.from_dict(data))
+                built.append((index, number, check_trial(Trial.from_dict(data))))
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
-                raise ResultsFileError(f"{self.path}:{index + 1}: corrupt journal line ({reason})") from None
-            problem = trial_problem(trial, self.space, {})
-            if problem is not None:
-                raise ResultsFileError(f"{self.path}:{index + 1}: {one_line(problem)}")
+                corrupt = f"{self.path}:{index + 1}: corrupt journal line ({reason})"
+                break
+        if self.space is not None and not self.space.all_fit([trial.params for _, _, trial in built]):
+            for index, _, trial in built:
+                problem = trial_problem(trial, self.space, {})
+                if problem is not None:
+                    raise ResultsFileError(f"{self.path}:{index + 1}: {one_line(problem)}")
+        if corrupt is not None:
+            raise ResultsFileError(corrupt)
+        for _, number, trial in built:
             self._trials[number] = trial
         self._latest.clear()
 
@@ -435,12 +447,23 @@ def trial_problem(trial: Trial, space: SearchSpace | None, earlier: Mapping[int,
 
 def check_trials(trials: list[Trial], space: SearchSpace, source: Path) -> None:
     """The checks of read_journal, for trials read from a results file (no lines to name)."""
+    if _plainly_fit(trials, space):
+        return
     seen: dict[int, Trial] = {}
     for trial in trials:
         problem = trial_problem(trial, space, seen)
         if problem is not None:
             raise ResultsFileError(f"{source}: {one_line(problem)}")
         seen[trial.number] = trial
+
+
+def _plainly_fit(trials: list[Trial], space: SearchSpace | None) -> bool:
+    """Whether trial_problem finds nothing wrong with any of `trials` (numbers all distinct and in range,
+    every parameter set in the space), checked all at once; False: trial by trial, to name the first."""
+    numbers = {trial.number for trial in trials}
+    if len(numbers) != len(trials) or (numbers and max(numbers) > MAX_TRIAL_NUMBER):
+        return False
+    return space is None or space.all_fit([trial.params for trial in trials])
 
 
 def _check_header(header: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from ..errors import ResultsFileError
 from ..study import Recommendation, Study, Trial, TrialState, _number, trial_id
+from . import fastjson
 from .results import TRIAL_INDENT, TRIALS_OPENING, check_study, check_trial, load_json, one_line, parse_results
 
 # The head (the study's definition) of any real study is a few kilobytes; past this, the file is not read in parts.
@@ -99,8 +100,12 @@ class ResultsFile:
 
     def parse(self, line: str, number: int) -> Trial:
         """The trial on `line` (line `number` of the file), checked; a ResultsFileError naming the line if bad."""
+        return self.parse_element(_element(line), number)
+
+    def parse_element(self, element: str, number: int) -> Trial:
+        """parse, given the line's JSON object alone (`_element`)."""
         try:
-            return check_trial(Trial.from_dict(_load_line(_element(line))))
+            return check_trial(Trial.from_dict(_load_line(element)))
         except RecursionError:
             reason = "nested too deeply"
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
@@ -137,7 +142,12 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _load_line(text: str) -> Any:
-    """One trial line's object (no surrounding whitespace, as the writer leaves none)."""
+    """One trial line's object (no surrounding whitespace, as the writer leaves none and _element strips:
+    json's raw_decode would refuse it, orjson not)."""
+    return fastjson.loads(text, _load_line_json)
+
+
+def _load_line_json(text: str) -> Any:
     value, end = _DECODER.raw_decode(text)
     if end != len(text):
         raise ValueError(f"extra data after the trial's object (column {end + 1})")
@@ -255,10 +265,11 @@ def _with_recommendation_checked(study: Study, path: str | Path) -> Study:
     return study
 
 
-def read_all(path: str | Path, lines: dict[int, tuple[Trial, str]] | None = None) -> Study:
+def read_all(path: str | Path, lines: dict[int, tuple[Trial, str, str | None]] | None = None) -> Study:
     """The whole study, as read_results reads it, but a line at a time where the layout allows.
 
-    Given `lines`, it is filled with each trial and its JSON object as the file holds it, which
+    Given `lines`, it is filled with each trial, its JSON object as the file holds it and its log_dir
+    (storage.results.TrialLines), which
     `run --resume` writes again (journal, results) instead of encoding 100,000 trials anew.
     """
     results = open_results(path)
@@ -272,9 +283,10 @@ def read_all(path: str | Path, lines: dict[int, tuple[Trial, str]] | None = None
             study.trials = list(results.trials())
         else:
             for number, line in results.lines():
-                trial = results.parse(line, number)
+                element = _element(line)
+                trial = results.parse_element(element, number)
                 study.trials.append(trial)
-                lines[trial.number] = (trial, _element(line))
+                lines[trial.number] = (trial, element, trial.log_dir)
     return _with_recommendation_checked(study, path)
 
 
@@ -286,6 +298,12 @@ def gc_paused() -> Iterator[None]:
     few hundred of them set off a collection that walks those built so far:
     reading the 100,000 trials of a resumed study took 4.5 s of CPU, 2.5 s
     with the collector off (parsing and building them; issue 18).
+
+    Switched on again, the collector's first pass would walk every object made
+    meanwhile (they are all in its youngest generation): 0.13 s after the 100,000
+    trials of a resume. So they go to its oldest generation first, without a walk
+    (gc.freeze then gc.unfreeze: two list splices), unless a program froze objects
+    of its own, which unfreeze would give back.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -293,6 +311,9 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
