@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .bounds import ERROR_CHARS, MetricLog, clip_text
+from .bounds import ERROR_CHARS, FEW_RECORDS, MetricLog, clip_text
 from .errors import TrialPruned
 from .events import (
     BestUpdated,
@@ -53,6 +53,8 @@ class StopConditions:
 class TrialReporter:
     """Collects a running trial's intermediate metrics (bounded), publishes them, and asks the pruner."""
 
+    __slots__ = ("trial", "bus", "pruner", "metric", "prune_reason", "_declared", "reported")
+
     def __init__(
         self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "",
         declared: tuple[str, ...] | frozenset[str] = (),
@@ -62,8 +64,18 @@ class TrialReporter:
         self.pruner = pruner
         self.metric = metric  # the primary metric: the one the pruner judges
         self.prune_reason: str | None = None
-        # becomes trial.metrics when the attempt ends; a frozenset given is used as it is (one per study)
-        self.log = MetricLog(declared if isinstance(declared, frozenset) else {metric, *declared})
+        # a frozenset given is used as it is (one per study)
+        self._declared = declared if isinstance(declared, frozenset) else frozenset((metric, *declared))
+        # What the trial reported while it ran, which becomes trial.metrics when the attempt ends; made at
+        # the first report: most quick functions report nothing but their return value (issue 18).
+        self.reported: MetricLog | None = None
+
+    @property
+    def log(self) -> MetricLog:
+        """The trial's bounded records so far."""
+        if self.reported is None:
+            self.reported = MetricLog(self._declared)
+        return self.reported
 
     def report(self, name: str, value: float, step: int | None = None) -> None:
         record = MetricRecord(name, float(value), step)
@@ -278,7 +290,7 @@ class StudyRunner:
                 trial_dir = self.trial_dirs.prepare(trial.id)
             except OSError as exc:
                 trial.started_at = time.time()
-                self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), MetricLog(()))
+                self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), None)
                 return
         request = TrialRequest(
             trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name, trial_dir,
@@ -296,7 +308,7 @@ class StudyRunner:
             trial.duration_ms = round((time.perf_counter() - clock) * 1000)
             if isinstance(outcome, Pruned) and reporter.prune_reason is not None:
                 outcome = Pruned(outcome.step, reporter.prune_reason)  # the pruner's why beats "pruned"
-            self._apply(trial, outcome, reporter.log)
+            self._apply(trial, outcome, reporter.reported)
             if isinstance(outcome, Failed) and outcome.stops_study:
                 self._executor_lost.set()
                 break
@@ -315,17 +327,31 @@ class StudyRunner:
         except Exception as exc:  # any error in user code fails the trial, the study goes on
             return failure(exc)
 
-    def _apply(self, trial: Trial, outcome: Outcome, log: MetricLog) -> None:
+    def _apply(self, trial: Trial, outcome: Outcome, log: MetricLog | None) -> None:
+        """The outcome into the trial's record; `log` holds what it reported while it ran (None: nothing)."""
         if isinstance(outcome, Completed):
-            if outcome.thinned is not None:  # the executor kept a share of many records: take its counts too
-                final = log.merge(outcome.thinned)
+            if log is None and outcome.thinned is None and len(outcome.metrics) <= FEW_RECORDS:
+                # Nothing reported before, and too few records for any bound to cut: kept as they are, in
+                # order, as the log would keep them, without a log (a quick function's return value).
+                final = trial.metrics = list(outcome.metrics)
+                trial.truncated = None
             else:
-                final = [record for record in outcome.metrics if log.add(record)]
+                if log is None:
+                    log = MetricLog(self._declared)
+                if outcome.thinned is not None:  # the executor kept a share of many records: take its counts too
+                    final = log.merge(outcome.thinned)
+                else:
+                    final = [record for record in outcome.metrics if log.add(record)]
+                trial.metrics = log.records()
+                trial.truncated = log.truncation()
             if self.bus.wants(TrialMetric):
                 for record in final:
                     self.bus.publish(TrialMetric(trial_id=trial.id, name=record.name, value=record.value, step=record.step))
-        trial.metrics = log.records()
-        trial.truncated = log.truncation()
+        elif log is None:
+            trial.metrics, trial.truncated = [], None
+        else:
+            trial.metrics = log.records()
+            trial.truncated = log.truncation()
         if isinstance(outcome, Failed):
             trial.state, trial.error = TrialState.FAILED, self._bounded_error(trial, outcome)
             return

@@ -364,10 +364,10 @@ class TrialDirs:
 
     @property
     def events(self) -> tuple[type[Event], ...]:
-        """All it reads: the bus calls it for no other event."""
+        """All it reads: the bus calls it for no other event, and for none when every directory is kept."""
         from ..events import FINISHED_TRIAL_EVENTS  # here, not at the top: ask and tell import this module
 
-        return FINISHED_TRIAL_EVENTS
+        return () if self.policy.keep == "all" else FINISHED_TRIAL_EVENTS
 
     def __init__(
         self, results: Path, policy: KeepPolicy | None = None, objective: Objective | None = None,
@@ -399,7 +399,7 @@ class TrialDirs:
                     self._left = set(os.listdir(base))
                 except OSError:  # not there (yet): nothing left at any trial's path
                     self._left = set()
-        path = os.path.join(base, trial_id)  # strings: pathlib's joins cost more than the system calls
+        path = base + os.sep + trial_id  # strings: pathlib's joins, even os.path.join, cost more than the system calls
         if self.on_demand:
             if trial_id in self._left:  # usually nothing is there
                 self._left.discard(trial_id)
@@ -417,7 +417,7 @@ class TrialDirs:
         """The trial record's `log_dir` once the trial has finished: None when it has no directory."""
         if self._base is None:
             return None
-        path = os.path.join(self._base, trial_id)
+        path = self._base + os.sep + trial_id
         # access() answers "nothing there" without the exception isdir() takes for it: most quick
         # functions have no directory, and that exception was a twentieth of such a trial's cost.
         if not os.access(path, os.F_OK, follow_symlinks=False) or not os.path.isdir(path):
