@@ -31,7 +31,7 @@ from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialR
 from .pruners.base import Pruner
 from .samplers.base import Sampler
 from .samplers.streams import derive_trial_seed  # defined there, beside the streams, for ask (no runner import)
-from .study import MetricRecord, Recommendation, Study, Trial, TrialState
+from .study import Direction, MetricRecord, Recommendation, Study, Trial, TrialState
 
 if TYPE_CHECKING:
     from .executors.artifacts import TrialDirs
@@ -121,6 +121,8 @@ class StudyRunner:
         self.pruner = pruner
         # Kept in full (up to a cap); others less.
         self._declared = frozenset((*(o.metric for o in study.objectives), *study.metrics))
+        self._primary_metric = study.primary.metric
+        self._minimize = study.primary.direction is Direction.MINIMIZE
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -248,7 +250,7 @@ class StudyRunner:
         limit = self.stop.max_consecutive_failures
         if limit is not None and self._consecutive_failures >= limit:
             return "max_consecutive_failures"
-        if self._target_reached():
+        if self.stop.target_metric is not None and self._target_reached():
             return "target"
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
@@ -302,7 +304,7 @@ class StudyRunner:
             trial.started_at = time.time()
             if self.pruner is not None:
                 self.pruner.start(trial.number)
-            reporter = TrialReporter(trial, self.bus, self.pruner, self.study.primary.metric, self._declared)
+            reporter = TrialReporter(trial, self.bus, self.pruner, self._primary_metric, self._declared)
             clock = time.perf_counter()
             outcome = self._execute(request, reporter)
             trial.duration_ms = round((time.perf_counter() - clock) * 1000)
@@ -355,19 +357,26 @@ class StudyRunner:
         if isinstance(outcome, Failed):
             trial.state, trial.error = TrialState.FAILED, self._bounded_error(trial, outcome)
             return
-        trial.values = {}
-        for objective in self.study.objectives:
-            value = objective.reduce_records(trial.metrics)
-            if value is not None:
-                trial.values[objective.metric] = value
+        trial.values = values = {}
+        metrics = trial.metrics
+        if len(metrics) == 1:  # a function's return value: its one record is its value, unless NaN (reduce_records)
+            only = metrics[0]
+            for objective in self.study.objectives:
+                if only.name == objective.metric and not math.isnan(only.value):
+                    values[objective.metric] = only.value
+        else:
+            for objective in self.study.objectives:
+                value = objective.reduce_records(metrics)
+                if value is not None:
+                    values[objective.metric] = value
         if self.study.metrics:
             for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
                 trial.values.setdefault(name, value)
         if isinstance(outcome, Pruned):
             trial.state, trial.pruned_step, trial.reason = TrialState.PRUNED, outcome.step, outcome.reason
             return
-        primary = self.study.primary.metric
-        if primary not in trial.values:
+        primary = self._primary_metric
+        if primary not in values:
             trial.state = TrialState.FAILED
             trial.error = self._missing_metric_reason(trial, primary)
             if isinstance(outcome, Completed):  # which line named it, and output that was not read
@@ -375,7 +384,8 @@ class StudyRunner:
                 trial.error = clip_text("; ".join([trial.error, *hints]))[0]
             return
         trial.state = TrialState.COMPLETED
-        self.study.judge(trial)  # constraints on metrics: an infeasible trial is still completed (SPEC §9)
+        if self.study.outcome_constraints:
+            self.study.judge(trial)  # constraints on metrics: an infeasible trial is still completed (SPEC §9)
 
     @staticmethod
     def _bounded_error(trial: Trial, outcome: Failed) -> str:
@@ -407,14 +417,16 @@ class StudyRunner:
         became_best = False
         if state is TrialState.COMPLETED:
             self._consecutive_failures = 0
-            primary = study.primary
             # An infeasible trial is completed but never best (SPEC §9).
-            if trial.is_feasible and (
-                self._best is None
-                or primary.direction.better(trial.values[primary.metric], self._best.values[primary.metric])
-            ):
-                self._best = trial
-                became_best = True
+            if trial.feasible is not False:
+                best = self._best
+                if best is None:
+                    self._best, became_best = trial, True
+                else:
+                    metric = self._primary_metric
+                    value, best_value = trial.values[metric], best.values[metric]
+                    if value < best_value if self._minimize else value > best_value:  # Direction.better
+                        self._best, became_best = trial, True
         elif state is TrialState.PRUNED:
             self._pruned += 1
             self._consecutive_failures = 0

@@ -142,6 +142,23 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+class _kept_in_instance:  # noqa: N801 - used as a decorator, like functools.cached_property
+    """functools.cached_property without the lock Python 3.11's takes at each first read (a trial's id is
+    first read on the trial loop, for every trial: issue 18). Two threads reading it at once both compute
+    the same value, so nothing needs the lock."""
+
+    def __init__(self, function: Any):
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.function(instance)
+        return value
+
+
 @dataclass
 class Trial:
     number: int
@@ -172,7 +189,7 @@ class Trial:
         """False only for a trial judged infeasible: one that may be best, recommended or on the front."""
         return self.feasible is not False
 
-    @functools.cached_property
+    @_kept_in_instance
     def id(self) -> str:
         return trial_id(self.number)
 

@@ -100,9 +100,11 @@ class Journal:
 
     def _write(self, data: bytes) -> None:
         """Append whole lines; a failed write is cut back off (see _append)."""
-        fd = self._open()
+        fd = self._fd if self._fd is not None else self._open()
         try:
-            write_all(fd, data)
+            written = os.write(fd, data)  # one system call for a trial's line
+            if written < len(data):  # a write may take only part of it
+                write_all(fd, data[written:])
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._size)  # frees space: works on a full disk too
