@@ -53,7 +53,7 @@ class StopConditions:
 class TrialReporter:
     """Collects a running trial's intermediate metrics (bounded), publishes them, and asks the pruner."""
 
-    __slots__ = ("trial", "bus", "pruner", "metric", "prune_reason", "_declared", "reported")
+    __slots__ = ("_declared", "bus", "metric", "prune_reason", "pruner", "reported", "trial")
 
     def __init__(
         self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "",

@@ -142,7 +142,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-class _kept_in_instance:  # noqa: N801 - used as a decorator, like functools.cached_property
+class _kept_in_instance:  # lower case: used as a decorator, like functools.cached_property
     """functools.cached_property without the lock Python 3.11's takes at each first read (a trial's id is
     first read on the trial loop, for every trial: issue 18). Two threads reading it at once both compute
     the same value, so nothing needs the lock."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import OutputWriteError, ResultsFileError, SomatizeError
 from ..study import Study, Trial, TrialState
 from .paths import describe_non_regular, results_target, temp_prefix
+from .trialjson import trial_json
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -33,8 +34,9 @@ _LINES_PER_WRITE = 512
 
 
 def trial_line(trial: Trial) -> str:
-    """A trial's JSON object on one line, as the results file holds it."""
-    return _encode_trial(trial.to_dict())
+    """A trial's JSON object on one line, as the results file holds it: the encoding of `trial.to_dict()`,
+    written from the trial's fields in one pass (trialjson.py)."""
+    return trial_json(trial)
 
 
 class TrialLines:

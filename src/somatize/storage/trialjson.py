@@ -27,16 +27,15 @@ _json_encoder = json.JSONEncoder(allow_nan=False, check_circular=False)
 def _c_value() -> Any:
     """The C encoder's one-value function, made as JSONEncoder.iterencode makes it; None when it is missing
     or does not write what JSONEncoder does (another Python's internals)."""
+    sample = {"a": [1.5, None, True, "é\n"], "b": {"c": 10**30}}
     try:
         iterencode = json.encoder.c_make_encoder(  # type: ignore[misc]
             None, _json_encoder.default, _string, None, ": ", ", ", False, False, False
         )
-        sample = {"a": [1.5, None, True, "é\n"], "b": {"c": 10**30}}
-        if "".join(iterencode(sample, 0)) == _json_encoder.encode(sample):
-            return lambda value: "".join(iterencode(value, 0))
+        made = "".join(iterencode(sample, 0))
     except Exception:  # noqa: BLE001 - any mismatch: the plain encoder, as before
-        pass
-    return None
+        return None
+    return (lambda value: "".join(iterencode(value, 0))) if made == _json_encoder.encode(sample) else None
 
 
 _value = _c_value() or _json_encoder.encode
@@ -86,7 +85,12 @@ def trial_json(trial: Trial) -> str:
     """
     values, metrics = trial.values, trial.metrics
     started, duration, error, pruned, reason, seed, attempts = (
-        trial.started_at, trial.duration_ms, trial.error, trial.pruned_step, trial.reason, trial.trial_seed,
+        trial.started_at,
+        trial.duration_ms,
+        trial.error,
+        trial.pruned_step,
+        trial.reason,
+        trial.trial_seed,
         trial.attempts,
     )
     text = (
@@ -102,8 +106,13 @@ def trial_json(trial: Trial) -> str:
         f'"trial_seed": {int.__repr__(seed) if type(seed) is int else _scalar(seed)}, '
         f'"attempts": {int.__repr__(attempts) if type(attempts) is int else _scalar(attempts)}'
     )
-    if (trial.truncated is None and trial.log_dir is None and trial.slot is None and trial.lease_until is None
-            and trial.feasible is None):
+    if (
+        trial.truncated is None
+        and trial.log_dir is None
+        and trial.slot is None
+        and trial.lease_until is None
+        and trial.feasible is None
+    ):
         return text + "}"
     rest: dict[str, Any] = {}  # the members only some trials have, as to_dict adds them
     if trial.truncated is not None:
