@@ -196,8 +196,8 @@ class OutputRouting:
     the streams back; each trial only names its files for its thread (`begin`,
     `end`: two dictionary entries, no file until the first byte). Putting the
     routers in and taking them out around every trial, with a file object
-    per stream, cost a trivial trial 8 µs of its ~120 (issue 18; BENCHMARKS.md
-    "Per-trial cost of somatize run"). A stream replaced meanwhile (by the
+    per stream, was most of the 65,900 instructions a trivial trial spent on its capture and environment,
+    18,500 now (valgrind; BENCHMARKS.md "A different shape of trial", issue 18). A stream replaced meanwhile (by the
     function, or a test's capture) gets a router of its own at the next trial.
     """
 
