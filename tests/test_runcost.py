@@ -132,3 +132,57 @@ def test_keep_best_drops_log_dir_from_the_final_file_after_periodic_writes(tmp_p
     assert [t["params"]["x"] for t in trials] == [1, 2, 3, 4, 5, 6]
     assert {t["id"] for t in trials if t.get("log_dir")} == {"trial_0004", "trial_0005"}
     assert sorted(p.name for p in (tmp_path / "r.trials").iterdir()) == ["trial_0004", "trial_0005"]
+
+
+TRIAL_FILES = """\
+import io, os, sys, contextlib
+
+def objective(params, trial):
+    n = trial.number
+    seen = os.environ.get("SOMATIZE_TRIAL_DIR")
+    if n % 3 == 0:
+        print(f"out of {trial.id}")
+        sys.stderr.write(f"err of {trial.id}\\n")
+    elif n % 3 == 1:
+        (trial.dir / "own.txt").write_text(seen)
+    if n == 4:  # a function that swaps the stream itself: later trials are still captured
+        sys.stdout = io.StringIO()
+    return {"loss": float(n), "same_dir": float(seen == os.path.join(os.path.dirname(seen), trial.id))}
+"""
+
+
+def test_each_in_process_trial_gets_its_own_output_files_directory_and_variable(tmp_path, capsys):
+    """The capture and the environment are held for the whole run (issue 18): still each trial's print goes
+    to its own stdout.txt and stderr.txt, trial.dir and $SOMATIZE_TRIAL_DIR name its own directory, a quiet
+    trial has none, and after the run the streams and the environment are as they were."""
+    import os
+    import sys
+
+    (tmp_path / "files.py").write_text(TRIAL_FILES)
+    (tmp_path / "s.yaml").write_text(
+        "name: files\nsearch_space:\n  x: [0, 1, 2, 3, 4, 5, 6, 7, 8]\nstrategy: {type: grid}\n"
+        "objective: {metric: loss}\nmetrics: [same_dir]\nexecutor: {function: 'files:objective'}\n"
+    )
+    before = sys.stdout, sys.stderr, os.environ.get("SOMATIZE_TRIAL_DIR")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (sys.stdout, sys.stderr, os.environ.get("SOMATIZE_TRIAL_DIR")) == before
+    trials = json.loads(out.read_text())["trials"]
+    assert [t["state"] for t in trials] == ["completed"] * 9
+    assert all(t["values"]["same_dir"] == 1.0 for t in trials)
+    root = tmp_path / "r.trials"
+    for t in trials:
+        directory = root / t["id"]
+        if t["number"] % 3 == 2:  # printed nothing, never read trial.dir
+            assert "log_dir" not in t and not directory.exists()
+            continue
+        assert t["log_dir"] == f"r.trials/{t['id']}"
+        if t["number"] % 3 == 0:
+            assert (directory / "stdout.txt").read_text() == f"out of {t['id']}\n"
+            assert (directory / "stderr.txt").read_text() == f"err of {t['id']}\n"
+        else:
+            assert sorted(p.name for p in directory.iterdir()) == ["own.txt"]
+            assert (directory / "own.txt").read_text() == str(directory.resolve())
+    # Still shown on stderr too, but for what went to the stream trial 4 put in place of stdout
+    assert "out of trial_0003" in result.stderr and "out of trial_0006" not in result.stderr

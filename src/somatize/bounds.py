@@ -28,6 +28,8 @@ DECLARED_RECORDS = 10_000
 OTHER_RECORDS = 1_000
 OTHER_NAMES = 100
 _DROPPED_NAMES_SHOWN = 10  # names past OTHER_NAMES listed in the record, as examples
+# A trial's records that no bound above can cut, however they are named: as many as the smallest cap.
+FEW_RECORDS = min(DECLARED_RECORDS, OTHER_RECORDS, OTHER_NAMES)
 
 # Error text: a traceback's cause is at its end, the message at its start; 16,000 characters
 # hold a long traceback whole (the default 6-line tail is well under 2,000).

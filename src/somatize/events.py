@@ -206,7 +206,8 @@ class EventBus:
 
     def wants(self, kind: type[Event]) -> bool:
         """Whether an event of this class would reach any handler or queue."""
-        return bool(self._queues) or bool(self._route(kind))
+        route = self._routes.get(kind)  # worked out once per class: no call of _route on the trial loop
+        return bool(self._queues) or bool(route if route is not None else self._route(kind))
 
     def _route(self, kind: type[Event]) -> list[Handler]:
         route = self._routes.get(kind)

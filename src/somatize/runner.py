@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .bounds import ERROR_CHARS, MetricLog, clip_text
+from .bounds import ERROR_CHARS, FEW_RECORDS, MetricLog, clip_text
 from .errors import TrialPruned
 from .events import (
     BestUpdated,
@@ -31,7 +31,7 @@ from .executors.base import Completed, Executor, Failed, Outcome, Pruned, TrialR
 from .pruners.base import Pruner
 from .samplers.base import Sampler
 from .samplers.streams import derive_trial_seed  # defined there, beside the streams, for ask (no runner import)
-from .study import MetricRecord, Recommendation, Study, Trial, TrialState
+from .study import Direction, MetricRecord, Recommendation, Study, Trial, TrialState
 
 if TYPE_CHECKING:
     from .executors.artifacts import TrialDirs
@@ -53,6 +53,8 @@ class StopConditions:
 class TrialReporter:
     """Collects a running trial's intermediate metrics (bounded), publishes them, and asks the pruner."""
 
+    __slots__ = ("_declared", "bus", "metric", "prune_reason", "pruner", "reported", "trial")
+
     def __init__(
         self, trial: Trial, bus: EventBus, pruner: Pruner | None = None, metric: str = "",
         declared: tuple[str, ...] | frozenset[str] = (),
@@ -62,8 +64,18 @@ class TrialReporter:
         self.pruner = pruner
         self.metric = metric  # the primary metric: the one the pruner judges
         self.prune_reason: str | None = None
-        # becomes trial.metrics when the attempt ends; a frozenset given is used as it is (one per study)
-        self.log = MetricLog(declared if isinstance(declared, frozenset) else {metric, *declared})
+        # a frozenset given is used as it is (one per study)
+        self._declared = declared if isinstance(declared, frozenset) else frozenset((metric, *declared))
+        # What the trial reported while it ran, which becomes trial.metrics when the attempt ends; made at
+        # the first report: most quick functions report nothing but their return value (issue 18).
+        self.reported: MetricLog | None = None
+
+    @property
+    def log(self) -> MetricLog:
+        """The trial's bounded records so far."""
+        if self.reported is None:
+            self.reported = MetricLog(self._declared)
+        return self.reported
 
     def report(self, name: str, value: float, step: int | None = None) -> None:
         record = MetricRecord(name, float(value), step)
@@ -109,6 +121,8 @@ class StudyRunner:
         self.pruner = pruner
         # Kept in full (up to a cap); others less.
         self._declared = frozenset((*(o.metric for o in study.objectives), *study.metrics))
+        self._primary_metric = study.primary.metric
+        self._minimize = study.primary.direction is Direction.MINIMIZE
         self._stop_requested = threading.Event()
         self._failures = 0
         self._pruned = 0
@@ -237,7 +251,7 @@ class StudyRunner:
         limit = self.stop.max_consecutive_failures
         if limit is not None and self._consecutive_failures >= limit:
             return "max_consecutive_failures"
-        if self._target_reached():
+        if self.stop.target_metric is not None and self._target_reached():
             return "target"
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
@@ -279,7 +293,7 @@ class StudyRunner:
                 trial_dir = self.trial_dirs.prepare(trial.id)
             except OSError as exc:
                 trial.started_at = time.time()
-                self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), MetricLog(()))
+                self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), None)
                 return
         request = TrialRequest(
             trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name, trial_dir,
@@ -291,13 +305,13 @@ class StudyRunner:
             trial.started_at = time.time()
             if self.pruner is not None:
                 self.pruner.start(trial.number)
-            reporter = TrialReporter(trial, self.bus, self.pruner, self.study.primary.metric, self._declared)
+            reporter = TrialReporter(trial, self.bus, self.pruner, self._primary_metric, self._declared)
             clock = time.perf_counter()
             outcome = self._execute(request, reporter)
             trial.duration_ms = round((time.perf_counter() - clock) * 1000)
             if isinstance(outcome, Pruned) and reporter.prune_reason is not None:
                 outcome = Pruned(outcome.step, reporter.prune_reason)  # the pruner's why beats "pruned"
-            self._apply(trial, outcome, reporter.log)
+            self._apply(trial, outcome, reporter.reported)
             if isinstance(outcome, Failed) and outcome.stops_study:
                 self._executor_lost.set()
                 break
@@ -316,33 +330,54 @@ class StudyRunner:
         except Exception as exc:  # any error in user code fails the trial, the study goes on
             return failure(exc)
 
-    def _apply(self, trial: Trial, outcome: Outcome, log: MetricLog) -> None:
+    def _apply(self, trial: Trial, outcome: Outcome, log: MetricLog | None) -> None:
+        """The outcome into the trial's record; `log` holds what it reported while it ran (None: nothing)."""
         if isinstance(outcome, Completed):
-            if outcome.thinned is not None:  # the executor kept a share of many records: take its counts too
-                final = log.merge(outcome.thinned)
+            if log is None and outcome.thinned is None and len(outcome.metrics) <= FEW_RECORDS:
+                # Nothing reported before, and too few records for any bound to cut: kept as they are, in
+                # order, as the log would keep them, without a log (a quick function's return value).
+                final = trial.metrics = list(outcome.metrics)
+                trial.truncated = None
             else:
-                final = [record for record in outcome.metrics if log.add(record)]
+                if log is None:
+                    log = MetricLog(self._declared)
+                if outcome.thinned is not None:  # the executor kept a share of many records: take its counts too
+                    final = log.merge(outcome.thinned)
+                else:
+                    final = [record for record in outcome.metrics if log.add(record)]
+                trial.metrics = log.records()
+                trial.truncated = log.truncation()
             if self.bus.wants(TrialMetric):
                 for record in final:
                     self.bus.publish(TrialMetric(trial_id=trial.id, name=record.name, value=record.value, step=record.step))
-        trial.metrics = log.records()
-        trial.truncated = log.truncation()
+        elif log is None:
+            trial.metrics, trial.truncated = [], None
+        else:
+            trial.metrics = log.records()
+            trial.truncated = log.truncation()
         if isinstance(outcome, Failed):
             trial.state, trial.error = TrialState.FAILED, self._bounded_error(trial, outcome)
             return
-        trial.values = {}
-        for objective in self.study.objectives:
-            value = objective.reduce_records(trial.metrics)
-            if value is not None:
-                trial.values[objective.metric] = value
+        trial.values = values = {}
+        metrics = trial.metrics
+        if len(metrics) == 1:  # a function's return value: its one record is its value, unless NaN (reduce_records)
+            only = metrics[0]
+            for objective in self.study.objectives:
+                if only.name == objective.metric and not math.isnan(only.value):
+                    values[objective.metric] = only.value
+        else:
+            for objective in self.study.objectives:
+                value = objective.reduce_records(metrics)
+                if value is not None:
+                    values[objective.metric] = value
         if self.study.metrics:
             for name, value in self.study.outcome_values(trial).items():  # `metrics:` entries, by their last report
                 trial.values.setdefault(name, value)
         if isinstance(outcome, Pruned):
             trial.state, trial.pruned_step, trial.reason = TrialState.PRUNED, outcome.step, outcome.reason
             return
-        primary = self.study.primary.metric
-        if primary not in trial.values:
+        primary = self._primary_metric
+        if primary not in values:
             trial.state = TrialState.FAILED
             trial.error = self._missing_metric_reason(trial, primary)
             if isinstance(outcome, Completed):  # which line named it, and output that was not read
@@ -350,7 +385,8 @@ class StudyRunner:
                 trial.error = clip_text("; ".join([trial.error, *hints]))[0]
             return
         trial.state = TrialState.COMPLETED
-        self.study.judge(trial)  # constraints on metrics: an infeasible trial is still completed (SPEC §9)
+        if self.study.outcome_constraints:
+            self.study.judge(trial)  # constraints on metrics: an infeasible trial is still completed (SPEC §9)
 
     @staticmethod
     def _bounded_error(trial: Trial, outcome: Failed) -> str:
@@ -382,14 +418,16 @@ class StudyRunner:
         became_best = False
         if state is TrialState.COMPLETED:
             self._consecutive_failures = 0
-            primary = study.primary
             # An infeasible trial is completed but never best (SPEC §9).
-            if trial.is_feasible and (
-                self._best is None
-                or primary.direction.better(trial.values[primary.metric], self._best.values[primary.metric])
-            ):
-                self._best = trial
-                became_best = True
+            if trial.feasible is not False:
+                best = self._best
+                if best is None:
+                    self._best, became_best = trial, True
+                else:
+                    metric = self._primary_metric
+                    value, best_value = trial.values[metric], best.values[metric]
+                    if value < best_value if self._minimize else value > best_value:  # Direction.better
+                        self._best, became_best = trial, True
         elif state is TrialState.PRUNED:
             self._pruned += 1
             self._consecutive_failures = 0

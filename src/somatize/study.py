@@ -117,12 +117,17 @@ class Objective:
         return cls(data["metric"], Direction(data.get("direction", "minimize")), data.get("reduce", "best"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class MetricRecord:
     name: str
     value: float
     step: int | None = None
     timestamp: float = field(default_factory=time.time)
+
+    def __init__(self, name: str, value: float, step: int | None = None, timestamp: float | None = None):
+        # Frozen, but filled in one step: the dataclass's own __init__ (an object.__setattr__ per field and
+        # the default's factory) cost twice as much, and every trial makes one (issue 18). No timestamp: now.
+        self.__dict__.update(name=name, value=value, step=step, timestamp=time.time() if timestamp is None else timestamp)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": _json_number(self.value), "step": self.step, "timestamp": iso(self.timestamp)}
@@ -145,6 +150,23 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"not a number: {value!r}")
     return float(value)
+
+
+class _kept_in_instance:  # lower case: used as a decorator, like functools.cached_property
+    """functools.cached_property without the lock Python 3.11's takes at each first read (a trial's id is
+    first read on the trial loop, for every trial: issue 18). Two threads reading it at once both compute
+    the same value, so nothing needs the lock."""
+
+    def __init__(self, function: Any):
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.function(instance)
+        return value
 
 
 @dataclass
@@ -177,7 +199,7 @@ class Trial:
         """False only for a trial judged infeasible: one that may be best, recommended or on the front."""
         return self.feasible is not False
 
-    @functools.cached_property
+    @_kept_in_instance
     def id(self) -> str:
         return trial_id(self.number)
 

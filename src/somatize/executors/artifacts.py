@@ -155,17 +155,24 @@ class _Router:
 
     Every write still reaches the stream it replaced, as before; Dask runs
     several trials in threads of one process, so the capture is per thread.
+    A thread's sink is the path of its file until the first write, which
+    makes the file (and the trial's directory, on first use).
     """
 
     def __init__(self, wrapped: TextIO, name: str):
         self.wrapped = wrapped
         self.name = name
-        self.sinks: dict[int, TailFile] = {}
+        self.sinks: dict[int, TailFile | str] = {}
 
     def write(self, text: str) -> int:
-        sink = self.sinks.get(threading.get_ident())
-        if sink is not None:
-            sink.write(text.encode("utf-8", "replace"))
+        sinks = self.sinks
+        if sinks:
+            me = threading.get_ident()
+            sink = sinks.get(me)
+            if sink is not None:
+                if type(sink) is str:
+                    sink = sinks[me] = TailFile(sink)
+                sink.write(text.encode("utf-8", "replace"))
         return self.wrapped.write(text)
 
     def flush(self) -> None:
@@ -176,64 +183,69 @@ class _Router:
 
 
 _ROUTERS_LOCK = threading.Lock()
-_ROUTERS: dict[str, _Router] = {}
-_IDLE: dict[str, _Router] = {}  # the routers last put back, kept to stand in again over the same stream
-_CAPTURING = [0]
 _STDOUT, _STDERR = os.sep + STDOUT, os.sep + STDERR
 
 
-class capture_python_output:  # named as a function: `with capture_python_output(trial_dir):`
-    """What this thread writes to sys.stdout and sys.stderr meanwhile also goes to the trial's files.
+class OutputRouting:
+    """What a thread writes to sys.stdout and sys.stderr while its trial runs also goes to the trial's files.
 
     Python-level only: output of C code and of child processes writing to the
     file descriptors directly is not seen (worker processes capture those too).
-    A class, not a generator: it is entered once per in-process trial, and the
-    generator-based context manager with its two Path joins cost more than a
-    trivial trial's whole run (issue 18; BENCHMARKS.md "Per-trial cost of somatize run").
+    The two routers are put in place at the first trial and stay there, passing
+    every write on, until `close` (the executor's, at the end of the run) puts
+    the streams back; each trial only names its files for its thread (`begin`,
+    `end`: two dictionary entries, no file until the first byte). Putting the
+    routers in and taking them out around every trial, with a file object
+    per stream, was most of the 65,900 instructions a trivial trial spent on its capture and environment,
+    18,500 now (valgrind; BENCHMARKS.md "A different shape of trial", issue 18). A stream replaced meanwhile (by the
+    function, or a test's capture) gets a router of its own at the next trial.
     """
 
-    __slots__ = ("_sinks", "_trial_dir")
+    __slots__ = ("_routers",)
 
-    def __init__(self, trial_dir: str | None):
-        self._trial_dir = trial_dir
-        self._sinks: tuple[TailFile, TailFile] | None = None
+    def __init__(self) -> None:
+        self._routers: tuple[_Router, _Router] | None = None
 
-    def __enter__(self) -> None:
-        trial_dir = self._trial_dir
-        if trial_dir is None:
-            return
-        sinks = self._sinks = (TailFile(trial_dir + _STDOUT), TailFile(trial_dir + _STDERR))
+    def begin(self, trial_dir: str) -> tuple[_Router, _Router]:
+        """This thread's output goes to `trial_dir`'s files too, until `end` with what this returns."""
+        routers = self._routers
+        if routers is None or sys.stdout is not routers[0] or sys.stderr is not routers[1]:
+            routers = self._install()
         me = threading.get_ident()
-        with _ROUTERS_LOCK:
-            for name, sink in zip(("stdout", "stderr"), sinks):
-                current = getattr(sys, name)
-                if not isinstance(current, _Router):
-                    router = _IDLE.get(name)  # the one of the trial before, when it wrapped this same stream
-                    if router is None or router.wrapped is not current or router.sinks:
-                        router = _IDLE[name] = _Router(current, name)
-                    setattr(sys, name, router)
-                else:
-                    router = current
-                _ROUTERS[name] = router
-                router.sinks[me] = sink
-            _CAPTURING[0] += 1
+        routers[0].sinks[me] = trial_dir + _STDOUT
+        routers[1].sinks[me] = trial_dir + _STDERR
+        return routers
 
-    def __exit__(self, *exc: object) -> None:
-        sinks = self._sinks
-        if sinks is None:
-            return
+    def end(self, routers: tuple[_Router, _Router]) -> None:
         me = threading.get_ident()
+        for router in routers:
+            sink = router.sinks.pop(me, None)
+            if sink is not None and type(sink) is not str:  # the trial wrote: its file is there, to close
+                sink.close()
+
+    def _install(self) -> tuple[_Router, _Router]:
         with _ROUTERS_LOCK:
+            routers = []
             for name in ("stdout", "stderr"):
-                _ROUTERS[name].sinks.pop(me, None)
-            _CAPTURING[0] -= 1
-            if _CAPTURING[0] == 0:
-                for name, router in list(_ROUTERS.items()):
-                    if getattr(sys, name) is router:  # nobody replaced it since: put the stream back
-                        setattr(sys, name, router.wrapped)
-                    del _ROUTERS[name]
-        for sink in sinks:
-            sink.close()
+                current = getattr(sys, name)
+                if isinstance(current, _Router) and current.name == name:
+                    router = current  # another executor's (a Dask worker's threads), or ours still in place
+                else:  # the other stream's router (sys.stdout = sys.stderr): route to what it wraps
+                    router = _Router(current.wrapped if isinstance(current, _Router) else current, name)
+                    setattr(sys, name, router)
+                routers.append(router)
+            self._routers = (routers[0], routers[1])
+            return self._routers
+
+    def close(self) -> None:
+        """Put the streams back, where nobody replaced them since and no other trial is writing through them."""
+        routers, self._routers = self._routers, None
+        if routers is None:
+            return
+        with _ROUTERS_LOCK:
+            for router in routers:
+                if getattr(sys, router.name) is router and not router.sinks:
+                    setattr(sys, router.name, router.wrapped)
 
 
 class FdCapture:
@@ -352,10 +364,10 @@ class TrialDirs:
 
     @property
     def events(self) -> tuple[type[Event], ...]:
-        """All it reads: the bus calls it for no other event."""
+        """All it reads: the bus calls it for no other event, and for none when every directory is kept."""
         from ..events import FINISHED_TRIAL_EVENTS  # here, not at the top: ask and tell import this module
 
-        return FINISHED_TRIAL_EVENTS
+        return () if self.policy.keep == "all" else FINISHED_TRIAL_EVENTS
 
     def __init__(
         self, results: Path, policy: KeepPolicy | None = None, objective: Objective | None = None,
@@ -387,7 +399,7 @@ class TrialDirs:
                     self._left = set(os.listdir(base))
                 except OSError:  # not there (yet): nothing left at any trial's path
                     self._left = set()
-        path = os.path.join(base, trial_id)  # strings: pathlib's joins cost more than the system calls
+        path = base + os.sep + trial_id  # strings: pathlib's joins, even os.path.join, cost more than the system calls
         if self.on_demand:
             if trial_id in self._left:  # usually nothing is there
                 self._left.discard(trial_id)
@@ -405,7 +417,7 @@ class TrialDirs:
         """The trial record's `log_dir` once the trial has finished: None when it has no directory."""
         if self._base is None:
             return None
-        path = os.path.join(self._base, trial_id)
+        path = self._base + os.sep + trial_id
         # access() answers "nothing there" without the exception isdir() takes for it: most quick
         # functions have no directory, and that exception was a twentieth of such a trial's cost.
         if not os.access(path, os.F_OK, follow_symlinks=False) or not os.path.isdir(path):

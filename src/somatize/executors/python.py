@@ -8,7 +8,6 @@ built, so `somatize validate` never runs user code.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib
 import inspect
@@ -23,36 +22,44 @@ from typing import Any
 
 from ..errors import TrialPruned
 from ..study import MetricRecord
-from .artifacts import capture_python_output, make_trial_dir
+from .artifacts import OutputRouting, make_trial_dir
 from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
 
 
-class trial_environment:  # named as a function: `with trial_environment(env):`
-    """os.environ holds the trial's directory and devices while it runs, for what reads them there
-    (CUDA at its first use, child processes); then the variables are as they were. One trial at a
-    time per process: in-process trials run one by one, workers each run their own. A class, entered
-    once per trial: the generator-based context manager cost a trivial trial more than its own run."""
+class HeldEnvironment:
+    """os.environ holds the running trial's directory and devices, for what reads them there (CUDA at its
+    first use, child processes): each trial sets its own values, and `close` (the executor's, at the end of
+    the run) puts the variables back as they were before the first. Between two trials the variables keep the
+    last trial's values, where a context manager per trial restored them only for the next trial to set them
+    again: with the output capture entered and left per trial, 65,900 instructions a trial against 18,500 held
+    (valgrind; BENCHMARKS.md "A different shape of trial", issue 18). One trial at a time per process: in-process trials run one by one, workers each run their own."""
 
-    __slots__ = ("_before", "_env")
+    __slots__ = ("_before",)
 
-    def __init__(self, env: Mapping[str, str]):
-        self._env = env
-        self._before: list[tuple[str, str | None]] = []
+    def __init__(self) -> None:
+        self._before: dict[str, str | None] = {}  # each variable set, as it was before the first trial set it
 
-    def __enter__(self) -> None:
-        environ = os.environ
-        for name, value in self._env.items():
-            self._before.append((name, environ.get(name)))
+    def set(self, env: Mapping[str, str]) -> None:
+        environ, before = os.environ, self._before
+        for name, value in env.items():
+            if name not in before:
+                before[name] = environ.get(name)
             environ[name] = value
+        if len(before) != len(env):  # an earlier trial's variable that this one has not: as it was
+            for name in [name for name in before if name not in env]:
+                self._put_back(name, before.pop(name))
 
-    def __exit__(self, *exc: object) -> None:
-        environ = os.environ
-        for name, value in self._before:
-            if value is None:
-                with contextlib.suppress(KeyError):  # the trial may have removed it itself
-                    del environ[name]
-            else:
-                environ[name] = value
+    def close(self) -> None:
+        before, self._before = self._before, {}
+        for name, value in before.items():
+            self._put_back(name, value)
+
+    @staticmethod
+    def _put_back(name: str, value: str | None) -> None:
+        if value is None:
+            os.environ.pop(name, None)  # the trial may have removed it itself
+        else:
+            os.environ[name] = value
 
 
 class FunctionLoadError(ImportError):
@@ -203,6 +210,14 @@ class FunctionExecutor(Executor):
         self._function: Callable[..., Any] | None = None
         self._wants_trial = False
         self._load_error: str | None = None  # kept so every trial fails alike, without re-importing
+        # For the whole run, not per trial: only what names the trial changes at each (issue 18).
+        self._environment = HeldEnvironment()
+        self._output = OutputRouting()  # what the function prints, into its trial's directory too
+
+    def close(self) -> None:
+        """The streams and the environment as they were before the first trial."""
+        self._output.close()
+        self._environment.close()
 
     def run(self, request: TrialRequest, reporter: Reporter) -> Outcome:
         fn = self._function  # loaded: no lock to take on every trial
@@ -214,11 +229,14 @@ class FunctionExecutor(Executor):
             return Failed(str(exc))
         params = dict(request.params)
         handle = TrialHandle(request, reporter, self.primary) if self._wants_trial else None
+        self._environment.set(request.environment())
+        routed = None if request.trial_dir is None or not self.capture else self._output.begin(request.trial_dir)
         try:
-            with trial_environment(request.environment()), capture_python_output(
-                request.trial_dir if self.capture else None
-            ):
+            try:
                 result = fn(params) if handle is None else fn(params, handle)
+            finally:
+                if routed is not None:
+                    self._output.end(routed)
         except TrialPruned as exc:
             if exc.step is None and handle is not None:  # record where it stopped when the objective did not say
                 exc.step = handle.last_step

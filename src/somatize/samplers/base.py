@@ -76,6 +76,9 @@ class Sampler(ABC):
         # The runner's stop reason when `claim` returned None for another reason than the space or a
         # give-up (a shared study's budget used by other processes: "n_trials"); None otherwise.
         self.ended_by: str | None = None
+        # The parameters `propose` returned last, when it noted their key in `seen` itself: telling that
+        # trial need not make the key again (two calls of a trivial trial's ~100, issue 18).
+        self._noted: dict[str, Any] | None = None
 
     @property
     def total(self) -> int | None:
@@ -113,6 +116,9 @@ class Sampler(ABC):
 
     def tell(self, trial: Trial) -> None:
         """Learn from a finished trial (also used to replay history on resume)."""
+        if trial.params is self._noted:
+            self._noted = None
+            return
         self.seen.add(self.space.key(trial.params))
 
     def replay(self, trials: list[Trial]) -> None:

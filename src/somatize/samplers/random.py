@@ -126,9 +126,11 @@ class RandomSampler(Sampler):
             key = space.key(params)
             if key not in self.seen and (not checked or space.feasible(params)):
                 self.seen.add(key)
+                self._noted = params
                 return params
         # A nearly exhausted finite space, or constraints few draws satisfy.
         params = pick_unseen(self, rng, draws)
         if params is not None:
             self.seen.add(space.key(params))
+            self._noted = params
         return params

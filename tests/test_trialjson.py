@@ -1,0 +1,88 @@
+"""A trial's line in the results file and the journal (storage/trialjson.py, issue 18): written from the
+trial's fields, it must be exactly the JSON encoder's text of `Trial.to_dict()`, for any trial."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from somatize.storage.results import trial_line
+from somatize.storage.trialjson import trial_json
+from somatize.study import MetricRecord, Trial, TrialState
+
+ENCODER = json.JSONEncoder(allow_nan=False, check_circular=False)
+
+texts = st.text(max_size=12)  # any unicode: quotes, backslashes, control characters, astral planes
+moments = st.floats(min_value=0.0, max_value=4.0e9, allow_nan=False)
+numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**30), 10**30)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | texts
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+maybe_int = st.none() | st.integers(-(10**20), 10**20)
+
+
+@st.composite
+def trials(draw) -> Trial:
+    trial = Trial(
+        draw(st.integers(0, 10**7)),
+        draw(st.dictionaries(texts, scalars, max_size=5)),
+        state=draw(st.sampled_from(list(TrialState))),
+        metrics=draw(st.lists(st.builds(MetricRecord, texts, numbers.map(float), maybe_int, moments), max_size=4)),
+        values=draw(st.dictionaries(texts, numbers.map(float), max_size=3)),
+        started_at=draw(st.none() | moments),
+        duration_ms=draw(maybe_int | st.floats(allow_nan=False, allow_infinity=False)),
+        error=draw(st.none() | texts),
+        pruned_step=draw(maybe_int),
+        reason=draw(st.none() | texts),
+        trial_seed=draw(maybe_int),
+        attempts=draw(st.integers(1, 5)),
+        truncated=draw(st.none() | st.dictionaries(texts, st.integers(0, 10**6), min_size=1, max_size=2)),
+        log_dir=draw(st.none() | texts),
+        slot=draw(st.none() | texts),
+        feasible=draw(st.none() | st.booleans()),
+    )
+    if trial.feasible is False:
+        trial.violated = draw(st.none() | st.lists(texts, max_size=2))
+    if draw(st.booleans()):
+        trial.lease_seconds, trial.lease_until = draw(st.floats(0.0, 1e6)), draw(moments)
+    return trial
+
+
+@settings(max_examples=150, deadline=None)
+@given(trials())
+def test_a_trial_line_is_the_encoders_text_of_its_dict(trial):
+    assert trial_json(trial) == ENCODER.encode(trial.to_dict())
+    assert trial_line(trial) == trial_json(trial)
+
+
+def test_a_quick_functions_trial_reads_back_as_written():
+    trial = Trial(
+        7,
+        {"x": 0.1 + 0.2, "act": "relu", "n": 3, "flag": True},
+        TrialState.COMPLETED,
+        [MetricRecord("loss", 1e-05, None, 1_700_000_000.25)],
+        {"loss": 1e-05},
+        1_700_000_000.0,
+        0,
+        trial_seed=12345,
+    )
+    text = trial_json(trial)
+    assert text == ENCODER.encode(trial.to_dict())
+    assert Trial.from_dict(json.loads(text)) == trial
+
+
+def test_a_parameter_that_json_cannot_hold_fails_as_with_the_encoder():
+    trial = Trial(0, {"x": math.nan})
+    with pytest.raises(ValueError) as theirs:
+        ENCODER.encode(trial.to_dict())
+    with pytest.raises(ValueError, match="Out of range float values") as ours:
+        trial_json(trial)
+    assert str(ours.value) == str(theirs.value)
