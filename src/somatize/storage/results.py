@@ -24,9 +24,6 @@ from .trialjson import trial_json
 if TYPE_CHECKING:
     from ..events import Event
 
-# One encoder for every trial line: the C encoder (no indent), Python's default separators.
-_encode_trial = json.JSONEncoder(allow_nan=False, check_circular=False).encode  # plain trees: no cycles
-
 # The line that opens the trials array; readers (storage/reader.py) look for it to read a file line by line.
 TRIALS_OPENING = '  "trials": ['
 TRIAL_INDENT = "    "
