@@ -141,9 +141,7 @@ def bump(p: dict[str, Any]) -> float:
 
 def corners(study: Study, after: int) -> int:
     """Trials past the first `after` with at least two coordinates on a bound of the unit cube."""
-    return sum(
-        sum(min(v, 1.0 - v) < 1e-3 for v in t.params.values()) >= 2 for t in study.trials if t.number >= after
-    )
+    return sum(sum(min(v, 1.0 - v) < 1e-3 for v in t.params.values()) >= 2 for t in study.trials if t.number >= after)
 
 
 def test_a_noise_free_search_refines_its_basin_instead_of_probing_corners() -> None:
