@@ -4,10 +4,10 @@ With two or more objectives, `MultiObjectiveSampler` keeps one surrogate per
 objective: the primary one is its own (it is a `BayesianSampler`), the others
 are `BayesianSampler`s told the same trials but never asked. So every
 objective gets what the single-objective search has: its own loss sign
-(directions respected), the log1p warp and standardisation (normalisation:
-objectives of any units weigh alike), the fitted noise, the hyperparameter
-schedule, failures and constraint violations told as the worst loss, pruned
-trials told at their last report. The initial design, conditional spaces,
+(directions respected), standardisation (normalisation: objectives of any
+units weigh alike), the fitted noise, the hyperparameter schedule, failures
+and constraint violations told as the worst loss, pruned trials told at their
+last report; but not the log1p warp of the values (WARP_OBJECTIVES). The initial design, conditional spaces,
 parameter constraints and resume come from `BayesianSampler` unchanged; only
 the proposal after the initial design (`_suggest`) is replaced.
 
@@ -16,8 +16,8 @@ improvement (EHVI) over the front, computed exactly: the region the front
 does not dominate is cut into boxes (`nondominated_boxes`), and under
 independent Gaussian predictions a box's expected contribution is a product
 of one-dimensional terms with a closed form (`_log_box_terms`). Everything
-happens in the models' (warped) units, where dominance is the same as in
-the objectives' own, since the warp is increasing.
+happens in the models' units, the objectives' own up to a scale and shift
+per objective, which change EHVI only by a constant factor.
 
 Why EHVI rather than ParEGO's random Chebyshev scalarisations: a
 scalarisation improves one point of the front per trial, chosen by a random
@@ -70,6 +70,15 @@ REFERENCE_MARGIN = 0.1
 # samplers) and ZDT1 117.6; the box alone at every step, or a quantile of all the
 # trials' values (which follows the trials and collapsed ZDT2 onto f1 = 0).
 REFERENCE_QUANTILE = 0.75
+# Whether each objective's model is fitted to warped values (bayesian.WARP_Y: log1p((y - best) / spread),
+# made for single objectives spanning orders of magnitude) or, as here, to the values as they are
+# (standardised). EHVI measures volume in its models' units, and the hypervolume that matters is in the
+# objectives' own. Hypervolume after 60 trials, seeds 0-2, warped / not: DTLZ2-3 0.31, 0.24, 0.28 /
+# 0.46, 0.35, 0.48; tree 2.60, 2.58, 2.62 / 2.67, 2.63, 2.67 (ten seeds: BENCHMARKS.md, third round).
+# Tried and left out: warped models with EHVI taken in the objectives' units (each posterior mapped back
+# by the warp's inverse and slope, the delta method), and the warp chosen per objective by evidence
+# (bayesian._choose_warp, as under noise): DTLZ2-3 stayed at 0.24-0.34 (seeds 0-2).
+WARP_OBJECTIVES = False
 # Candidates scattered around each point of the front, at this spread (in the
 # unit cube), beside ACQ_POINTS uniform ones: the front grows next to itself,
 # and a uniform draw seldom lands close enough in many dimensions.
@@ -258,6 +267,8 @@ class MultiObjectiveSampler(BayesianSampler):
         # The other objectives' surrogates: told every trial, never asked to propose.
         others = {k: v for k, v in options.items() if k != "outcome_constraints"}  # modelled once, here
         self._others = [BayesianSampler(space, o, n_trials, seed, **others) for o in objectives[1:]]
+        for model in (self, *self._others):
+            model.warp_values = WARP_OBJECTIVES
         # Per value told: False for a trial marked infeasible (metric constraints), kept off the front.
         self._feasible: list[bool] = []
         self._front_search = FrontSearch(self._opt.space, self.rng) if self._opt is not None else None
