@@ -226,7 +226,8 @@ def test_three_objectives_bayesian_search_finds_a_larger_front_than_random_searc
     objectives = [Objective(f"f{i}") for i in (1, 2, 3)]
     volumes = {}
     for kind in ("bayesian", "random"):
-        strategy = {"type": kind, "n_trials": 30, **({"n_initial": 8, "noise": "none"} if kind == "bayesian" else {})}
+        options = {"n_initial": 8, "noise": "none"} if kind == "bayesian" else {}
+        strategy = {"type": kind, "n_trials": 30, **options}
         sampler = make_sampler(strategy, space, objectives, 3)
         vectors = []
         for number in range(30):
