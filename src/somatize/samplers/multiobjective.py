@@ -71,13 +71,16 @@ REFERENCE_MARGIN = 0.1
 # trials' values (which follows the trials and collapsed ZDT2 onto f1 = 0).
 REFERENCE_QUANTILE = 0.75
 # Whether each objective's model is fitted to warped values (bayesian.WARP_Y: log1p((y - best) / spread),
-# made for single objectives spanning orders of magnitude) or, as here, to the values as they are
-# (standardised). EHVI measures volume in its models' units, and the hypervolume that matters is in the
-# objectives' own. Hypervolume after 60 trials, seeds 0-2, warped / not: DTLZ2-3 0.31, 0.24, 0.28 /
-# 0.46, 0.35, 0.48; tree 2.60, 2.58, 2.62 / 2.67, 2.63, 2.67 (ten seeds: BENCHMARKS.md, third round).
-# Tried and left out: warped models with EHVI taken in the objectives' units (each posterior mapped back
-# by the warp's inverse and slope, the delta method), and the warp chosen per objective by evidence
-# (bayesian._choose_warp, as under noise): DTLZ2-3 stayed at 0.24-0.34 (seeds 0-2).
+# made for one objective spanning orders of magnitude) or, as here, to the values as they are
+# (standardised), so that EHVI's volume is the objectives' own up to a scale per objective. Chosen by
+# measurement: median hypervolume after 60 trials, seeds 0-9, warped / not (BENCHMARKS.md, third round):
+# DTLZ2-3 0.235 / 0.434, ZDT1 118.50 / 118.45, tree 2.599 / 2.601, but ZDT2 120.30 / 116.52 (on seed 1,
+# trials 11-54 all sat at f1 = 0, f1's lower bound, where the f1 model's tail below its best buys the
+# whole range of f2 up to the reference; still above Optuna's samplers, 110.0). Not the units of the
+# volume alone: warped models with EHVI taken in the objectives' units (each posterior mapped
+# back by the warp's inverse and slope) gave DTLZ2-3 0.24, 0.34, 0.25 (seeds 0-2); nor the fit: the
+# warp chosen per objective by evidence (bayesian._choose_warp, as under noise) took it for all three
+# DTLZ2 objectives, 0.16, 0.35, 0.29.
 WARP_OBJECTIVES = False
 # Candidates scattered around each point of the front, at this spread (in the
 # unit cube), beside ACQ_POINTS uniform ones: the front grows next to itself,
