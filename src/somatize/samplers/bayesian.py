@@ -407,6 +407,10 @@ class BayesianSampler(Sampler):
     `recommend` names the evaluated trial of best posterior mean.
     """
 
+    # Whether told values go through the warp (WARP_Y): samplers/multiobjective.py turns it off, as a
+    # hypervolume is measured in the objectives' own units.
+    warp_values = True
+
     def __init__(
         self,
         space: SearchSpace,
@@ -838,7 +842,7 @@ class BayesianSampler(Sampler):
 
     def _warp(self) -> tuple[float, float] | None:
         """(best, spread) of the warp log1p((y - best) / spread), or None when values are told as they are."""
-        if not WARP_Y or not self._warped or not self._losses:
+        if not WARP_Y or not self.warp_values or not self._warped or not self._losses:
             return None
         best = min(self._losses)
         spread = statistics.median(self._losses) - best
@@ -879,7 +883,7 @@ class BayesianSampler(Sampler):
             return self._model
         gp = _is_gp(self._opt.base_estimator_)
         search = self._model is None or told - self._searched_at >= RESEARCH_AFTER * told
-        if gp and search and self._noisy and WARP_Y:
+        if gp and search and self._noisy and WARP_Y and self.warp_values:
             model, X, yi, rows = self._choose_warp(told)
         else:
             model, X, yi, rows = self._fit_variant(told, self._model, search)
