@@ -85,24 +85,32 @@ class _Standardised:
         self.y_train_std_ = std
 
 
-def _design(X: np.ndarray, trend: str) -> tuple[np.ndarray, np.ndarray]:
-    """The regressors of a margin's trend at the rows of X (about the cube's centre), and their
-    gradients (rows × regressors × columns)."""
-    rows, n = X.shape
+def _design(X: np.ndarray, trend: str) -> np.ndarray:
+    """The regressors of a margin's trend at the rows of X, about the cube's centre."""
     u = X - 0.5
-    columns = [np.ones((rows, 1))]
-    slopes = [np.zeros((rows, 1, n))]
+    columns = [np.ones((len(X), 1))]
     if trend in ("plane", "quadratic"):
         columns.append(u)
+    if trend == "quadratic":
+        i, k = np.triu_indices(X.shape[1])
+        columns.append(u[:, i] * u[:, k])
+    return np.hstack(columns)
+
+
+def _design_gradient(X: np.ndarray, trend: str) -> np.ndarray:
+    """The regressors' gradients at the rows of X: rows × regressors × columns."""
+    rows, n = X.shape
+    u = X - 0.5
+    slopes = [np.zeros((rows, 1, n))]
+    if trend in ("plane", "quadratic"):
         slopes.append(np.broadcast_to(np.eye(n), (rows, n, n)))
     if trend == "quadratic":
         i, k = np.triu_indices(n)
-        columns.append(u[:, i] * u[:, k])
         d = np.zeros((rows, len(i), n))
         d[:, np.arange(len(i)), i] += u[:, k]
         d[:, np.arange(len(i)), k] += u[:, i]
         slopes.append(d)
-    return np.hstack(columns), np.concatenate(slopes, axis=1)
+    return np.concatenate(slopes, axis=1)
 
 
 def _coefficients(n: int, trend: str) -> int:
@@ -120,12 +128,12 @@ class _Trended:
 
     def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, std = self.posterior(X)
-        return mean + _design(X, self.trend)[0] @ self._coefficients, std
+        return mean + _design(X, self.trend) @ self._coefficients, std
 
     def gradients(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         mean, std, dmean, dstd = self.posterior.gradients(X)
-        F, dF = _design(X, self.trend)
-        return mean + F @ self._coefficients, std, dmean + np.einsum("rpc,p->rc", dF, self._coefficients), dstd
+        slope = np.einsum("rpc,p->rc", _design_gradient(X, self.trend), self._coefficients)
+        return mean + _design(X, self.trend) @ self._coefficients, std, dmean + slope, dstd
 
 
 class FeasibilityModel:
@@ -181,7 +189,7 @@ class FeasibilityModel:
         fits = []
         for trend in admissible:
             size = _coefficients(n, trend)
-            F = _design(X, trend)[0]
+            F = _design(X, trend)
             # The GP's hyperparameters are searched on what the trend fitted by least squares leaves.
             coefficients = np.linalg.lstsq(F, z, rcond=None)[0] if trend != "constant" else np.zeros(1)
             gp = self._fit_gp((j, trend), X, z - F @ coefficients)
