@@ -1,6 +1,6 @@
 """Constraints on metrics (issue 17, SPEC §9): best feasible value against Optuna with `constraints_func`.
 
-    python benchmarks/constrained.py [--seeds 10] [--evals 60] [--problems gardner,branin-disk,...]
+    python benchmarks/constrained.py [--seeds 10] [--first-seed 0] [--evals 60] [--problems gardner,branin-disk,...]
         [--samplers somatize-bayesian,optuna-tpe,optuna-gp,somatize-random] [--json raw.json] > tables.md
 
 Each problem is an objective to minimise and one metric `c` that a constraint
@@ -254,6 +254,7 @@ def tables(results: list[dict[str, Any]], evals: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed + seeds - 1.")
     parser.add_argument("--evals", type=int, default=60)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
@@ -275,7 +276,7 @@ def main() -> None:
     for path in args.include:
         results += json.loads(Path(path).read_text())["results"]
     done = {(r["problem"], r["sampler"], r["seed"]) for r in results}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for problem in args.problems.split(","):
             for sampler in args.samplers.split(","):
                 name = sampler + (f" ({args.label})" if args.label and sampler.startswith("somatize") else "")

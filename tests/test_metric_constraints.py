@@ -343,6 +343,45 @@ def test_with_feasibility_adds_log_pof_and_its_gradient():
     assert list(unchanged) == [2.0, 3.0]
 
 
+def margin_model(margin, inside, rows: int, seed: int = 3) -> FeasibilityModel:
+    """A feasibility model fitted to the margins at `rows` random points of the square that `inside` keeps."""
+    from somatize.samplers.bayesian import _HyperparameterSearch
+
+    points = np.random.default_rng(seed).random((200, 2))
+    X = points[[bool(inside(x)) for x in points]][:rows]
+    model = FeasibilityModel(1, seed=0, search=_HyperparameterSearch)
+    model.fit(X, [[float(margin(x))] for x in X])
+    return model
+
+
+def test_a_margin_that_grows_with_the_parameters_is_followed_out_of_the_points_told():
+    # latency = x + y / 2 <= 0.6, told only where the search found it feasible (x + y / 2 < 0.45): far
+    # out, a constant-mean GP reverted to the mean of the (feasible) margins told and said feasible.
+    model = margin_model(lambda x: 0.6 - x[0] - 0.5 * x[1], lambda x: x[0] + 0.5 * x[1] < 0.45, rows=12)
+    far_out, inside = np.array([[0.95, 0.9], [0.95, 0.1]]), np.array([[0.05, 0.1], [0.02, 0.02]])
+    assert np.all(model.probability(far_out) < 0.05) and np.all(model.probability(inside) > 0.95)
+
+
+def test_a_feasible_region_inside_the_space_is_modelled_as_ending_before_its_edges():
+    # A disk in the middle, told only inside the square [0.15, 0.85]²: the corners are infeasible.
+    model = margin_model(lambda x: 0.09 - float(np.sum((x - 0.5) ** 2)), lambda x: np.abs(x - 0.5).max() < 0.35, rows=14)
+    corners = np.array([[0.02, 0.02], [0.98, 0.02], [0.02, 0.98], [0.98, 0.98]])
+    assert np.all(model.probability(corners) < 0.05)
+    assert model.probability(np.array([[0.5, 0.5]]))[0] > 0.95
+
+
+def test_the_trend_of_a_margin_keeps_log_pof_s_gradient_exact():
+    # A bowl with a ripple: the quadratic trend and the GP on what it leaves, both in the gradient.
+    model = margin_model(lambda x: 0.1 - float(np.sum((x - 0.5) ** 2)) + 0.02 * np.sin(9 * x[0]), lambda x: True, 30)
+    points = np.random.default_rng(1).random((6, 2))
+    _, grad = model.log_pof(points, gradient=True)
+    h = 1e-6
+    for column in range(2):
+        step = h * np.eye(2)[column]
+        numeric = (model.log_pof(points + step)[0] - model.log_pof(points - step)[0]) / (2 * h)
+        assert np.allclose(grad[:, column], numeric, rtol=1e-4, atol=1e-6)
+
+
 def test_the_example_study_with_a_constraint_on_a_result_is_valid():
     study = Path(__file__).resolve().parent.parent / "studies" / "digits-small.yaml"
     result = runner.invoke(app, ["validate", str(study)])
