@@ -951,6 +951,9 @@ class BayesianSampler(Sampler):
         hyperparameters' priors, at their fitted values) plus the log Jacobian
         of the map from the objective's values to those, so both are densities
         of the same data. Each variant's search starts from its own last fit.
+        Each warp is fitted with the full and with the additive kernel
+        (`_variant_keys`); the warp is chosen within each kernel so, and the
+        kernel then by `_kernel_score`.
         """
         fits: dict[bool, tuple[float, bool, Any]] = {}  # by kernel (additive or not): the warp of higher evidence
         for warped, additive in self._variant_keys():
