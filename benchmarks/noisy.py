@@ -224,7 +224,10 @@ def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[
     chosen = study.recommended_trial() or study.best_trial()
     assert chosen is not None
     evaluated = [t.params for t in study.trials if t.values]
-    return {"params": chosen.params, "observed": chosen.values["value"], "evaluated": evaluated}
+    best = study.best_trial()
+    assert best is not None
+    return {"params": chosen.params, "observed": chosen.values["value"], "evaluated": evaluated,
+            "best_observed": best.values["value"], "kernel": getattr(sampler, "surrogate_kernel", None)}  # fmt: skip
 
 
 def run_optuna(problem: Problem, seed: int, kind: str) -> dict[str, Any]:
@@ -272,7 +275,8 @@ def run_job(problem_name: str, sampler: str, seed: int, options: dict[str, Any] 
         searched = None if problem.minimum is None else min(map(problem.truth, answer["evaluated"])) - problem.minimum
     regret = truth - problem.minimum if problem.minimum is not None else truth
     return {"problem": problem_name, "sampler": sampler, "seed": seed, "seconds": seconds, "regret": regret,
-            "searched": searched, "observed": answer["observed"], "params": answer["params"]}  # fmt: skip
+            "searched": searched, "observed": answer["observed"], "params": answer["params"],
+            "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel")}  # fmt: skip
 
 
 def missing(sampler: str) -> str | None:

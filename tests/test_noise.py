@@ -188,12 +188,29 @@ def test_a_noisy_repeat_keeps_the_noise_fitted_and_none_never_repeats() -> None:
     assert repeated(UNIT, trials) == []
 
 
-def test_a_finite_space_is_never_repeated() -> None:
+def test_a_finite_space_no_larger_than_the_budget_is_never_repeated() -> None:
     from somatize import IntDimension
 
-    grid = SearchSpace((IntDimension("a", 0, 9), IntDimension("b", 0, 9)))
-    _, trials = drive(grid, lambda p: (p["a"] - 3) ** 2 + (p["b"] - 6) ** 2, 14)
+    grid = SearchSpace((IntDimension("a", 0, 3), IntDimension("b", 0, 3)))
+    _, trials = drive(grid, lambda p: (p["a"] - 3) ** 2 + (p["b"] - 2) ** 2, 16)
     assert repeated(grid, trials) == []
+    assert len({grid.key(t.params) for t in trials}) == 16  # every point, once
+
+
+def test_a_deterministic_study_in_a_large_finite_space_repeats_once_and_ends_noise_free() -> None:
+    from somatize import CategoricalDimension, IntDimension
+
+    grid = SearchSpace((IntDimension("a", 0, 9), IntDimension("b", 0, 9), CategoricalDimension("c", ("u", "v"))))
+
+    def bumpy(p: dict[str, Any]) -> float:  # deterministic, as k-NN's loss on a fixed split
+        return (p["a"] - 3) ** 2 + (p["b"] - 6) ** 2 + 3 * math.sin(2 * p["a"] * p["b"]) + (p["c"] == "v")
+
+    sampler, trials = drive(grid, bumpy, 14)
+    assert repeated(grid, trials) == [5]
+    assert sampler.noise_sd() == 0.0
+    recommendation = sampler.recommend()
+    assert recommendation is not None  # exact values: the best observation is the answer
+    assert recommendation.number == min(trials, key=lambda t: (t.values["loss"], t.number)).number
 
 
 # The recommendation ----------------------------------------------------------------
@@ -388,3 +405,47 @@ def test_noise_on_another_strategy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StudyFileError) as info:
         load_study(path)
     assert info.value.problems == [f"{path}:7:3: noise is a bayesian option; it does not apply to a random strategy"]
+
+
+# The additive kernel (issue 16, third round) -------------------------------------------------------
+
+CUBE = SearchSpace(tuple(FloatDimension(f"x{i}", 0.0, 1.0) for i in range(3)))
+
+
+def double_wells(p: dict[str, Any]) -> float:
+    """Separable: a double well along each coordinate, the deeper one below 0.5."""
+    return sum((2 * v - 1) ** 4 - (2 * v - 1) ** 2 + 0.3 * (2 * v - 1) for v in p.values())
+
+
+def ridge(p: dict[str, Any]) -> float:
+    """Not separable: a valley along the diagonal, where every coordinate's best value depends on the others."""
+    centre = sum(p.values()) / len(p)
+    return -math.exp(-sum((v - centre) ** 2 for v in p.values()) / 0.05)
+
+
+def noisy_history(fn: Any, seed: int) -> Any:
+    """A sampler told 40 random points of `fn` in the cube with noise sd 0.1, the first one twice."""
+    rng = np.random.default_rng(seed)
+    points = [{f"x{i}": float(rng.random()) for i in range(3)} for _ in range(40)]
+    points.append(points[0])
+    sampler = told(CUBE, points, [fn(p) + 0.1 * rng.normal() for p in points])
+    sampler.recommend()
+    return sampler
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_separable_noisy_objective_is_modelled_as_a_sum_of_one_dimensional_effects(seed: int) -> None:
+    assert noisy_history(double_wells, seed).surrogate_kernel == "additive"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coordinates_that_interact_keep_the_full_kernel(seed: int) -> None:
+    assert noisy_history(ridge, seed).surrogate_kernel == "ard"
+
+
+def test_a_noise_free_study_keeps_the_full_kernel() -> None:
+    rng = np.random.default_rng(0)
+    points = [{f"x{i}": float(rng.random()) for i in range(3)} for _ in range(20)]
+    sampler = told(CUBE, points, [double_wells(p) for p in points], noise="none")
+    sampler.recommend()
+    assert sampler.surrogate_kernel == "ard"
