@@ -99,12 +99,8 @@ NOISE_CONFIDENCE = 0.98
 # A repeat that differs by no more than this fraction of the values' magnitude is
 # the same value (`_noise_evidence`): equal but for rounding in a float's last digits.
 REPEAT_TOLERANCE = 1e-12
-# Whether `noise: auto` repeats its one point in a finite space too (`_may_repeat`), where without it
-# the noise is fitted to a deterministic objective: k-NN on a fixed split (3 dimensions, 600 points, 40
-# trials), median loss of the recommendation over seeds 0-9 0.53064 without, 0.5279 with (the best
-# observation; TPE 0.5294). SPEC §2 says a finite space never runs a parameter set twice: this one
-# deliberate repeat is the exception, as it is in a continuous space (issue 16, third round).
-FINITE_REPEAT = True
+# Whether `noise: auto` repeats its one point in a finite space too (`_may_repeat`; issue 16, third round).
+FINITE_REPEAT = False
 # Bounds on the cost of a long history (issue 18, benchmarks/bayesian_scale.py).
 # A GP is fitted to at most FIT_ROWS observations (subset.py chooses them): one
 # likelihood evaluation with its gradient cost 14 ms at 200 rows and 530 ms at
@@ -582,9 +578,8 @@ class BayesianSampler(Sampler):
         is the better fit to Ackley (by 15 log units at 45 points; regret
         5.65). One repeat answers the question the likelihood cannot, and
         `_noise_evidence` turns it into bounds on the noise. In a finite space
-        the repeat is made only when the space has more points than the study
-        has trials (`_may_repeat`); a smaller one is enumerated without a
-        repeat and its noise fitted from the data alone. With it, seeds 0-9: Ackley-5 3.74, Branin
+        no point is repeated (SPEC §2: distinct trials); there the noise is
+        fitted from the data alone. With it, seeds 0-9: Ackley-5 3.74, Branin
         5.2e-6, Rosenbrock-4 6.27, mixed 8.3e-7; Hartmann6 over seeds 0-29
         0.121, which is bimodal (BENCHMARKS.md: the global basin in 14 of 30
         runs). The best point is the one repeated: EI's bar and the
