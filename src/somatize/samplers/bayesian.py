@@ -99,8 +99,6 @@ NOISE_CONFIDENCE = 0.98
 # A repeat that differs by no more than this fraction of the values' magnitude is
 # the same value (`_noise_evidence`): equal but for rounding in a float's last digits.
 REPEAT_TOLERANCE = 1e-12
-# Whether `noise: auto` repeats its one point in a finite space too (`_may_repeat`; issue 16, third round).
-FINITE_REPEAT = False
 # Bounds on the cost of a long history (issue 18, benchmarks/bayesian_scale.py).
 # A GP is fitted to at most FIT_ROWS observations (subset.py chooses them): one
 # likelihood evaluation with its gradient cost 14 ms at 200 rows and 530 ms at
@@ -597,12 +595,9 @@ class BayesianSampler(Sampler):
         return self._to_params(self._points_of[min(told)[1]])
 
     def _may_repeat(self) -> bool:
-        """Whether `_replicate` may evaluate a point a second time: in a space with a continuous
-        dimension; in a finite one (FINITE_REPEAT) only with more points than the study has trials."""
-        size = self.space.cardinality()
-        if size is None:
-            return True
-        return FINITE_REPEAT and self.n_trials is not None and size > self.n_trials
+        """Whether `_replicate` may evaluate a point a second time: only in a space with a continuous
+        dimension (SPEC §2: a finite space never runs a parameter set twice)."""
+        return self.space.cardinality() is None
 
     def _repeat_dof(self) -> int:
         return sum(len(losses) - 1 for losses in self._repeats.values())
