@@ -364,7 +364,8 @@ def test_a_margin_that_grows_with_the_parameters_is_followed_out_of_the_points_t
 
 def test_a_feasible_region_inside_the_space_is_modelled_as_ending_before_its_edges():
     # A disk in the middle, told only inside the square [0.15, 0.85]²: the corners are infeasible.
-    model = margin_model(lambda x: 0.09 - float(np.sum((x - 0.5) ** 2)), lambda x: np.abs(x - 0.5).max() < 0.35, rows=14)
+    model = margin_model(lambda x: 0.09 - float(np.sum((x - 0.5) ** 2)), lambda x: np.abs(x - 0.5).max() < 0.35,
+                         rows=14)
     corners = np.array([[0.02, 0.02], [0.98, 0.02], [0.02, 0.98], [0.98, 0.98]])
     assert np.all(model.probability(corners) < 0.05)
     assert model.probability(np.array([[0.5, 0.5]]))[0] > 0.95

@@ -127,10 +127,12 @@ class MetricRecord:
     def __init__(self, name: str, value: float, step: int | None = None, timestamp: float | None = None):
         # Frozen, but filled in one step: the dataclass's own __init__ (an object.__setattr__ per field and
         # the default's factory) cost twice as much, and every trial makes one (issue 18). No timestamp: now.
-        self.__dict__.update(name=name, value=value, step=step, timestamp=time.time() if timestamp is None else timestamp)
+        self.__dict__.update(name=name, value=value, step=step,
+                             timestamp=time.time() if timestamp is None else timestamp)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": _json_number(self.value), "step": self.step, "timestamp": iso(self.timestamp)}
+        return {"name": self.name, "value": _json_number(self.value), "step": self.step,
+                "timestamp": iso(self.timestamp)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricRecord:

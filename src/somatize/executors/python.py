@@ -32,7 +32,8 @@ class HeldEnvironment:
     the run) puts the variables back as they were before the first. Between two trials the variables keep the
     last trial's values, where a context manager per trial restored them only for the next trial to set them
     again: with the output capture entered and left per trial, 65,900 instructions a trial against 18,500 held
-    (valgrind; BENCHMARKS.md "A different shape of trial", issue 18). One trial at a time per process: in-process trials run one by one, workers each run their own."""
+    (valgrind; BENCHMARKS.md "A different shape of trial", issue 18). One trial at a time per process:
+    in-process trials run one by one, workers each run their own."""
 
     __slots__ = ("_before",)
 

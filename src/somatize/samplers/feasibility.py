@@ -55,9 +55,11 @@ RESTARTS = 1
 # 0.011 / 0.000 (0.138 / 0.005), Hartmann6 with x0 + ... + x5 <= 1.5 0.004 / 0.000 (0.232 /
 # 0.006), Gardner 0.186 / 0.192 (0.787 / 0.798; a product of cosines). A plane alone: Hartmann6
 # 0.000, the others as the constant; a warp of the margins, sign(m)·log1p(|m| / median |m|),
-# was worse near every boundary (overall too, but on Townsend: Branin 0.094, Hartmann6 0.072). In benchmarks/constrained.py (60 trials,
-# seeds 0-19) median regret went from 0.0013 to 0.0006 on Townsend (runs in its local optimum: 5
-# of 20 to 1) and from 0.275 to 0.14 on Hartmann6-l1; Gardner and Branin stayed at 1e-10 / 1e-6.
+# was worse near every boundary (overall too, but on Townsend: Branin 0.094, Hartmann6 0.072).
+# In benchmarks/constrained.py (60 trials, seeds 0-19) median regret went from 0.0013 to 0.0006 on
+# Townsend (runs in its local optimum: 5 of 20 to 1) and from 0.275 to 0.14 on Hartmann6-l1; Gardner
+# and Branin stayed at 1e-10 / 1e-6 (before the worst-value prior mean of bayesian.py's noise-free
+# GP was merged; with it, seeds 0-9: Townsend 0.00133, Hartmann6-l1 0.0677).
 # A trend is tried once there are TREND_ROWS_PER_COEFFICIENT points per coefficient: a least-squares
 # fit through fewer says little about the trend, and BIC's penalty is then no guide.
 TRENDS = ("constant", "plane", "quadratic")
@@ -182,7 +184,8 @@ class FeasibilityModel:
         rows, n = X.shape
         chosen = self._trends[j]
         if chosen is None or rows - self._chosen_at[j] >= RECHOOSE_AFTER * rows:
-            admissible = [t for t in TRENDS if t == "constant" or rows >= TREND_ROWS_PER_COEFFICIENT * _coefficients(n, t)]
+            admissible = [t for t in TRENDS
+                          if t == "constant" or rows >= TREND_ROWS_PER_COEFFICIENT * _coefficients(n, t)]
             self._chosen_at[j] = rows
         else:
             admissible = [chosen]
