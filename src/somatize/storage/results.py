@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import OutputWriteError, ResultsFileError, SomatizeError
-from ..study import Direction, Study, Trial, TrialState
+from ..study import ParetoFront, Study, Trial, TrialState
 from .paths import describe_non_regular, results_target, temp_prefix
 from .trialjson import trial_json
 
@@ -381,53 +381,6 @@ def copy_range(source: int, target: int, offset: int, length: int) -> None:
             raise _SourceChanged
         write_all(target, data)
         offset += len(data)
-
-
-class ParetoFront:
-    """Study.pareto_front's rule kept up as trials finish, in any order: the non-dominated vectors of the
-    completed feasible trials so far, each with its lowest-numbered trial.
-
-    A periodic write names the front in the head, which the loop encodes; walking every trial
-    for it took 1.9 s at 100,000 trials of two objectives (issue 18). Here a finished trial
-    costs a comparison with each member of the front.
-    """
-
-    def __init__(self, study: Study):
-        # (metric, sign): each objective as one to minimise; none with one objective (no front then)
-        self._objectives = [(o.metric, 1.0 if o.direction is Direction.MINIMIZE else -1.0) for o in study.objectives]
-        if len(self._objectives) < 2:
-            self._objectives = []
-        self._members: list[tuple[tuple[float, ...], Trial]] = []
-        for trial in study.trials:
-            self.add(trial)
-
-    def add(self, trial: Trial) -> None:
-        if not self._objectives or trial.state is not TrialState.COMPLETED or not trial.is_feasible:
-            return
-        vector = []
-        for metric, sign in self._objectives:
-            value = trial.values.get(metric)
-            if value is None or math.isnan(value):
-                return
-            vector.append(sign * value)
-        point = tuple(vector)
-        kept = []
-        for index, member in enumerate(self._members):
-            other = member[0]
-            if other == point:  # the same vector: the earliest trial stands for it
-                if trial.number < member[1].number:
-                    self._members[index] = (point, trial)
-                return
-            if all(a <= b for a, b in zip(other, point)):
-                return  # dominated
-            if not all(b <= a for a, b in zip(other, point)):
-                kept.append(member)  # not dominated by the new trial
-        kept.append((point, trial))
-        self._members = kept
-
-    def trials(self) -> list[Trial]:
-        """The front, by trial number (as Study.pareto_front gives it)."""
-        return sorted((trial for _, trial in self._members), key=lambda t: t.number)
 
 
 # The most buffers one writev takes (IOV_MAX on Linux and the BSDs).
