@@ -248,24 +248,29 @@ class _HyperparameterSearch:
 
     n_scales: int
 
+    def _amplitudes(self) -> tuple[int, float]:
+        """How many amplitudes lead the log-hyperparameters, and the rate of each one's Gamma(2, rate) prior."""
+        return 1, 1.0
+
     def __call__(self, objective: Callable, theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
         from scipy.optimize import minimize
 
         n = self.n_scales
+        k, rate = self._amplitudes()
 
         def posterior(log_theta: np.ndarray) -> tuple[float, np.ndarray]:
             value, grad = objective(log_theta)
             grad = np.array(grad, dtype=float)
-            amplitude, scales = log_theta[0], log_theta[1 : n + 1]
-            # -log prior, up to a constant. Length scale l: 0.1·(l² + 1/l²); amplitude a ~ Gamma(2, 1).
+            amplitudes, scales = log_theta[:k], log_theta[k : k + n]
+            # -log prior, up to a constant. Length scale l: 0.1·(l² + 1/l²); amplitude a ~ Gamma(2, rate).
             value += float(np.sum(0.1 * (np.exp(2 * scales) + np.exp(-2 * scales))))
-            grad[1 : n + 1] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
-            value += float(np.exp(amplitude) - amplitude)
-            grad[0] += np.exp(amplitude) - 1.0
-            if len(log_theta) > n + 1:
-                prior, slope = obs_noise.noise_log_prior(float(log_theta[n + 1]))
+            grad[k : k + n] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
+            value += float(np.sum(rate * np.exp(amplitudes) - amplitudes))
+            grad[:k] += rate * np.exp(amplitudes) - 1.0
+            if len(log_theta) > k + n:
+                prior, slope = obs_noise.noise_log_prior(float(log_theta[k + n]))
                 value += prior
-                grad[n + 1] += slope
+                grad[k + n] += slope
             return value, grad
 
         options = {"gtol": FIT_GTOL, "maxfun": FIT_EVALUATIONS}
@@ -1312,28 +1317,8 @@ class _AdditiveSearch(_HyperparameterSearch):
     amplitudes share the standardised values' unit variance, so each has the full kernel's
     amplitude prior scaled to 1/n of it (a_i ~ the prior of a / n)."""
 
-    def __call__(self, objective: Callable, theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
-        from scipy.optimize import minimize
-
-        n = self.n_scales
-
-        def posterior(log_theta: np.ndarray) -> tuple[float, np.ndarray]:
-            value, grad = objective(log_theta)
-            grad = np.array(grad, dtype=float)
-            amplitudes, scales = log_theta[:n], log_theta[n : 2 * n]
-            value += float(np.sum(0.1 * (np.exp(2 * scales) + np.exp(-2 * scales))))
-            grad[n : 2 * n] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
-            value += float(np.sum(n * np.exp(amplitudes) - amplitudes))
-            grad[:n] += n * np.exp(amplitudes) - 1.0
-            if len(log_theta) > 2 * n:
-                prior, slope = obs_noise.noise_log_prior(float(log_theta[2 * n]))
-                value += prior
-                grad[2 * n] += slope
-            return value, grad
-
-        options = {"gtol": FIT_GTOL, "maxfun": FIT_EVALUATIONS}
-        result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
-        return result.x, float(result.fun)
+    def _amplitudes(self) -> tuple[int, float]:
+        return self.n_scales, float(self.n_scales)
 
 
 def _additive_gaussian_process(template: Any) -> Any:
