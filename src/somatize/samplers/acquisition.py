@@ -74,20 +74,16 @@ def _log_h(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def acquisition(kind: str, mean: np.ndarray, std: np.ndarray, best: float, noise: float = 0.0) -> np.ndarray:
+def acquisition(kind: str, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
     """The acquisition value (higher is better) of predictions `mean`, `std` of a loss whose best is `best`."""
-    return acquisition_and_gradient(kind, mean, std, best, noise=noise)[0]
+    return acquisition_and_gradient(kind, mean, std, best)[0]
 
 
 def acquisition_and_gradient(
-    kind: str, mean: np.ndarray, std: np.ndarray, best: float, dmean: Any = None, dstd: Any = None,
-    noise: float = 0.0,
+    kind: str, mean: np.ndarray, std: np.ndarray, best: float, dmean: Any = None, dstd: Any = None
 ) -> tuple[np.ndarray, Any]:
-    """Acquisition values and, given the predictions' gradients (rows × columns), theirs. With an
-    observation `noise` (its sd, in the units of `std`), EI is augmented EI (`_augmented`)."""
+    """Acquisition values and, given the predictions' gradients (rows × columns), theirs."""
     std = np.maximum(std, 1e-12)
-    if kind == "EI" and noise > 0:
-        return _augmented(mean, std, best, dmean, dstd, noise)
     if kind == "LCB":
         value = -(mean - KAPPA * std)
         return value, None if dmean is None else -(dmean - KAPPA * dstd)
@@ -110,25 +106,6 @@ def acquisition_and_gradient(
     if kind == "EI":
         grad = grad + dstd / std[:, None]
     return value, grad
-
-
-def _augmented(
-    mean: np.ndarray, std: np.ndarray, best: float, dmean: Any, dstd: Any, noise: float
-) -> tuple[np.ndarray, Any]:
-    """log augmented expected improvement (Huang, Allen, Notz and Zeng, "Global optimization of
-    stochastic black-box systems via sequential kriging meta-models", J. Global Optimization 2006):
-    EI times 1 − noise / √(std² + noise²), the share of an observation's variance that is the
-    objective's own rather than noise. Where the model already knows the objective to within the
-    noise, one more noisy value there teaches little, and the factor says so: EI alone keeps
-    returning next to a lucky incumbent, whose neighbourhood it never stops expecting to improve on."""
-    value, grad = acquisition_and_gradient("EI", mean, std, best, dmean, dstd)
-    total = np.sqrt(std * std + noise * noise)
-    share = np.maximum(1.0 - noise / total, 1e-300)
-    value = value + np.log(share)
-    if grad is None:
-        return value, None
-    # d/dx log(1 - n / √(s² + n²)) = n s s' / ((s² + n²)^{3/2} (1 - n / √(s² + n²)))
-    return value, grad + (noise * std / (total**3 * share))[:, None] * dstd
 
 
 def _matern52(kernel: Any) -> tuple[float, np.ndarray] | None:
@@ -238,7 +215,6 @@ class AcquisitionSearch:
         self.rng = rng
         # Constraints on metrics (feasibility.py): set for each `best` call, None without them.
         self._feasibility: FeasibilityModel | None = None
-        self._noise = 0.0  # an observation's sd for augmented EI (`_augmented`), set for each `best` call
         # Transformed columns the local search moves (real and integer axes, relaxed),
         # and the dimensions the coordinate sweep then settles (integer, categorical).
         self._columns: list[int] = []
@@ -256,7 +232,7 @@ class AcquisitionSearch:
 
     def best(
         self, model: Any, kinds: tuple[str, ...], best: float | None, incumbent: np.ndarray | None,
-        feasibility: FeasibilityModel | None = None, noise: float = 0.0,
+        feasibility: FeasibilityModel | None = None,
     ) -> list[np.ndarray]:
         """For each acquisition kind, the transformed point of highest value found.
 
@@ -265,7 +241,6 @@ class AcquisitionSearch:
         (no feasible trial yet) then searches for the most probably feasible point.
         """
         self._feasibility = feasibility
-        self._noise = noise
         posterior = Posterior(model)
         seed = int(self.rng.integers(2**31 - 1))
         candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
@@ -275,7 +250,7 @@ class AcquisitionSearch:
         log_pof = None if feasibility is None else feasibility.log_pof(candidates)[0]
         found = []
         for kind in kinds:
-            values = np.zeros(len(candidates)) if best is None else acquisition(kind, mean, std, best, self._noise)
+            values = np.zeros(len(candidates)) if best is None else acquisition(kind, mean, std, best)
             if log_pof is not None:
                 values = values + log_pof  # feasibility.with_feasibility, computed once for the candidates
             starts = candidates[self._starts(values, incumbent is not None)]
@@ -286,7 +261,7 @@ class AcquisitionSearch:
 
     def _value(self, posterior: Posterior, kind: str, best: float | None, X: np.ndarray) -> np.ndarray:
         """The acquisition at the rows of X, weighted by the probability of feasibility when modelled."""
-        value = None if best is None else acquisition(kind, *posterior(X), best, self._noise)
+        value = None if best is None else acquisition(kind, *posterior(X), best)
         if self._feasibility is None:
             assert value is not None, "no value to improve on needs a feasibility model"
             return value
@@ -301,7 +276,7 @@ class AcquisitionSearch:
             value, grad = np.zeros(len(x)), np.zeros_like(x)
         else:
             mean, std, dmean, dstd = posterior.gradients(x)
-            value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd, self._noise)
+            value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
         if self._feasibility is None:
             return value, grad
         from .feasibility import with_feasibility

@@ -129,9 +129,6 @@ FIT_EVALUATIONS = 60
 RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
-# Under noise, whether EI is augmented EI (acquisition._augmented), weighted by the share of an
-# observation's variance that is not noise.
-AUGMENTED_EI = True
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -726,17 +723,9 @@ class BayesianSampler(Sampler):
         assert self._search is not None
         if not self._noisy and _is_gp(model):
             model = _mean_at_worst(model)
-        noise = self._acquisition_noise(model) if AUGMENTED_EI and self._noisy and _is_gp(model) else 0.0
-        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, noise)
+        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility)
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
         return space.inverse_transform(point[None])[0]
-
-    def _acquisition_noise(self, model: Any) -> float:
-        """The sd of one observation at the best value, in the units of the GP's predictions, for augmented
-        EI (acquisition._augmented): the fitted level of the standardised values, scaled back (noise.py: the
-        warp's weight is 1 at the best value)."""
-        level = float(getattr(model, "noise_", None) or 0.0)
-        return math.sqrt(level) * float(getattr(model, "y_train_std_", 1.0))
 
     def _expected_best(self, model: Any, X: np.ndarray) -> tuple[float, np.ndarray]:
         """The value for EI to improve on under noise, and the incumbent (the row of best mean).
