@@ -24,10 +24,11 @@ import collections
 import itertools
 import operator
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from ..study import Trial, adopt_trials
 from . import fastjson
+from .results import TRIAL_INDENT
 
 try:
     import orjson
@@ -36,7 +37,8 @@ except ImportError:  # pragma: no cover - a dependency of somatize; without it, 
 
 # After the last trial line (storage/results.py results_tail).
 _CLOSING = b"\n  ]\n}\n"
-_INDENT = "    {"  # how each trial line starts: the writer's indent and the object's brace
+_INDENT = TRIAL_INDENT + "{"  # how each trial line starts: the writer's indent and the object's brace
+_SEPARATOR = ",\n" + TRIAL_INDENT  # between two trial lines' objects
 # The keys a record may have on this path, and those it must have (the writer writes them all, always).
 _REQUIRED = frozenset({"id", "number", "state", "params", "values", "metrics", "started_at"})
 _ALLOWED = _REQUIRED | {
@@ -67,34 +69,34 @@ _OPTIONAL_TYPES = {
 _STATES = frozenset({"running", "completed", "pruned", "failed", "stale"})  # TrialState's values
 
 
-def read_plain(rest: bytes) -> tuple[list[Trial], list[str], list[str | None]] | None:
-    """The trials of `rest` (a results file from its first trial line to its end), each trial's JSON
-    object as the file holds it, and each one's log_dir; None when the file is not plainly as the
-    writer leaves it (the caller then reads it a line at a time, which says what is wrong)."""
-    if orjson is None or not rest.endswith(_CLOSING):
+def read_plain(handle: IO[bytes]) -> tuple[list[Trial], list[str], list[str | None]] | None:
+    """The trials `handle` holds from where it stands (a results file's first trial line) to its end, each
+    trial's JSON object as the file holds it, and each one's log_dir; None when the file is not plainly as
+    the writer leaves it (the caller then reads it a line at a time, which says what is wrong).
+
+    At most two copies of the trials' text are in memory at a time (the bytes read and the lines cut from
+    them), no more than reading a line at a time keeps by its end.
+    """
+    if orjson is None:
         return None
-    body = rest[: -len(_CLOSING)]
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text.isascii():  # byte offsets below are character offsets
-        return None
-    lines = text.split("\n")
-    elements = _elements(lines)
-    if elements is None:
+    rest = handle.read()
+    if not (rest.startswith(_INDENT.encode()) and rest.endswith(_CLOSING) and rest.isascii()):
+        return None  # ASCII: valid UTF-8, and a byte's offset is its character's
+    long_runs = _long_runs(rest)
+    text = str(memoryview(rest)[len(TRIAL_INDENT) : -len(_CLOSING)], "ascii")
+    del rest
+    elements = text.split(_SEPARATOR)  # each line without its indent and its comma: its JSON object
+    del text
+    if not _plain_elements(elements):
         return None
     try:
         # A line at a time, by map: 0.20 s for the 100,000 lines, where one orjson call for the whole array
         # took 0.33 s (orjson 3.8, in the same process).
         records = list(map(orjson.loads, elements))
-    except orjson.JSONDecodeError:
-        return None
-    if not _decoded_as_json_does(body, lines, elements, records):
-        return None
-    try:
+        if long_runs:
+            _decode_as_json_does(elements, records, long_runs)
         plain = _plainly_valid(records)
-    except (TypeError, KeyError, ValueError):  # an unhashable state, a metric without a name, ...
+    except (ValueError, RecursionError, TypeError, KeyError):  # JSONDecodeError, an unhashable state, ...
         return None
     if not plain:
         return None
@@ -102,37 +104,44 @@ def read_plain(rest: bytes) -> tuple[list[Trial], list[str], list[str | None]] |
     return adopt_trials(records), elements, log_dirs
 
 
-def _elements(lines: list[str]) -> list[str] | None:
-    """Each line's JSON object (without the indent and the comma), or None when a line is not the writer's."""
-    if set(map(operator.itemgetter(slice(0, 5)), lines)) != {_INDENT}:
-        return None
-    last = lines[-1]
-    if not last.endswith("}") or set(map(operator.itemgetter(slice(-2, None)), lines[:-1])) - {"},"}:
-        return None
-    elements = list(map(operator.itemgetter(slice(4, -1)), lines))
-    elements[-1] = last[4:]
-    return elements
+def _plain_elements(elements: list[str]) -> bool:
+    """Whether each piece cut at the separator is one line's object: no line of another shape (its newline
+    stays in a piece), each piece an object's braces (an empty line, a line of other text: not)."""
+    if any(map(operator.contains, elements, itertools.repeat("\n"))):
+        return False
+    try:
+        firsts, lasts = set(map(operator.itemgetter(0), elements)), set(map(operator.itemgetter(-1), elements))
+    except IndexError:  # an empty piece
+        return False
+    return firsts == {"{"} and lasts == {"}"}
 
 
-def _decoded_as_json_does(body: bytes, lines: list[str], elements: list[str], records: list[Any]) -> bool:
-    """The lines where orjson and json may read a number differently (a run of 19 digits: an integer past 64
-    bits is a float in orjson; fastjson's guard) decoded again as fastjson decodes them; False when one
-    of them is an error (the line by line reading reports it)."""
-    from .reader import _load_line_json  # here: reader imports this module; json's reading, as fastjson's guard
-
-    zeroed = body.translate(fastjson._ZEROED)
+def _long_runs(data: bytes) -> list[int]:
+    """The offset of a run of 19 digits in each line that has one: where fastjson's guard sends a line to
+    json (orjson reads an integer past 64 bits as a float), one translate and a find for each such line
+    (2% of the lines of the benchmark's study: floats such as 0.00012345678901234567)."""
+    zeroed = data.translate(fastjson._ZEROED)
+    runs = []
     at = zeroed.find(fastjson._LONG_RUN)
-    if at < 0:
-        return True
-    starts = list(itertools.accumulate(map(len, lines), lambda start, length: start + length + 1, initial=0))
     while at >= 0:
+        runs.append(at)
+        at = zeroed.find(b"\n", at)
+        at = -1 if at < 0 else zeroed.find(fastjson._LONG_RUN, at)
+    return runs
+
+
+def _decode_as_json_does(elements: list[str], records: list[Any], long_runs: list[int]) -> None:
+    """The records of the lines with a long run (offsets in the bytes read) decoded again as fastjson decodes
+    them, by json; a ValueError or RecursionError when json refuses one."""
+    from .reader import _load_line_json  # here: reader imports this module
+
+    # Where each element starts in the bytes read: its line's indent, then the elements before, each with
+    # the comma, newline and indent after it.
+    lengths = itertools.accumulate(map(len, elements), initial=0)
+    starts = list(map(operator.add, lengths, range(len(TRIAL_INDENT), 2**62, len(_SEPARATOR))))
+    for at in long_runs:
         index = bisect.bisect_right(starts, at) - 1
-        try:
-            records[index] = _load_line_json(elements[index])
-        except (ValueError, RecursionError):
-            return False
-        at = zeroed.find(fastjson._LONG_RUN, starts[index + 1])
-    return True
+        records[index] = _load_line_json(elements[index])
 
 
 def _plainly_valid(records: list[Any]) -> bool:

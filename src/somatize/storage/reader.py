@@ -74,7 +74,7 @@ class ResultsFile:
         from .bulkread import read_plain
 
         self._handle.seek(self._offset)
-        return read_plain(self._handle.read())
+        return read_plain(self._handle)
 
     def summary(self, line: str, number: int) -> tuple[int, TrialState, dict[str, float]]:
         """A trial line's number, state and values only, for the trials `show --limit` does not print but
