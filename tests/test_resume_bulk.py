@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -243,3 +245,31 @@ def test_a_bad_metric_timestamp_deep_in_a_plain_history_is_named_by_its_line_on_
     assert message.startswith(f"somatize: {out}:{line}: not a valid trial record") and "\n" not in message
     assert "Traceback" not in result.output
     assert out.read_bytes() == before  # nothing lost
+
+
+def test_a_full_disk_while_the_history_is_copied_into_the_journal_loses_no_trial(tmp_path, monkeypatch):
+    (tmp_path / "plain.py").write_text(OBJECTIVE)
+    study, out = tmp_path / "study.yaml", tmp_path / "r.json"
+    study.write_text(STUDY)
+    first = cli.invoke(app, ["run", str(study), "-o", str(out), "-q", "--n-trials", "1100"])
+    assert first.exit_code == 0, first.output
+    before = read_results(out)
+    journal = tmp_path / "r.journal.jsonl"
+    real_write = os.write
+
+    def write(fd: int, data) -> int:  # no room in the journal past 64 KiB: the header and some trials fit
+        if os.readlink(f"/proc/self/fd/{fd}") == str(journal) and os.fstat(fd).st_size + len(data) > 64 * 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    result = cli.invoke(app, ["run", str(study), "-o", str(out), "-q", "--n-trials", "1103", "--resume"])
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert not journal.exists()  # the results file, untouched, is what holds the history
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    monkeypatch.setattr(os, "write", real_write)  # room again
+    again = cli.invoke(app, ["run", str(study), "-o", str(out), "-q", "--n-trials", "1103", "--resume"])
+    assert again.exit_code == 0, again.output
+    resumed = read_results(out)
+    assert [t.to_dict() for t in resumed.trials[:1100]] == [t.to_dict() for t in before.trials]
+    assert [t.number for t in resumed.trials] == list(range(1103))
