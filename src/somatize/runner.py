@@ -35,6 +35,7 @@ from .samplers.streams import derive_trial_seed  # defined there, beside the str
 from .study import Direction, MetricRecord, Recommendation, Study, Trial, TrialState
 
 _STATE_OF, _NUMBER_OF = operator.attrgetter("state"), operator.attrgetter("number")
+_UNFINISHED = frozenset({TrialState.RUNNING, TrialState.STALE})  # what TrialState.is_finished is not
 
 if TYPE_CHECKING:
     from .executors.artifacts import TrialDirs
@@ -143,7 +144,8 @@ class StudyRunner:
         study = self.study
         study.started_at = study.started_at or time.time()
         study.status = "running"
-        study.trials = [t for t in study.trials if t.state.is_finished()]
+        if not _UNFINISHED.isdisjoint(map(_STATE_OF, study.trials)):  # a C-level pass over a resumed history
+            study.trials = [t for t in study.trials if t.state.is_finished()]
         self.sampler.replay(study.trials)  # resumed history
         if self.pruner is not None:
             for trial in study.trials:

@@ -405,7 +405,7 @@ class ParetoFront:
         if len(self._objectives) < 2:
             self._objectives = []
         self._members: list[tuple[tuple[float, ...], Trial]] = []
-        for trial in study.trials:
+        for trial in study.trials if self._objectives else ():  # one objective: no call per trial of a resume
             self.add(trial)
 
     def add(self, trial: Trial) -> None:
