@@ -8,6 +8,7 @@ event log) learn everything from events.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from .pruners.base import Pruner
 from .samplers.base import Sampler
 from .samplers.streams import derive_trial_seed  # defined there, beside the streams, for ask (no runner import)
 from .study import Direction, MetricRecord, Recommendation, Study, Trial, TrialState
+
+_STATE_OF, _NUMBER_OF = operator.attrgetter("state"), operator.attrgetter("number")
+_UNFINISHED = frozenset({TrialState.RUNNING, TrialState.STALE})  # what TrialState.is_finished is not
 
 if TYPE_CHECKING:
     from .executors.artifacts import TrialDirs
@@ -140,17 +144,19 @@ class StudyRunner:
         study = self.study
         study.started_at = study.started_at or time.time()
         study.status = "running"
-        study.trials = [t for t in study.trials if t.state.is_finished()]
+        if not _UNFINISHED.isdisjoint(map(_STATE_OF, study.trials)):  # a C-level pass over a resumed history
+            study.trials = [t for t in study.trials if t.state.is_finished()]
         self.sampler.replay(study.trials)  # resumed history
         if self.pruner is not None:
             for trial in study.trials:
                 self.pruner.finish(trial)
         self._best = study.best_trial()
-        failed, pruned = TrialState.FAILED, TrialState.PRUNED  # looked up once, not per resumed trial
-        self._failures = sum(t.state is failed for t in study.trials)
-        self._pruned = sum(t.state is pruned for t in study.trials)
+        # A resumed history's counts by C-level passes over it: three generator expressions took 0.07 s of
+        # a 100,000-trial resume (py-spy, issue 18).
+        states = list(map(_STATE_OF, study.trials))
+        self._failures, self._pruned = states.count(TrialState.FAILED), states.count(TrialState.PRUNED)
         total = self.sampler.total
-        number = max((t.number for t in study.trials), default=-1) + 1
+        number = max(map(_NUMBER_OF, study.trials), default=-1) + 1
         deadline = None if self.stop.timeout is None else time.monotonic() + self.stop.timeout
         self.bus.publish(
             StudyStarted(

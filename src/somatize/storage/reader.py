@@ -66,6 +66,16 @@ class ResultsFile:
             number += 1
         raise ResultsFileError(f"{self.path}: not valid JSON (the trials list does not end); is the file truncated?")
 
+    def read_plain(self) -> tuple[list[Trial], list[str], list[str | None]] | None:
+        """Every trial at once, with its line's JSON object and its log_dir, when every line is as the
+        writer writes it (storage/bulkread.py); None otherwise (then `lines` and `parse` say what is wrong)."""
+        if self._empty:
+            return None
+        from .bulkread import read_plain
+
+        self._handle.seek(self._offset)
+        return read_plain(self._handle)
+
     def summary(self, line: str, number: int) -> tuple[int, TrialState, dict[str, float]]:
         """A trial line's number, state and values only, for the trials `show --limit` does not print but
         sums up in its best-so-far line: read from the line's opening and its `values` object alone
@@ -279,7 +289,13 @@ def read_all(path: str | Path, lines: dict[int, tuple[Trial, str, str | None]] |
         return read_results(path)
     study = results.study
     with gc_paused():
-        if lines is None:
+        plain = results.read_plain()
+        if plain is not None:  # every trial as the writer wrote it: read at once
+            trials, elements, log_dirs = plain
+            study.trials = trials
+            if lines is not None:
+                lines.update(zip((trial.number for trial in trials), zip(trials, elements, log_dirs)))
+        elif lines is None:
             study.trials = list(results.trials())
         else:
             for number, line in results.lines():
