@@ -383,6 +383,41 @@ def test_the_trend_of_a_margin_keeps_log_pof_s_gradient_exact():
         assert np.allclose(grad[:, column], numeric, rtol=1e-4, atol=1e-6)
 
 
+class Dip:
+    """A surrogate without gradients, as a forest is: a loss of 0, but -1 within 0.03 of `centre`."""
+
+    def __init__(self, centre: np.ndarray):
+        self.centre = centre
+
+    def predict(self, X, return_std: bool = False):
+        mean = np.where(np.linalg.norm(np.asarray(X) - self.centre, axis=1) < 0.03, -1.0, 0.0)
+        return (mean, np.full(len(mean), 0.01)) if return_std else mean
+
+
+def test_the_acquisition_search_looks_along_the_boundary_next_to_the_best_feasible_point():
+    # x0 + ... + x3 <= 0.6 keeps 0.5% of the cube: some 10 of the 2,048 uniform candidates, none
+    # near the best feasible point, on the boundary, where the model expects an improvement a step
+    # along it (and only there; without gradients there is no local search to find it).
+    from skopt.space import Real, Space
+
+    from somatize.samplers.acquisition import AcquisitionSearch
+    from somatize.samplers.bayesian import _HyperparameterSearch
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.random((12, 4)), rng.dirichlet(np.ones(4), 12) * rng.uniform(0.3, 0.6, (12, 1))])
+    feasibility = FeasibilityModel(1, seed=0, search=_HyperparameterSearch)
+    feasibility.fit(X, [[0.6 - float(x.sum())] for x in X])
+    incumbent = np.array([0.3, 0.2, 0.1, 0.0])
+    dip = incumbent + np.array([-0.025, 0.025, 0.0, 0.0])  # still on the boundary, beyond the incumbent
+    space = Space([Real(0.0, 1.0) for _ in range(4)])
+    found = []
+    for seed in range(3):
+        search = AcquisitionSearch(space, np.random.default_rng(seed))
+        found.append(search.best(Dip(dip), ("EI",), 0.0, incumbent, feasibility)[0])
+    assert all(np.linalg.norm(x - dip) < 0.03 for x in found), found
+    assert np.all(feasibility.probability(np.array(found)) > 0.2)
+
+
 def test_the_example_study_with_a_constraint_on_a_result_is_valid():
     study = Path(__file__).resolve().parent.parent / "studies" / "digits-small.yaml"
     result = runner.invoke(app, ["validate", str(study)])

@@ -6,7 +6,8 @@ an O(n²) einsum per call): about 14,000 calls per 50-trial study, most of a
 suggestion's time. Here every step asks about all its points at once:
 
 1. `ACQ_POINTS` random points of the space, plus the best point evaluated so
-   far, scored in one batch;
+   far (with constraints on metrics, and points scattered around it:
+   feasibility.near_incumbent), scored in one batch;
 2. L-BFGS-B from the best of them, the incumbent and a few drawn with
    probability growing with their acquisition value, over the real and
    integer columns, with exact gradients of the GP's mean and deviation;
@@ -244,6 +245,11 @@ class AcquisitionSearch:
         posterior = Posterior(model)
         seed = int(self.rng.integers(2**31 - 1))
         candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
+        if feasibility is not None and incumbent is not None:
+            from .feasibility import near_incumbent
+
+            near = near_incumbent(incumbent, self.rng)  # snapped onto the space, as the sweep does
+            candidates = np.vstack([candidates, self.space.transform(self.space.inverse_transform(near))])
         if incumbent is not None:
             candidates = np.vstack([candidates, incumbent])
         mean, std = posterior(candidates)  # once for every kind: 2,048 rows against every observation
