@@ -137,12 +137,9 @@ class FirstDraws:
         self.rows = list(zip(*(_column(d, row) for d, row in zip(space.dimensions, units))))
         self.space = space
 
-    def params(self, number: int) -> dict[str, Any] | None:
-        """Trial `number`'s first draw as from_unit gives it; None outside the block."""
-        index = number - self.first
-        if not 0 <= index < len(self.rows):
-            return None
-        params = dict(zip(self.names, self.rows[index]))
+    def params(self, number: int) -> dict[str, Any]:
+        """Trial `number`'s first draw as from_unit gives it (a number of the block's)."""
+        params = dict(zip(self.names, self.rows[number - self.first]))
         space = self.space
         if space.conditions:
             params = space.active(params)
@@ -179,24 +176,25 @@ class RandomSampler(Sampler):
         super().__init__(space, objective, n_trials, seed)
         self._block: FirstDraws | None = None
         self._one_by_one = 0  # proposals made without a block
+        self._size = space.cardinality()  # None: continuous, never exhausted
 
     def propose(self, number: int) -> dict[str, Any] | None:
-        if self.exhausted():
+        size = self._size
+        if size is not None and len(self.seen) >= size:  # exhausted(), with the size looked up once
             return None
         block = self._block
-        params = None if block is None else block.params(number)
-        if params is None and self._blocks_pay():
+        if block is None or not 0 <= number - block.first < len(block.rows):
+            if not self._blocks_pay():
+                self._one_by_one += 1
+                return self._propose_drawn(number)
             block = self._block = FirstDraws(self.space, self._entropy, number, BLOCK)
-            params = block.params(number)
-        if params is not None:
-            key = self.space.key(params)
-            if key not in self.seen and (not self.space.constraints or self.space.feasible(params)):
-                self.seen.add(key)
-                self._noted = params
-                return params
-            # Taken or infeasible: the trial's stream from its start, whose first draw is this one again.
-        else:
-            self._one_by_one += 1
+        params = block.params(number)
+        key = self.space.key(params)
+        if key not in self.seen and (not self.space.constraints or self.space.feasible(params)):
+            self.seen.add(key)
+            self._noted = params
+            return params
+        # Taken or infeasible: the trial's stream from its start, whose first draw is this one again.
         return self._propose_drawn(number)
 
     def _blocks_pay(self) -> bool:
