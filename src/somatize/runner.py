@@ -8,6 +8,7 @@ event log) learn everything from events.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from .study import Direction, MetricRecord, Recommendation, Study, Trial, TrialS
 if TYPE_CHECKING:
     from .executors.artifacts import TrialDirs
     from .executors.slots import Slot, SlotPool
+
+
+_NUMBER = operator.attrgetter("number")  # a trial's sort key in C: no Python call per trial of the study
 
 
 @dataclass(frozen=True)
@@ -473,7 +477,7 @@ class StudyRunner:
         study = self.study
         study.finished_at = time.time()
         study.stop_reason = reason
-        study.trials.sort(key=lambda t: t.number)  # parallel trials finish out of order
+        study.trials.sort(key=_NUMBER)  # parallel trials finish out of order
         study.recommended = self._recommendation()
         if reason == "interrupted":
             study.status = "interrupted"
