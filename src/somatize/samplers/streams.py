@@ -60,10 +60,11 @@ class UnitDraws:
     """Trial `number`'s stream for a sampler that only draws uniform numbers (random search): numpy's
     `Generator(PCG64)` set as TrialStreams sets it, draw for draw, in plain integers.
 
-    `random(n)` is PCG64's step and XSL-RR output and numpy's 53-bit double, so a random `ask` or `run`
-    never imports numpy (about 60 ms of a 460 ms `somatize ask` on an idle 2-core machine). Anything
-    else (`integers`, for the rare pick among a finite space's last points) goes to a numpy Generator
-    in the same state, which then carries on from where numpy left it. A random proposal of four
+    `random(n)` is PCG64's step and XSL-RR output and numpy's 53-bit double, so a random `ask`, or a
+    `run` of fewer trials than random.py's BLOCK_IMPORT_TRIALS (unit_block's, numpy's), never imports
+    numpy (about 60 ms of a 460 ms `somatize ask` on an idle 2-core machine). Anything else (`integers`,
+    for the rare pick among a finite space's last points) goes to a numpy Generator in the same state,
+    which then carries on from where numpy left it. A random proposal of four
     dimensions costs what it did with numpy's Generator: 14 µs (best of 5 x 4,000, load 5).
     """
 
