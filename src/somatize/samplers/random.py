@@ -137,13 +137,19 @@ class FirstDraws:
         self.rows = list(zip(*(_column(d, row) for d, row in zip(space.dimensions, units))))
         self.space = space
 
-    def params(self, number: int) -> dict[str, Any]:
-        """Trial `number`'s first draw as from_unit gives it (a number of the block's)."""
-        params = dict(zip(self.names, self.rows[number - self.first]))
+    def proposal(self, number: int) -> tuple[dict[str, Any], tuple]:
+        """Trial `number`'s first draw as from_unit gives it (a number of the block's), and its `space.key`."""
+        row = self.rows[number - self.first]
+        params = dict(zip(self.names, row))
         space = self.space
         if space.conditions:
             params = space.active(params)
-        return space.with_constants(params)
+            key = space.key(params)
+        else:  # every dimension active: the key is the row's values and their types, as key() makes it
+            key = row + tuple(map(type, row))
+        if space.constants:
+            params.update(space.constants)  # with_constants
+        return params, key
 
 
 def _column(dimension: Dimension, units: Any) -> list[Any]:
@@ -188,8 +194,7 @@ class RandomSampler(Sampler):
                 self._one_by_one += 1
                 return self._propose_drawn(number)
             block = self._block = FirstDraws(self.space, self._entropy, number, BLOCK)
-        params = block.params(number)
-        key = self.space.key(params)
+        params, key = block.proposal(number)
         if key not in self.seen and (not self.space.constraints or self.space.feasible(params)):
             self.seen.add(key)
             self._noted = params
