@@ -58,7 +58,10 @@ def _config(tmp_path: Path, space: str, n_trials: int, seed: int = 3):
 
 def _proposals(config, count: int, seed: int) -> list:
     sampler = make_sampler(config.strategy, config.space, config.primary, seed)
-    return [sampler.propose(number) for number in range(count)]
+    proposals = [sampler.propose(number) for number in range(count)]
+    # what it noted as run is each proposal's key as the space makes it (a finite space's remainder reads them)
+    assert sampler.seen == {config.space.key(p) for p in proposals if p is not None}
+    return proposals
 
 
 @pytest.mark.parametrize("space", list(SPACES))
