@@ -186,3 +186,24 @@ def test_each_in_process_trial_gets_its_own_output_files_directory_and_variable(
             assert (directory / "own.txt").read_text() == str(directory.resolve())
     # Still shown on stderr too, but for what went to the stream trial 4 put in place of stdout
     assert "out of trial_0003" in result.stderr and "out of trial_0006" not in result.stderr
+
+
+def test_somatize_run_raises_the_young_collection_threshold_while_it_runs_and_puts_it_back(tmp_path):
+    from somatize.history import YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    (tmp_path / "objective.py").write_text(
+        "import gc\n\ndef objective(params):\n    return {'loss': params['x'], 'young': gc.get_threshold()[0]}\n"
+    )
+    (tmp_path / "s.yaml").write_text(
+        "name: young\nseed: 1\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+        "strategy: {type: random, n_trials: 3}\nobjective: {metric: loss}\nmetrics: [young]\n"
+        "executor: {function: 'objective:objective'}\n"
+    )
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    trials = json.loads(out.read_text())["trials"]
+    # a quick trial's records are walked once, by the freeze's collection, not by young collections too
+    assert [t["values"]["young"] for t in trials] == [max(before[0], YOUNG_THRESHOLD)] * 3
+    assert gc.get_threshold() == before

@@ -86,3 +86,38 @@ def test_a_parameter_that_json_cannot_hold_fails_as_with_the_encoder():
     with pytest.raises(ValueError, match="Out of range float values") as ours:
         trial_json(trial)
     assert str(ours.value) == str(theirs.value)
+
+
+@st.composite
+def quick_trials(draw) -> Trial:
+    """A quick function's trial as the runner records it: its one value is its one record's, the same float
+    (the shape trialjson writes on a path of its own), with timestamps on and near whole seconds."""
+    name = draw(texts)
+    value = draw(st.floats(allow_nan=True, allow_infinity=True))
+    second = draw(st.integers(0, 4 * 10**9))
+    stamps = st.sampled_from([0.0, 0.9999999, 0.9999994, 1e-7, 0.5]).map(lambda f: second + f) | moments
+    record = MetricRecord(name, value, draw(st.none() | st.integers(0, 3)), draw(stamps))
+    trial = Trial(
+        draw(st.integers(0, 10**7)),
+        draw(st.dictionaries(texts, scalars, max_size=5)),
+        state=draw(st.sampled_from(list(TrialState))),
+        metrics=[record],
+        values={name: value} if draw(st.booleans()) else {name: draw(st.floats())},
+        started_at=draw(stamps),
+        duration_ms=draw(st.integers(0, 10**9) | st.floats(allow_nan=False, allow_infinity=False)),
+        trial_seed=draw(st.integers(0, 2**31 - 1)),
+        attempts=draw(st.integers(1, 3)),
+    )
+    if draw(st.booleans()):
+        trial.error = draw(texts)
+    if draw(st.booleans()):
+        trial.log_dir = draw(texts)
+    return trial
+
+
+@settings(max_examples=300, deadline=None)
+@given(quick_trials(), quick_trials())
+def test_a_quick_functions_trial_line_is_the_encoders_text_of_its_dict(first, second):
+    # Two trials in turn: the second's timestamps may fall in the second the first left its text for, or not.
+    for trial in (first, second, first):
+        assert trial_json(trial) == ENCODER.encode(trial.to_dict())

@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 # last: measured at 100,000 trials (BENCHMARKS.md "The trial loop during periodic results writes"),
 # 1,000 trials' objects are collected in 2-5 ms on the loaded 2-core machine, a few µs a trial.
 FREEZE_EVERY = 1000
+# The youngest generation's threshold while the study runs (CPython's default is 700 allocations): a quick
+# trial leaves some ten tracked objects that live to the end of the run, so at 700 the collector walked
+# each of them in a young and a middle collection before the freeze took it, some 1,500 young and 100
+# middle collections in a 100,000-trial run. Above the objects FREEZE_EVERY trials leave, those
+# collections do not happen; the freeze's collection alone walks each once: 234,000 instructions a trial
+# against 241,600 at 700 (valgrind, a 2,000-trial `somatize run` less a 1-trial one; BENCHMARKS.md "Per-trial
+# cost of somatize run", issue 18, fourth round).
+YOUNG_THRESHOLD = 20_000
 
 
 class FrozenHistory:
@@ -47,11 +55,15 @@ class FrozenHistory:
         self.every = every
         self._finished = 0
         self._froze = False
+        self._thresholds: tuple[int, int, int] | None = None  # the collector's own, to put back at the end
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StudyStarted):
             gc.freeze()
             self._froze = True
+            if self._thresholds is None:
+                self._thresholds = gc.get_threshold()
+                gc.set_threshold(max(self._thresholds[0], YOUNG_THRESHOLD), *self._thresholds[1:])
             return
         self._finished += 1
         if self._finished % self.every == 0:
@@ -60,10 +72,13 @@ class FrozenHistory:
             self._froze = True
 
     def close(self) -> None:
-        """Give the objects back to the collector (the oldest generation)."""
+        """Give the objects back to the collector (the oldest generation), and its thresholds."""
         if self._froze:
             gc.unfreeze()
             self._froze = False
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None
 
 
 @contextlib.contextmanager

@@ -25,6 +25,8 @@ from ..study import MetricRecord
 from .artifacts import OutputRouting, make_trial_dir
 from .base import Completed, Executor, Failed, Outcome, Reporter, TrialRequest, failure, interrupts_the_study
 
+_TRIAL_DIR = "SOMATIZE_TRIAL_DIR"  # TrialRequest.environment's name for the trial's directory
+
 
 class HeldEnvironment:
     """os.environ holds the running trial's directory and devices, for what reads them there (CUDA at its
@@ -49,6 +51,14 @@ class HeldEnvironment:
         if len(before) != len(env):  # an earlier trial's variable that this one has not: as it was
             for name in [name for name in before if name not in env]:
                 self._put_back(name, before.pop(name))
+
+    def set_directory(self, trial_dir: str) -> None:
+        """`set({"SOMATIZE_TRIAL_DIR": trial_dir})` for a trial with no devices, as the trials before it: the
+        one variable set, without the mapping or the loops (a quick function's trial, issue 18)."""
+        if len(self._before) == 1 and _TRIAL_DIR in self._before:
+            os.environ[_TRIAL_DIR] = trial_dir
+        else:
+            self.set({_TRIAL_DIR: trial_dir})
 
     def close(self) -> None:
         before, self._before = self._before, {}
@@ -230,7 +240,10 @@ class FunctionExecutor(Executor):
             return Failed(str(exc))
         params = dict(request.params)
         handle = TrialHandle(request, reporter, self.primary) if self._wants_trial else None
-        self._environment.set(request.environment())
+        if request.slot is None and request.gpus is None and request.trial_dir is not None:
+            self._environment.set_directory(request.trial_dir)  # what environment() would hold, the common case
+        else:
+            self._environment.set(request.environment())
         routed = None if request.trial_dir is None or not self.capture else self._output.begin(request.trial_dir)
         try:
             try:
@@ -247,6 +260,8 @@ class FunctionExecutor(Executor):
             if interrupts_the_study(exc):
                 raise
             return failure(exc)
+        if type(result) is float:  # _outcome's first case here: one call fewer for the commonest return value
+            return Completed([MetricRecord(self.primary, result)])
         return self._outcome(result)
 
     def _load(self) -> Callable[..., Any]:

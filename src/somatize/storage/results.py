@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import OutputWriteError, ResultsFileError, SomatizeError
-from ..study import ParetoFront, Study, Trial, TrialState
+from ..study import Direction, ParetoFront, Study, Trial, TrialState
 from .paths import describe_non_regular, results_target, temp_prefix
 from .trialjson import trial_json
 
@@ -499,9 +499,10 @@ class PeriodicResults:
             self._write_snapshot(*job)
 
     def _consider(self, trial: Trial) -> None:
-        if trial.state is not TrialState.COMPLETED or not trial.is_feasible:  # infeasible: never best (SPEC §9)
+        if trial.state is not TrialState.COMPLETED or trial.feasible is False:  # infeasible: never best (SPEC §9)
             return
-        metric, direction = self.study.primary.metric, self.study.primary.direction
+        primary = self.study.objectives[0]  # Study.primary, without the property's call (every trial)
+        metric = primary.metric
         value = trial.values.get(metric)
         if value is None or math.isnan(value):
             return
@@ -510,7 +511,9 @@ class PeriodicResults:
             self._best = trial
             return
         incumbent = best.values[metric]
-        if direction.better(value, incumbent) or (value == incumbent and trial.number < best.number):
+        # Direction.better inline: one call fewer per trial (issue 18)
+        better = value < incumbent if primary.direction is Direction.MINIMIZE else value > incumbent
+        if better or (value == incumbent and trial.number < best.number):
             self._best = trial  # ties go to the earliest trial, also when trials finish out of order
 
     def _write_snapshot(self, head: bytes, pending: list[bytes], start: int) -> None:
