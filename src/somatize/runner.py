@@ -34,15 +34,13 @@ from .samplers.base import Sampler
 from .samplers.streams import derive_trial_seed  # defined there, beside the streams, for ask (no runner import)
 from .study import Direction, MetricRecord, Recommendation, Study, Trial, TrialState
 
+# A trial's state and number read in C: no Python call per trial of a resumed history or of the final sort.
 _STATE_OF, _NUMBER_OF = operator.attrgetter("state"), operator.attrgetter("number")
 _UNFINISHED = frozenset({TrialState.RUNNING, TrialState.STALE})  # what TrialState.is_finished is not
 
 if TYPE_CHECKING:
     from .executors.artifacts import TrialDirs
     from .executors.slots import Slot, SlotPool
-
-
-_NUMBER = operator.attrgetter("number")  # a trial's sort key in C: no Python call per trial of the study
 
 
 @dataclass(frozen=True)
@@ -482,7 +480,7 @@ class StudyRunner:
         study = self.study
         study.finished_at = time.time()
         study.stop_reason = reason
-        study.trials.sort(key=_NUMBER)  # parallel trials finish out of order
+        study.trials.sort(key=_NUMBER_OF)  # parallel trials finish out of order
         study.recommended = self._recommendation()
         if reason == "interrupted":
             study.status = "interrupted"
