@@ -727,7 +727,8 @@ class BayesianSampler(Sampler):
         assert self._search is not None
         if not self._noisy and _is_gp(model):
             model = _mean_at_worst(model)
-        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility)
+        # The reals refined after the discrete sweep for an exact objective (AcquisitionSearch._polish).
+        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
         if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(model, point, best):
             return None
