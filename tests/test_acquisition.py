@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize
 from scipy.stats import norm
 from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
 from skopt.learning import GaussianProcessRegressor
@@ -144,3 +145,41 @@ def test_acquisition_gradients_agree_with_finite_differences(kind: str) -> None:
         up = acquisition(kind, *posterior(points + step), y.min())
         down = acquisition(kind, *posterior(points - step), y.min())
         np.testing.assert_allclose(grad[:, j], (up - down) / (2 * h), rtol=1e-4, atol=1e-6)
+
+
+def mixed_loss(p: list) -> float:
+    """benchmarks/functions.py's mixed function on a skopt point (log lr, dropout, layers, kernel index)."""
+    return 0.5 * (math.log10(p[0]) + 2.5) ** 2 + 4 * (p[1] - 0.2) ** 2 + 0.05 * (p[2] - 5) ** 2 + (0.3, 0.5, 0, 0.8)[p[3]]
+
+
+def proposal_shortfall(space: Space, seed: int) -> float:
+    """How far (log EI) the search's proposal falls below the maximum over the reals at the incumbent's
+    discrete values, on a fit to random points and a cluster near the optimum, as a search gathers them."""
+    rng = np.random.default_rng(seed)
+    points = space.rvs(n_samples=20, random_state=seed)
+    points += [[10 ** (-2.5 + rng.normal(0, 0.02)), 0.2 + rng.normal(0, 0.01), 5, 2] for _ in range(8)]
+    X, y = space.transform(points), np.array([mixed_loss(p) for p in points])
+    model, best, incumbent = fitted_gp(X, y), float(y.min()), X[np.argmin(y)]
+    found = AcquisitionSearch(space, np.random.default_rng(0)).best(model, ("EI",), best, incumbent)[0]
+    posterior = Posterior(model)
+
+    def ei(x: np.ndarray) -> float:
+        return float(acquisition("EI", *posterior(np.atleast_2d(x)), best)[0])
+
+    def at_reals(z: np.ndarray) -> float:
+        x = incumbent.copy()
+        x[:2] = np.clip(z, 0.0, 1.0)
+        return -ei(x)
+
+    fine = -minimize(at_reals, incumbent[:2], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12}).fun
+    return fine - ei(found)
+
+
+def test_real_dimensions_are_refined_for_the_integer_the_sweep_settles_on() -> None:
+    # The local search relaxes the integer with the reals, the sweep rounds it, and the reals were
+    # left where they were best for a fractional integer: 0.005-0.007 log units of EI below the
+    # maximum in 3 of these 5 fits (0.0001-0.0014 with the reals refined after the sweep).
+    space = Space(normalize_dimensions([
+        Real(1e-5, 1.0, prior="log-uniform"), Real(0.0, 0.6), Integer(1, 10), Categorical([0, 1, 2, 3]),
+    ]))  # fmt: skip
+    assert max(proposal_shortfall(space, seed) for seed in range(5)) < 0.004

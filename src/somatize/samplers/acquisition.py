@@ -233,9 +233,10 @@ class AcquisitionSearch:
 
     def best(
         self, model: Any, kinds: tuple[str, ...], best: float | None, incumbent: np.ndarray | None,
-        feasibility: FeasibilityModel | None = None,
+        feasibility: FeasibilityModel | None = None, refine: bool = True,
     ) -> list[np.ndarray]:
-        """For each acquisition kind, the transformed point of highest value found.
+        """For each acquisition kind, the transformed point of highest value found; `refine` runs
+        `_polish` after the discrete sweep.
 
         With a `feasibility` model every acquisition is weighted by the
         probability of feasibility (feasibility.with_feasibility); `best` None
@@ -262,8 +263,31 @@ class AcquisitionSearch:
             starts = candidates[self._starts(values, incumbent is not None)]
             xs = self._local(posterior, kind, best, starts)
             xs = self._sweep(lambda X, kind=kind: self._value(posterior, kind, best, X), xs)
+            if refine:
+                xs = np.vstack([self._polish(posterior, kind, best, xs), starts])
             found.append(xs[int(np.argmax(self._value(posterior, kind, best, xs)))])
         return found
+
+    def _polish(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:
+        """L-BFGS-B again over the real columns alone, from the swept points, the integer and categorical
+        dimensions held at the values the sweep settled.
+
+        The local search relaxes integer columns with the real ones, so the real coordinates it finds
+        are best for a fractional integer (layers 5.3); the sweep then rounds the integer and leaves
+        the reals where they were, off the optimum for the integer it chose. The starts (points of the
+        space) are kept beside the polished points, so a proposal is never worse than its best start.
+        On the mixed function (benchmarks/functions.py), seed 7 at trial 36, before: the proposal's log
+        EI -12.5, the incumbent's -11.4, the fine maximum's -10.1 (BENCHMARKS.md, fourth round of issue 16).
+        The Bayesian sampler asks for it for a noise-free GP only: under noise it moved the noisy-CV SVM's
+        median regret from 0.00461 to 0.00477 (seeds 0-9, worse on 5, better on 1), past Optuna TPE's.
+        """
+        reals = [self._offsets[i] for i, dim in enumerate(self.space.dimensions) if type(dim).__name__ == "Real"]
+        if not self._discrete or not reals or not posterior.has_gradients:
+            return xs
+        return climb(
+            lambda X: self._value_and_gradient(posterior, kind, best, X),
+            lambda X: self._value(posterior, kind, best, X), xs, reals,
+        )  # fmt: skip
 
     def _value(self, posterior: Posterior, kind: str, best: float | None, X: np.ndarray) -> np.ndarray:
         """The acquisition at the rows of X, weighted by the probability of feasibility when modelled."""
