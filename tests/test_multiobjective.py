@@ -200,6 +200,64 @@ def test_a_front_found_at_one_end_first_still_grows_towards_the_other():
     assert sum(x > 0.15 for x in reached) >= 2, reached
 
 
+def _zdt1_after(front_xs, floor_ys, proposals: int, seed: int = 0) -> list[tuple[float, float]]:
+    """ZDT1 in 5 variables (f1 = x, the distance variables y0-y3 best at 0): the initial design, then
+    the true front at `front_xs`, then trials at x = 0 with the distance variables at `floor_ys`, then
+    `proposals` proposals, each told; returns their (x, f2)."""
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0), *(FloatDimension(f"y{i}", 0.0, 1.0) for i in range(4))))
+    sampler = make_sampler({"type": "bayesian", "n_trials": 40, "noise": "none"}, space,
+                           [Objective("f1"), Objective("f2")], seed)
+    told = []
+
+    def tell(params):
+        g = 1.0 + 9.0 * sum(params[f"y{i}"] for i in range(4)) / 4
+        values = {"f1": params["x"], "f2": g * (1.0 - math.sqrt(params["x"] / g))}
+        records = [MetricRecord(k, v) for k, v in values.items()]
+        sampler.tell(Trial(len(told), params, TrialState.COMPLETED, records, values))
+        told.append((params["x"], values["f2"]))
+
+    for _ in range(10):
+        tell(sampler.propose(len(told)))
+    for x in front_xs:
+        tell({"x": float(x), **{f"y{i}": 0.0 for i in range(4)}})
+    for ys in floor_ys:
+        tell({"x": 0.0, **{f"y{i}": float(y) for i, y in enumerate(ys)}})
+    for _ in range(proposals):
+        tell(sampler.propose(len(told)))
+    return told[-proposals:]
+
+
+def test_an_objective_at_its_floor_does_not_draw_trials_that_are_poor_in_the_others():
+    """f1 = x cannot go below 0, which trials at x = 0 with different f2 show; the Gaussian model of f1 still
+    gives half its probability to f1 < 0 there, and before (issue 17, fourth round) that sliver bought the
+    whole range of f2 up to the reference: 6 of these 12 proposals (9 with seed 1) sat at x = 0 with the
+    distance variables at their bounds, dominated by the front's (0, 1)."""
+    proposed = _zdt1_after(np.linspace(0.0, 0.4, 8), [(0.5, 0, 0, 0), (0, 0.5, 0, 0), (0, 0, 1, 0)], 12)
+    at_floor_and_dominated = [(x, f2) for x, f2 in proposed if x == 0.0 and f2 > 1.0]
+    assert len(at_floor_and_dominated) <= 1, proposed
+
+
+def test_a_front_grown_to_its_middle_reaches_its_far_end():
+    """Before (issue 17, fourth round) the reference point of every step stopped at the initial design's upper
+    quartile in f1 when the front's nadir was inside it, so the front's end at f1 = 1 counted for nothing:
+    the 12 proposals reached x = 0.58 at most (0.64 with the floors alone), 0.94 now."""
+    proposed = _zdt1_after(np.linspace(0.0, 0.4, 8), [(0.5, 0, 0, 0), (0, 0.5, 0, 0)], 12)
+    assert max(x for x, _ in proposed) > 0.8, proposed
+
+
+def test_a_trial_at_every_objectives_floor_at_once_still_gets_a_proposal():
+    """Once a trial sits at every objective's floor there is no growth left to expect anywhere."""
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0)))
+    sampler = make_sampler({"type": "bayesian", "n_trials": 20, "n_initial": 3, "noise": "none"}, space,
+                           [Objective("f1"), Objective("f2")], 0)
+    for number, (x, y) in enumerate([(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.7, 0.9)]):
+        values = {"f1": x, "f2": y}
+        records = [MetricRecord(k, v) for k, v in values.items()]
+        sampler.tell(Trial(number, {"x": x, "y": y}, TrialState.COMPLETED, records, values))
+    params = sampler.propose(4)
+    assert 0.0 <= params["x"] <= 1.0 and 0.0 <= params["y"] <= 1.0
+
+
 def _dtlz2(params: dict, objectives: int = 3) -> dict:
     """DTLZ2: the first objectives - 1 variables place a point on the unit sphere's octant, the others
     (distance variables, best at 0.5) scale it out by 1 + g."""
