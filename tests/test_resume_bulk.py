@@ -79,7 +79,7 @@ def test_a_plainly_written_history_is_resumed_without_building_each_trial_from_i
 def test_trials_read_at_once_are_equal_to_trials_built_from_their_records(plain_study):
     _, out = plain_study
     built = read_results(out).trials  # Trial.from_dict for each
-    read = read_all(out).trials
+    read = read_all(out, {}).trials
     assert len(read) == len(built) == 12
     for lazy, full in zip(read, built):
         assert type(lazy) is Trial
@@ -98,10 +98,10 @@ def test_trials_read_at_once_are_equal_to_trials_built_from_their_records(plain_
 
 def test_a_trial_read_at_once_takes_new_values_like_any_trial(plain_study):
     _, out = plain_study
-    trial = read_all(out).trials[0]
+    trial = read_all(out, {}).trials[0]
     trial.metrics.append(MetricRecord("loss", 0.5, 9, 1.0))  # the list built on first read is kept
     assert trial.metrics[-1].step == 9 and len(trial.metrics) == 7
-    fresh = read_all(out).trials[1]
+    fresh = read_all(out, {}).trials[1]
     fresh.metrics, fresh.started_at = [], 12.5  # set before ever being read
     assert fresh.metrics == [] and fresh.started_at == 12.5
     assert json.loads(trial_line(fresh))["started_at"] == "1970-01-01T00:00:12.500000+00:00"
@@ -198,7 +198,7 @@ def _line_by_line(out: Path) -> list[Trial] | str:
 
 def _at_once(out: Path) -> list[Trial] | str:
     try:
-        return read_all(out).trials
+        return read_all(out, {}).trials
     except ResultsFileError as exc:
         return str(exc)
 

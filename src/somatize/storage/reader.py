@@ -289,12 +289,15 @@ def read_all(path: str | Path, lines: dict[int, tuple[Trial, str, str | None]] |
         return read_results(path)
     study = results.study
     with gc_paused():
-        plain = results.read_plain()
+        # At once only for a resume (`lines`: its writers take the lines over), which reads the metrics of
+        # almost no trial. A reader that reads them all (`report`) would hold every decoded record at once
+        # and then build every trial's metrics anyway: `report` of 100,000 trials peaked at 497 MiB this
+        # way against 434 MiB a line at a time, and took no less time (two runs each, load ~1).
+        plain = None if lines is None else results.read_plain()
         if plain is not None:  # every trial as the writer wrote it: read at once
             trials, elements, log_dirs = plain
             study.trials = trials
-            if lines is not None:
-                lines.update(zip((trial.number for trial in trials), zip(trials, elements, log_dirs)))
+            lines.update(zip((trial.number for trial in trials), zip(trials, elements, log_dirs)))
         elif lines is None:
             study.trials = list(results.trials())
         else:
