@@ -618,6 +618,20 @@ def test_sparkline_steps_once_per_improvement():
     assert sparkline([]) == ""
 
 
+def test_best_so_far_follows_the_direction_in_trial_order_and_skips_what_has_no_value():
+    from somatize.space import FloatDimension, SearchSpace
+    from somatize.study import Direction, Objective, Study, Trial, TrialState
+    from somatize.ui.formats import best_so_far
+
+    values = {0: 2.0, 1: float("nan"), 2: 5.0, 3: None, 4: 3.0, 5: 7.0}
+    for direction, curve in ((Direction.MAXIMIZE, [2.0, 5.0, 5.0, 7.0]), (Direction.MINIMIZE, [2.0, 2.0, 2.0, 2.0])):
+        study = Study("s", SearchSpace((FloatDimension("x", 0.0, 1.0),)), [Objective("acc", direction)])
+        study.trials = [Trial(n, {"x": 0.5}, TrialState.COMPLETED, values={} if v is None else {"acc": v})
+                        for n, v in reversed(values.items())]  # out of order, as parallel trials finish
+        study.trials.append(Trial(6, {"x": 0.5}, TrialState.FAILED))
+        assert best_so_far(study) == curve
+
+
 def test_run_ends_with_the_top_trials_and_the_results_path(tmp_path):
     out = tmp_path / "r.json"
     done = run_cli("run", write(tmp_path, SHELL_STUDY), "-o", out)

@@ -8,8 +8,10 @@ keeps `somatize best --format params` quick to start.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
+import operator
 import re
 import shlex
 from collections.abc import Iterable, Sequence
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..executors.command import args_list, value_text
-from ..study import Study, Trial, TrialState
+from ..study import Direction, Study, Trial, TrialState
 
 BEST_FORMATS = ("table", "json", "params", "env", "args", "yaml")
 TRIAL_FORMATS = ("table", "csv", "json")
@@ -359,16 +361,13 @@ SPARK_WIDTH = 60
 def best_so_far(study: Study, metric: str | None = None) -> list[float]:
     """After each completed feasible trial (in trial order), the best value of the objective so far."""
     objective = study.objective(metric)
-    curve: list[float] = []
-    for trial in sorted(study.feasible(), key=lambda t: t.number):
-        value = trial.values.get(objective.metric)
-        if value is None or math.isnan(value):
-            continue
-        if not curve or objective.direction.better(value, curve[-1]):
-            curve.append(value)
-        else:
-            curve.append(curve[-1])
-    return curve
+    name = objective.metric
+    trials = sorted(study.feasible(), key=operator.attrgetter("number"))
+    # By C-level passes: a loop of comparisons took 0.28 s (under cProfile) of the summary at the end of a
+    # 100,000-trial resume (issue 18).
+    isnan = math.isnan
+    values = [value for trial in trials if (value := trial.values.get(name)) is not None and not isnan(value)]
+    return list(itertools.accumulate(values, min if objective.direction is Direction.MINIMIZE else max))
 
 
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
