@@ -91,20 +91,25 @@ def test_finished_trials_are_frozen_every_so_many_and_given_back_at_the_end(func
     assert counts[11] == counts[10]
 
 
-def test_somatize_run_leaves_the_collector_as_it_was(tmp_path):
-    gc.unfreeze()
+def _collector_seen_by_trials(tmp_path, metric: str, expression: str) -> list[dict]:
+    """The trials of a 3-trial `somatize run` whose objective records `expression` (of gc) as `metric`."""
     (tmp_path / "objective.py").write_text(
-        "import gc\n\ndef objective(params):\n    return {'loss': params['x'], 'frozen': gc.get_freeze_count()}\n"
+        f"import gc\n\ndef objective(params):\n    return {{'loss': params['x'], '{metric}': {expression}}}\n"
     )
     (tmp_path / "s.yaml").write_text(
-        "name: frozen\nseed: 1\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
-        "strategy: {type: random, n_trials: 3}\nobjective: {metric: loss}\nmetrics: [frozen]\n"
+        f"name: {metric}\nseed: 1\nsearch_space:\n  x: {{type: float, low: 0.0, high: 1.0}}\n"
+        f"strategy: {{type: random, n_trials: 3}}\nobjective: {{metric: loss}}\nmetrics: [{metric}]\n"
         "executor: {function: 'objective:objective'}\n"
     )
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    trials = json.loads(out.read_text())["trials"]
+    return json.loads(out.read_text())["trials"]
+
+
+def test_somatize_run_leaves_the_collector_as_it_was(tmp_path):
+    gc.unfreeze()
+    trials = _collector_seen_by_trials(tmp_path, "frozen", "gc.get_freeze_count()")
     assert [t["state"] for t in trials] == ["completed"] * 3
     assert all(t["values"]["frozen"] > 0 for t in trials)  # the run froze what it had
     assert gc.get_freeze_count() == 0
@@ -192,18 +197,7 @@ def test_somatize_run_raises_the_young_collection_threshold_while_it_runs_and_pu
     from somatize.history import YOUNG_THRESHOLD
 
     before = gc.get_threshold()
-    (tmp_path / "objective.py").write_text(
-        "import gc\n\ndef objective(params):\n    return {'loss': params['x'], 'young': gc.get_threshold()[0]}\n"
-    )
-    (tmp_path / "s.yaml").write_text(
-        "name: young\nseed: 1\nsearch_space:\n  x: {type: float, low: 0.0, high: 1.0}\n"
-        "strategy: {type: random, n_trials: 3}\nobjective: {metric: loss}\nmetrics: [young]\n"
-        "executor: {function: 'objective:objective'}\n"
-    )
-    out = tmp_path / "r.json"
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "-o", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    trials = json.loads(out.read_text())["trials"]
+    trials = _collector_seen_by_trials(tmp_path, "young", "gc.get_threshold()[0]")
     # a quick trial's records are walked once, by the freeze's collection, not by young collections too
     assert [t["values"]["young"] for t in trials] == [max(before[0], YOUNG_THRESHOLD)] * 3
     assert gc.get_threshold() == before
