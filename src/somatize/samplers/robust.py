@@ -48,8 +48,12 @@ NU_PRIOR_RATE = 0.1
 NU_BOUNDS = (1.0, 100.0)
 # E-step / conditioning rounds per fit, and the change of every log weight below which they stop.
 EM_STEPS = 8
-import os
-MODE = os.environ.get("T_MODE", "posterior")
+# Which residual the E-step reads: "cavity", each value against the others' prediction of it (leave-one-out,
+# as expectation propagation's cavity; `cavities`, `e_step`, ν by leave-one-out density), or "posterior",
+# against the posterior over f given every value itself (variational EM, Tipping and Lawrence 2005;
+# `posterior_squares`, `posterior_e_step`, ν by ECME). Measured both ways (BENCHMARKS.md, fifth round of
+# issue 16): neither was kept.
+MODE = "cavity"
 EM_TOLERANCE = 1e-3
 # The integral over each observation's precision scale u is a trapezoid rule in log u. The Gamma(ν/2, ν/2)
 # density of u has, in log u, a width of at least sqrt(2 / ν) = 0.14 at the largest ν; nodes 0.09 apart
@@ -146,4 +150,5 @@ def fit_nu_posterior(squares: np.ndarray) -> float:
 
 
 def posterior_e_step(squares: np.ndarray, nu: float) -> np.ndarray:
+    """E[u_i] = (ν + 1) / (ν + E[(y_i - f_i)²] / σ_i²), the E-step of variational EM."""
     return (nu + 1.0) / (nu + squares)
