@@ -9,25 +9,26 @@ neighbourhood and inflates the fitted noise, which flattens every difference
 the model could otherwise tell apart.
 
 The Student-t likelihood with ν degrees of freedom is a Gaussian scale
-mixture: y_i ~ N(f(x_i), σ² / u_i) with u_i ~ Gamma(ν/2, ν/2). Given the GP's
-posterior over f at the told points (mean m_i, variance v_i), the E-step of
-variational EM (Tipping and Lawrence 2005) gives each observation the weight
+mixture: y_i ~ N(f(x_i), σ² / u_i) with u_i ~ Gamma(ν/2, ν/2). The E-step
+gives each observation its expected precision scale E[u_i], and the M-step
+is the ordinary weighted GP: observation i's noise variance is σ² / E[u_i],
+which `ObservationNoise`'s per-row weights already carry. The weights are kept
+between fits (`BayesianSampler._robust`) and updated after each one, so the
+hyperparameter searches that the sampler runs anyway are the M-step over the
+history; between searches the E-step and the conditioning on new weights (one
+factorisation each) iterate to a fixed point. Two E-steps (MODE):
 
-    E[u_i] = (ν + 1) / (ν + ((y_i - m_i)² + v_i) / σ²),
+- "posterior", variational EM (Tipping and Lawrence 2005): with the GP's
+  posterior over f at the told points (mean m_i, variance v_i),
+  E[u_i] = (ν + 1) / (ν + ((y_i - m_i)² + v_i) / σ²), and ν by ECME (Liu
+  and Rubin 1995: the t likelihood of those residuals maximised over ν);
+- "cavity": the same posterior of u_i, by quadrature, but given what the
+  other observations say about f(x_i) (its leave-one-out prediction, the
+  cavity of expectation propagation), which a point the GP bends to fit cannot
+  mask; ν by the leave-one-out predictive density.
 
-and the M-step is the ordinary weighted GP: observation i's noise variance
-is σ² / E[u_i], which `ObservationNoise`'s per-row weights already carry.
-The weights are kept between fits (`BayesianSampler._robust`) and updated
-after each one, so the hyperparameter searches that the sampler runs anyway
-are the M-step over the history; between searches the E-step and the
-conditioning on new weights (one factorisation each) iterate to a fixed point.
-
-ν is fitted, not fixed (ECME, Liu and Rubin 1995: the t likelihood of the
-standardised residuals maximised over ν at the current σ), under the
-Gamma(2, 0.1) prior of Juárez and Steel (2010), whose mode is 10 and mean 20.
-Gaussian noise then gets a ν large enough that its weights stay near 1 (at
-ν = 20 a residual of 2 σ keeps 0.88 of its weight); a residual of 13 σ among
-otherwise Gaussian ones gets a small ν and a weight near 0.01.
+Either way ν has the Gamma(2, 0.1) prior of Juárez and Steel (2010) (mode 10,
+mean 20), under which Gaussian noise keeps weights near 1.
 
 Only a GP with a noise term gets here (`noise: auto` once a repeat differed,
 a finite space, a fixed `noise:`); a noise-free GP is untouched.
