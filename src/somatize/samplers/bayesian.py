@@ -43,7 +43,6 @@ from ..constraints import Constraint
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace, tidy
 from ..study import Direction, Objective, Recommendation, Trial, TrialState
 from . import noise as obs_noise
-from . import robust as t_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import Sampler
 from .feasibility import FeasibilityModel
@@ -128,8 +127,6 @@ FIT_EVALUATIONS = 60
 # Styblinski-6 118 / 118). A quantile is kept by any monotone warp, so it is taken in
 # the GP's units.
 RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
-# Under noise, whether the GP's observations are Student-t (robust.py) rather than Gaussian.
-ROBUST_NOISE = True
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
 # skopt warnings that are noise here: its model pointing at an evaluated point
@@ -484,10 +481,6 @@ class BayesianSampler(Sampler):
         self._additive_template: Any = None
         self._variants: dict[tuple[bool, bool], Any] = {}
         self._searched_at = 0  # values told when the GP's hyperparameters were last searched
-        # Under noise, each told value's Student-t weight (robust.py; 1 until a fit's E-step sets it), and the
-        # degrees of freedom fitted last.
-        self._robust = np.ones(0)
-        self._nu: float | None = None
         # `noise: auto`'s evidence from repeated evaluations (`_replicate`): the losses of each
         # completed point, whether the deliberate repeat was proposed, and the noise mode chosen.
         self._warp_noise: float | None = None  # see `_tell`
@@ -654,7 +647,6 @@ class BayesianSampler(Sampler):
             self._model, self._model_told, self._searched_at = None, 0, 0
             self._variants, self._warped, self._additive, self._additive_template = {}, True, False, None
             self._warp_noise = None
-            self._robust, self._nu = np.ones(0), None
             self._opt.yi[:] = self._model_values()
 
     def _reseed(self, number: int) -> None:
@@ -813,7 +805,6 @@ class BayesianSampler(Sampler):
             self._model, self._searched_at, self._model_told = other._model, other._searched_at, -1
             self._variants, self._warped = dict(other._variants), other._warped
             self._additive = other._additive
-            self._robust, self._nu = other._robust.copy(), other._nu
 
     def hold(self, params: dict[str, Any]) -> None:
         """Running elsewhere: pending, as this sampler's own proposals in flight are."""
@@ -935,8 +926,6 @@ class BayesianSampler(Sampler):
             self._variants[self._warped, self._additive] = model
         if gp and search and (self._model is not None or min(told, FIT_ROWS) > COLD_ROWS):
             self._searched_at = told  # (the restarts of a first fit are followed by one more search)
-        if gp and self._noisy and ROBUST_NOISE:
-            model = self._reweighted(model, told, X, yi, rows)
         self._model, self._model_told = model, told
         warp = self._warp()
         self._model_spread = warp[1] if warp is not None else 1.0  # the warp the model was fitted under
@@ -961,14 +950,14 @@ class BayesianSampler(Sampler):
                 # A first fit on a long history (a resumed study): the restarts run on a
                 # small subset, and the whole fit set gets one bounded search from there.
                 small = fit_rows(X, yi, COLD_ROWS)
-                previous = self._fit_gp(clone(model), X[small], yi[small], rows[small])
+                previous = self._fit_gp(clone(model), X[small], yi[small])
         if previous is not None and _is_gp(model):
             bounds = (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)
             noise_bounds = bounds if search and self._noise_mode == obs_noise.AUTO else "fixed"
             model.set_params(kernel=_fitted_kernel(previous, noise_bounds), n_restarts_optimizer=0)
             if not search:
                 model.set_params(optimizer=None)  # the last hyperparameters, conditioned on the new data
-        model = self._fit_gp(model, X, yi, rows) if _is_gp(model) else _fit(model, X, yi)
+        model = self._fit_gp(model, X, yi) if _is_gp(model) else _fit(model, X, yi)
         return model, X, yi, rows
 
     def _choose_warp(self, told: int) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -1084,44 +1073,10 @@ class BayesianSampler(Sampler):
             evidence -= float(np.sum(np.log(spread + raw - best)))  # d/dy log1p((y - best) / spread)
         return evidence
 
-    def _fit_gp(self, model: Any, X: np.ndarray, values: np.ndarray, rows: np.ndarray | None = None) -> Any:
+    def _fit_gp(self, model: Any, X: np.ndarray, values: np.ndarray) -> Any:
         if self._noisy:
-            model.set_params(kernel=self._noise_weighted(model.kernel, values, rows=rows))
+            model.set_params(kernel=self._noise_weighted(model.kernel, values))
         return _fit(model, X, values)
-
-    def _robust_weights(self, rows: np.ndarray | None, n: int) -> np.ndarray:
-        """The Student-t weights (robust.py) of the told values at `rows` (1 where none was fitted yet)."""
-        if rows is None or len(rows) != n or not ROBUST_NOISE:
-            return np.ones(n)
-        if len(self._robust) <= int(np.max(rows, initial=-1)):
-            self._robust = np.concatenate([self._robust, np.ones(int(np.max(rows)) + 1 - len(self._robust))])
-        return self._robust[rows]
-
-    def _reweighted(self, model: Any, told: int, X: np.ndarray, values: np.ndarray, rows: np.ndarray) -> Any:
-        """`model` under the Student-t observation model (robust.py): E-steps of each told value's weight from
-        the fit's residuals, each followed by the fit conditioned on the new weights (hyperparameters kept),
-        until the weights settle; the hyperparameter searches of `_fitted` are the M-step over the history."""
-        name = _noise_term(model.kernel)
-        if name is None or model.noise_ is None or not hasattr(model, "K_inv_"):
-            return model
-        for _ in range(t_noise.EM_STEPS):
-            weights = self._robust_weights(rows, len(values))
-            fitted = np.asarray(model.kernel.get_params()[name].weights, dtype=float)[: len(values)]
-            noise = float(model.noise_) * fitted * weights  # each row's Gaussian noise before its weight
-            if t_noise.MODE == "posterior":
-                squares = t_noise.posterior_squares(model, noise, weights)
-                self._nu = t_noise.fit_nu_posterior(squares)
-                fresh = t_noise.posterior_e_step(squares, self._nu)
-            else:
-                squares, spread = t_noise.cavities(model, noise, weights)
-                self._nu = t_noise.fit_nu(squares, spread)
-                fresh = t_noise.e_step(squares, spread, self._nu)
-            settled = bool(np.max(np.abs(np.log(fresh) - np.log(weights))) < t_noise.EM_TOLERANCE)
-            self._robust[rows] = fresh
-            if settled:
-                break
-            model = self._conditioned(model, X, values, len(values), rows)
-        return model
 
     def _transformed(self) -> np.ndarray:
         """Every told point in skopt's transformed space, as rows; only the points told since the
@@ -1132,18 +1087,14 @@ class BayesianSampler(Sampler):
             self._X = fresh if done == 0 else np.vstack([self._X, fresh])
         return self._X
 
-    def _noise_weighted(
-        self, kernel: Any, values: np.ndarray, pending: int = 0, rows: np.ndarray | None = None
-    ) -> Any:
-        """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py) and, for the told
-        values at `rows`, by their Student-t weights (robust.py); its level set from `noise:` when fixed;
-        `pending` fantasised values after them are noise-free."""
+    def _noise_weighted(self, kernel: Any, values: np.ndarray, pending: int = 0) -> Any:
+        """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py), and its
+        level set from `noise:` when fixed; `pending` fantasised values after them are noise-free."""
         name = _noise_term(kernel)
         if name is None:
             return kernel
         term = kernel.get_params()[name]
         weights = obs_noise.weights(values) if self._warp() is not None else np.ones(len(values))
-        weights = weights / self._robust_weights(rows, len(values))
         level, bounds = term.noise_level, term.noise_level_bounds
         warp = self._warp()
         spread = warp[1] if warp is not None else 1.0
@@ -1162,17 +1113,15 @@ class BayesianSampler(Sampler):
             weights = np.concatenate([weights, np.full(pending, obs_noise.PENDING_NOISE / level)])
         return _replace(kernel, name, ObservationNoise(level, bounds, weights))
 
-    def _conditioned(self, model: Any, X: np.ndarray, y: np.ndarray, told: int, rows: np.ndarray | None = None) -> Any:
-        """`model` refitted to (X, y) with its hyperparameters kept; rows past `told` are fantasies, and the
-        first `told` are the told values at `rows` (default: the fit set's, `_fit_index`)."""
+    def _conditioned(self, model: Any, X: np.ndarray, y: np.ndarray, told: int) -> Any:
+        """`model` refitted to (X, y) with its hyperparameters kept; rows past `told` are fantasies."""
         from sklearn.base import clone
 
         refit = clone(model)
         if _is_gp(model):
             kernel = _fitted_kernel(model)
             if self._noisy:
-                rows = self._fit_index if rows is None else rows
-                kernel = self._noise_weighted(kernel, y[:told], pending=len(y) - told, rows=rows)
+                kernel = self._noise_weighted(kernel, y[:told], pending=len(y) - told)
             refit.set_params(kernel=kernel, optimizer=None)
         return _fit(refit, X, y)
 
