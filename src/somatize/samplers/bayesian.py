@@ -717,8 +717,6 @@ class BayesianSampler(Sampler):
             rows = np.flatnonzero([self._feasible_rows[i] for i in told])
             X, y = X[rows], y[rows]
             X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
-        if _is_gp(model):  # under noise too, and before the expected best, which is then of this model
-            model = _mean_at_worst(model)
         best: float | None
         if not len(y):
             best, incumbent = None, None
@@ -727,6 +725,8 @@ class BayesianSampler(Sampler):
         else:
             best, incumbent = float(y.min()), X[int(np.argmin(y))]
         assert self._search is not None
+        if not self._noisy and _is_gp(model):
+            model = _mean_at_worst(model)
         # The reals refined after the discrete sweep for an exact objective (AcquisitionSearch._polish).
         proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
@@ -1220,16 +1220,8 @@ def _mean_at_worst(model: Any) -> Any:
     Ackley-5 3.99 (4.35); Branin one run of 30 stalled at a bound (regret 1.55),
     median 8.9e-6 (8.4e-6). A generalised-least-squares mean (ordinary kriging)
     was the other candidate: Hartmann-6 median 0.0045, 14 runs below 0.0024.
-    Under noise too (issue 16, fifth round): a noisy GP in 6-D with a few
-    dozen points has no skill away from its data (Styblinski-Tang 6-D, noise
-    sd 49: the correlation of its mean with the truth at 2,000 random points
-    -0.12 to 0.11), so with the values' mean as prior mean, expected
-    improvement is driven by the deviation, which is largest on the faces and
-    corners: 238 of 490 model-based proposals (seeds 0-9) had a coordinate on
-    a bound and 64 a regret above 400 (a random point's median is about 250).
-    With the worst value: 101 and 9, the best noise-free value among the
-    trials 76.0 -> 65.3 (seeds 0-9) and 74.1 -> 48.9 (seeds 10-19), below
-    random search's 68.9 and 75.4.
+    Under noise the worst observation is the most inflated by the noise, so
+    the mean is kept there (not measured).
     """
     from copy import copy
 
