@@ -268,14 +268,20 @@ class _HyperparameterSearch:
             value += float(np.sum(rate * np.exp(amplitudes) - amplitudes))
             grad[:k] += rate * np.exp(amplitudes) - 1.0
             if len(log_theta) > k + n:
-                prior, slope = obs_noise.noise_log_prior(float(log_theta[k + n]))
-                value += prior
-                grad[k + n] += slope
+                tail, slope = self._tail_prior(log_theta[k + n :])
+                value += tail
+                grad[k + n :] += slope
             return value, grad
 
         options = {"gtol": FIT_GTOL, "maxfun": FIT_EVALUATIONS}
         result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         return result.x, float(result.fun)
+
+    def _tail_prior(self, tail: np.ndarray) -> tuple[float, np.ndarray]:
+        """-log prior (up to a constant) and its gradient for the log-hyperparameters after the length
+        scales: here the noise level alone."""
+        prior, slope = obs_noise.noise_log_prior(float(tail[0]))
+        return prior, np.array([slope])
 
 
 def _fitted_kernel(model: Any, noise_bounds: Any = "fixed") -> Any:
@@ -497,6 +503,10 @@ class BayesianSampler(Sampler):
             with _quiet():
                 self._opt = self._optimizer(estimator, acquisition, initial_points, n_initial, seed)
             self._search = AcquisitionSearch(self._opt.space, self.rng)
+            if LATTICE_OFFSETS and self._auto and not self._may_repeat():
+                # No repeat can tell noise from roughness here (`_replicate`): the kernel lets the data do it.
+                lattice = _lattice_gaussian_process(self._opt.base_estimator_, self._opt.space)
+                self._opt.base_estimator_ = lattice if lattice is not None else self._opt.base_estimator_
 
     def _optimizer(
         self, estimator: str, acquisition: str, initial_points: str, n_initial: int, seed: int | None
@@ -1382,4 +1392,54 @@ def _additive_gaussian_process(template: Any) -> Any:
         kernel = kernel + clone(template.kernel.get_params()[name])
     model = clone(template)
     model.set_params(kernel=kernel, optimizer=_AdditiveSearch(n))
+    return model
+
+
+# Roughness between lattice values in a finite space (issue 16, fifth round) -----------------------
+
+# Under `noise: auto` in a finite space (no repeat is allowed there, SPEC §2), whether the GP gets the
+# lattice.LatticeOffsets term beside its smooth kernel, so that a jump from one allowed integer to the
+# next that points sharing it show alike is signal, not noise. Figures: BENCHMARKS.md, "Fifth round
+# (issue 16, deterministic real tuning)".
+LATTICE_OFFSETS = True
+
+
+@dataclass(frozen=True)
+class _LatticeSearch(_HyperparameterSearch):
+    """`_HyperparameterSearch` for amplitude × ARD Matern + LatticeOffsets + noise, whose
+    log-hyperparameters are [amplitude, n length scales, the offsets' amplitude, noise level]. The
+    offsets' amplitude has the noise level's prior: where the data cannot tell the two apart (no two
+    evaluated points share a lattice combination), neither is favoured."""
+
+    def _tail_prior(self, tail: np.ndarray) -> tuple[float, np.ndarray]:
+        parts = [obs_noise.noise_log_prior(float(level)) for level in tail]
+        return sum(p for p, _ in parts), np.array([slope for _, slope in parts])
+
+
+def _lattice_gaussian_process(template: Any, space: Any) -> Any:
+    """`template` (a GP of `_gaussian_process` with a fitted noise) with lattice.LatticeOffsets added to
+    its smooth kernel, over skopt's transformed `space`: the integer columns as the lattice, the others
+    (categorical choices) as the shared ones; None where either kind is missing (the term would be white
+    noise) or the kernel is not amplitude × Matern + noise."""
+    from sklearn.base import clone
+    from sklearn.gaussian_process.kernels import Matern
+    from skopt.learning.gaussian_process.kernels import Sum
+
+    from .lattice import LatticeOffsets
+
+    name = _noise_term(template.kernel)
+    if name is None or not isinstance(template.kernel.k1.k2, Matern):
+        return None
+    lattice, shared, column = [], [], 0
+    for dim in space.dimensions:
+        size = dim.transformed_size
+        (lattice if type(dim).__name__ == "Integer" else shared).extend(range(column, column + size))
+        column += size
+    if not lattice or not shared:
+        return None
+    offsets = LatticeOffsets(obs_noise.NOISE_START, tuple(lattice), (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING))
+    # skopt's Sum (with gradient_x) built directly: skopt's `+` takes a kernel of scikit-learn's own class for a constant.
+    kernel = Sum(Sum(clone(template.kernel.k1), offsets), clone(template.kernel.get_params()[name]))
+    model = clone(template)
+    model.set_params(kernel=kernel, optimizer=_LatticeSearch(column))
     return model
