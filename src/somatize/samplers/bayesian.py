@@ -1100,8 +1100,6 @@ class BayesianSampler(Sampler):
     def _noise_weighted(self, kernel: Any, values: np.ndarray, pending: int = 0) -> Any:
         """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py), and its
         level set from `noise:` when fixed; `pending` fantasised values after them are noise-free."""
-        from sklearn.base import clone
-
         name = _noise_term(kernel)
         if name is None:
             return kernel
@@ -1121,10 +1119,6 @@ class BayesianSampler(Sampler):
             level = min(max(level, low), high)
             if bounds != "fixed":
                 bounds = (low, high)
-        offsets = _offsets_term(kernel)
-        if offsets is not None:  # weighted as the noise is (lattice.LatticeOffsets._scales); fantasies as at the best
-            term = kernel.get_params()[offsets]
-            kernel = _replace(kernel, offsets, clone(term).set_params(weights=np.append(weights, np.ones(pending))))
         if pending:
             weights = np.concatenate([weights, np.full(pending, obs_noise.PENDING_NOISE / level)])
         return _replace(kernel, name, ObservationNoise(level, bounds, weights))
@@ -1420,13 +1414,6 @@ class _LatticeSearch(_HyperparameterSearch):
     def _tail_prior(self, tail: np.ndarray) -> tuple[float, np.ndarray]:
         parts = [obs_noise.noise_log_prior(float(level)) for level in tail]
         return sum(p for p, _ in parts), np.array([slope for _, slope in parts])
-
-
-def _offsets_term(kernel: Any) -> str | None:
-    """The parameter name of a kernel's lattice.LatticeOffsets term, if it has one."""
-    from .lattice import LatticeOffsets
-
-    return next((name for name, part in kernel.get_params().items() if isinstance(part, LatticeOffsets)), None)
 
 
 def _lattice_gaussian_process(template: Any, space: Any) -> Any:

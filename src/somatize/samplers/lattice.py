@@ -49,14 +49,10 @@ class LatticeOffsets(Kernel):
     """a · 1[x_L = x'_L]: one offset per combination of the lattice columns `lattice` (indices in
     skopt's transformed space), shared by the points at it."""
 
-    def __init__(
-        self, amplitude: float = 1e-4, lattice: tuple[int, ...] = (), amplitude_bounds: Any = (1e-10, 10.0),
-        weights: Any = None,
-    ):  # fmt: skip
+    def __init__(self, amplitude: float = 1e-4, lattice: tuple[int, ...] = (), amplitude_bounds: Any = (1e-10, 10.0)):
         self.amplitude = amplitude
         self.lattice = lattice
         self.amplitude_bounds = amplitude_bounds
-        self.weights = weights
 
     @property
     def hyperparameter_amplitude(self) -> Hyperparameter:
@@ -72,32 +68,12 @@ class LatticeOffsets(Kernel):
         if Y is not None and eval_gradient:
             raise ValueError("Gradient can only be evaluated when Y is None.")
         Y = X if Y is None else np.atleast_2d(np.asarray(Y, dtype=float))
-        same = self.same(X, Y)
-        K = self.amplitude * same * self._scales(same, len(X), len(Y), training=Y is X)
+        K = self.amplitude * self.same(X, Y)
         if not eval_gradient:
             return K
         if self.hyperparameter_amplitude.fixed:
             return K, np.empty((len(X), len(X), 0))
         return K, K[..., None]  # d K / d log a = K
-
-    def _scales(self, same: np.ndarray, rows: int, columns: int, training: bool) -> Any:
-        """The offsets' scale for each pair of rows (1 without `weights`), as the noise's (noise.py).
-
-        Under the warp (bayesian.WARP_Y) an offset of one size in the objective's units is larger, in the
-        GP's units, near the best value than far from it, as a noise is; `weights` are the training
-        observations' (the warp's slope squared, noise.weights), set with the noise term's. Left
-        unweighted, offsets fitted where the warp squeezes a noise far below its size near the best
-        took that noise for offsets near the best as well. A point that is no training row takes the
-        mean weight of the training rows at its lattice combination, or 1 (the best value's) at none."""
-        weights = None if self.weights is None else np.asarray(self.weights, dtype=float)
-        if weights is None or len(weights) != columns:
-            return 1.0
-        root = np.sqrt(weights)
-        if training and rows == columns:
-            return root[:, None] * root[None, :]
-        count = same.sum(axis=1)
-        mean = np.where(count > 0, same @ weights / np.maximum(count, 1.0), 1.0)
-        return np.sqrt(mean)[:, None] * root[None, :]
 
     def diag(self, X: Any) -> np.ndarray:
         return np.full(len(X), float(self.amplitude))
