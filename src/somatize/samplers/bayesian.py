@@ -1086,6 +1086,8 @@ class BayesianSampler(Sampler):
     def _fit_gp(self, model: Any, X: np.ndarray, values: np.ndarray) -> Any:
         if self._noisy:
             model.set_params(kernel=self._noise_weighted(model.kernel, values))
+        if model.optimizer is not None and _offsets_term(model.kernel) is not None:
+            return _tested_offsets(model, X, values)
         return _fit(model, X, values)
 
     def _transformed(self) -> np.ndarray:
@@ -1402,6 +1404,9 @@ def _additive_gaussian_process(template: Any) -> Any:
 # next that points sharing it show alike is signal, not noise. Figures: BENCHMARKS.md, "Fifth round
 # (issue 16, deterministic real tuning)".
 LATTICE_OFFSETS = True
+# The offsets are kept where twice the log-likelihood gained with them passes this (`_tested_offsets`): the 95%
+# point of ½χ²₀ + ½χ²₁, the 90% point of χ²₁.
+OFFSETS_CRITICAL = 2.7055434540954146
 
 
 @dataclass(frozen=True)
@@ -1414,6 +1419,47 @@ class _LatticeSearch(_HyperparameterSearch):
     def _tail_prior(self, tail: np.ndarray) -> tuple[float, np.ndarray]:
         parts = [obs_noise.noise_log_prior(float(level)) for level in tail]
         return sum(p for p, _ in parts), np.array([slope for _, slope in parts])
+
+
+def _offsets_term(kernel: Any) -> str | None:
+    """The parameter name of a kernel's lattice.LatticeOffsets term, if it has one."""
+    from .lattice import LatticeOffsets
+
+    return next((name for name, part in kernel.get_params().items() if isinstance(part, LatticeOffsets)), None)
+
+
+def _tested_offsets(model: Any, X: np.ndarray, values: np.ndarray) -> Any:
+    """`model` (a GP with lattice.LatticeOffsets) fitted with its offsets, and without them (their
+    amplitude held at its floor); the offsets are kept only when the data reject their absence.
+
+    Where few evaluated points share a lattice combination, the offsets and the noise explain the data
+    almost alike, and the fitted split between them is a matter of where the search stopped; under a
+    true noise a split that gave the offsets the larger share made the recommendation chase lucky draws
+    (k-NN on noisy CV). So the offsets must earn their place: a likelihood-ratio test of a zero amplitude,
+    a variance on the boundary of its range, whose statistic is then ½χ²₀ + ½χ²₁ (Self and Liang 1987),
+    at the 5% level (OFFSETS_CRITICAL). The fit without offsets leaves their bounds free, so the next
+    search may find them."""
+    from sklearn.base import clone
+
+    name = _offsets_term(model.kernel)
+    assert name is not None
+    term = model.kernel.get_params()[name]
+    floor = term.amplitude_bounds[0]
+    without = clone(model)
+    absent = clone(term).set_params(amplitude=floor, amplitude_bounds="fixed")
+    without.set_params(kernel=_replace(model.kernel, name, absent))
+    with_offsets, without = _fit(model, X, values), _fit(without, X, values)
+    if 2.0 * (_plain_lml(with_offsets) - _plain_lml(without)) > OFFSETS_CRITICAL:
+        return with_offsets
+    without.kernel_.set_params(**{f"{name}__amplitude_bounds": term.amplitude_bounds})
+    return without
+
+
+def _plain_lml(model: Any) -> float:
+    """A fitted GP's log marginal likelihood without the hyperparameters' priors."""
+    alpha = np.ravel(model.alpha_)
+    n = len(alpha)
+    return float(-0.5 * np.ravel(model.y_train_) @ alpha - np.sum(np.log(np.diag(model.L_))) - n * _LOG_SQRT_2PI)
 
 
 def _lattice_gaussian_process(template: Any, space: Any) -> Any:
