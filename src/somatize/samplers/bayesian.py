@@ -1445,6 +1445,12 @@ def _tested_offsets(model: Any, X: np.ndarray, values: np.ndarray) -> Any:
     assert name is not None
     term = model.kernel.get_params()[name]
     floor = term.amplitude_bounds[0]
+    if term.amplitude <= 10 * floor:
+        # Dropped at the last search: the search with them starts at the noise's level (an even split),
+        # as from the floor the likelihood's slope in the amplitude is nil and they could never return.
+        noise = _noise_term(model.kernel)
+        level = model.kernel.get_params()[noise].noise_level if noise is not None else obs_noise.NOISE_START
+        model = clone(model).set_params(kernel=_replace(model.kernel, name, clone(term).set_params(amplitude=level)))
     without = clone(model)
     absent = clone(term).set_params(amplitude=floor, amplitude_bounds="fixed")
     without.set_params(kernel=_replace(model.kernel, name, absent))
