@@ -17,7 +17,8 @@ choices:
 
 L the lattice columns. At points that share no lattice combination this term
 is white noise, and the data cannot tell it from observation noise (the two
-have the same prior, so they split what neither can claim). Where evaluated
+have the same prior, and bayesian._tested_offsets keeps the term only where a
+likelihood-ratio test rejects its absence). Where evaluated
 points share a lattice combination and differ in a categorical, the data can:
 a deterministic objective's jump is there in both (k-NN: 14 neighbours and
 p = 3 give 0.5273 with uniform and 0.5298 with distance weights, where 15
