@@ -318,9 +318,9 @@ class StudyRunner:
                 trial.started_at = time.time()
                 self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), None)
                 return
-        request = TrialRequest(
+        request = TrialRequest(  # every argument by position: no keywords for the call to match
             trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name, trial_dir,
-            slot=None if slot is None else slot.label, gpus=None if slot is None else slot.gpus,
+            None if slot is None else slot.label, None if slot is None else slot.gpus,
         )  # fmt: skip
         for attempt in range(1, self.stop.retries + 2):
             trial.attempts = attempt
