@@ -1,14 +1,17 @@
 """Cost at scale: 1k / 10k / 100k-trial studies, their results files, and finite spaces that fill up.
 
     python benchmarks/scale.py [--part run|stall|read|finite|all] [--sizes 1000,10000,100000] [--dir DIR]
-                               [--src TREE] [--before TREE]
+                               [--src TREE] [--before TREE] [--pairs N]
 
 Parts (issue 18):
   run     `somatize run` (random, a trivial Python function, durability: power) as a real subprocess:
           µs per trial, wall and CPU (rusage of the child: user + system, every thread), start-up
           (measured with one trial) left out, and peak RSS, beside an Optuna in-memory script
           (RandomSampler) of the same study in the same run; `--before TREE` adds another source
-          tree's somatize (the code before a change), size by size in the same run.
+          tree's somatize (the code before a change), size by size in the same run. `--pairs N`:
+          instead, at each size, N pairs run one after the other (somatize, Optuna, Optuna, somatize, ...),
+          each pair's ratio and the median of the pairs, in wall and CPU time, so both sides of a ratio
+          see the machine as it was during that pair (its speed drifts by up to 2x within minutes).
   stall   the trial loop through the package API with the journal, the periodic results writer and
           the frozen history attached, as `somatize run` has them: the longest and the 99th-percentile
           gap between two finished trials, while a results write was under way and not, and the
@@ -27,6 +30,7 @@ import argparse
 import gc
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,6 +158,50 @@ def part_run(where: Path, sizes: list[int], before: Path | None = None) -> list[
                 f"{theirs_cpu / cpu:.1f}x |")
         rows.append(row)
     return rows
+
+
+def part_run_pairs(where: Path, sizes: list[int], pairs: int) -> list[str]:
+    """somatize against Optuna in alternation: each pair one run of either, one right after the other."""
+    rows = [("| trials | pair | somatize µs/trial | CPU µs/trial | Optuna in memory µs/trial | CPU µs/trial | "
+             "Optuna / somatize | (CPU) |"), "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def ours(size: int) -> list[str]:
+        return somatize("run", "study.yaml", "-o", f"r{size}.json", "-q", "--n-trials", size)
+
+    def theirs(size: int) -> list[str]:
+        return [sys.executable, "optuna_study.py", str(size)]
+
+    # Start-up as in part_run, the fastest of three one-trial runs of each, taken in alternation too.
+    ones: dict[str, list[tuple[float, float, float]]] = {"ours": [], "theirs": []}
+    for _ in range(3):
+        ones["ours"].append(timed_cpu(ours(1), where))
+        ones["theirs"].append(timed_cpu(theirs(1), where))
+    base = {side: (min(o[0] for o in runs), min(o[2] for o in runs)) for side, runs in ones.items()}
+
+    def per_trial(argv: list[str], size: int, side: str) -> tuple[float, float]:
+        seconds, _, cpu = timed_cpu(argv, where)
+        return (seconds - base[side][0]) / (size - 1) * 1e6, (cpu - base[side][1]) / (size - 1) * 1e6
+
+    summary = []
+    for size in sizes:
+        walls, cpus = [], []
+        for pair in range(1, pairs + 1):
+            # Which side runs first alternates too (ABBA): a machine speeding up or slowing down over a pair
+            # favours neither side across two pairs.
+            if pair % 2:
+                wall, cpu = per_trial(ours(size), size, "ours")
+                their_wall, their_cpu = per_trial(theirs(size), size, "theirs")
+            else:
+                their_wall, their_cpu = per_trial(theirs(size), size, "theirs")
+                wall, cpu = per_trial(ours(size), size, "ours")
+            walls.append(their_wall / wall)
+            cpus.append(their_cpu / cpu)
+            rows.append(f"| {size:,} | {pair} | {wall:.1f} | {cpu:.1f} | {their_wall:.1f} | {their_cpu:.1f} | "
+                        f"{walls[-1]:.1f}x | {cpus[-1]:.1f}x |")
+        summary.append(f"{size:,} trials, median of {pairs} pairs: Optuna / somatize {statistics.median(walls):.2f}x "
+                       f"wall, {statistics.median(cpus):.2f}x CPU (pairs from {min(cpus):.2f}x to "
+                       f"{max(cpus):.2f}x CPU)")
+    return [*rows, "", *summary]
 
 
 def part_stall(sizes: list[int]) -> list[str]:
@@ -329,6 +377,9 @@ def main() -> None:
                              "`git archive <commit> src | tar -x -C /tmp/old`, then --src /tmp/old/src)")
     parser.add_argument("--before", type=Path, default=None,
                         help="--part run: also this source tree's somatize, size by size in the same run")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="--part run: N pairs at each size, somatize and Optuna in alternation, each pair's "
+                             "ratio and their median (instead of one run of each)")
     args = parser.parse_args()
     if args.src is not None:
         global SRC
@@ -342,7 +393,11 @@ def main() -> None:
         before = os.getloadavg()
         out: list[str] = []
         if args.part in ("run", "all"):
-            out += ["### somatize run against Optuna in memory", "", *part_run(where, sizes, args.before), ""]
+            if args.pairs:
+                rows = part_run_pairs(where, sizes, args.pairs)
+            else:
+                rows = part_run(where, sizes, args.before)
+            out += ["### somatize run against Optuna in memory", "", *rows, ""]
         if args.part in ("read", "all"):
             out += ["### Reading a large results file", "", *part_read(where, max(sizes)), ""]
         if args.part in ("finite", "all"):
@@ -351,7 +406,8 @@ def main() -> None:
             out += ["### The trial loop during periodic results writes", "", *part_stall(sizes), ""]
         after = os.getloadavg()
     print(f"python benchmarks/scale.py --part {args.part} --sizes {args.sizes}"
-          + ("" if args.src is None else f" --src {args.src}") + ("" if args.before is None else f" --before {args.before}"))
+          + ("" if args.src is None else f" --src {args.src}") + ("" if args.before is None else f" --before {args.before}")
+          + ("" if not args.pairs else f" --pairs {args.pairs}"))
     print(f"load average {before[0]:.2f} before, {after[0]:.2f} after; {os.cpu_count()} cores\n")
     print("\n".join(out))
 

@@ -69,6 +69,31 @@ def test_a_handler_for_every_event_still_gets_every_event(function_of):
     assert not bus.wants(TrialStarted)
 
 
+def test_a_handler_subscribed_or_unsubscribed_while_the_study_runs_gets_the_events_from_then_on(function_of):
+    # The runner keeps what the bus wants between two trials and asks again when a subscription changed:
+    # a handler that joins at the third finished trial gets every event of the trials after it, and one that
+    # leaves at the fifth gets none after it (nor is one built when nobody else wants it).
+    bus = EventBus()
+    joined: list = []
+    leaving: list = []
+    bus.subscribe(leaving.append, events=(TrialStarted,))
+
+    def at_each_finish(event) -> None:
+        number = event.trial.number
+        if number == 2:
+            bus.subscribe(joined.append, events=(TrialStarted, TrialMetric, StudyProgress, BestUpdated))
+        if number == 4:
+            bus.unsubscribe(leaving.append)
+
+    bus.subscribe(at_each_finish, events=FINISHED_TRIAL_EVENTS)
+    run(function_of, bus, 8)
+    started = [e.number for e in joined if isinstance(e, TrialStarted)]
+    assert started == [3, 4, 5, 6, 7]
+    assert [e.completed for e in joined if isinstance(e, StudyProgress)] == [3, 4, 5, 6, 7, 8]
+    assert len([e for e in joined if isinstance(e, TrialMetric)]) == 5
+    assert [e.number for e in leaving] == [0, 1, 2, 3, 4]
+
+
 def test_finished_trials_are_frozen_every_so_many_and_given_back_at_the_end(function_of):
     gc.unfreeze()
     counts: list[int] = []

@@ -175,6 +175,9 @@ class EventBus:
         self._queues: list[Subscription] = []
         self._lock = threading.Lock()
         self._routes: dict[type[Event], list[Handler]] = {}  # event class -> its handlers, worked out once
+        # Changes at every subscribe and unsubscribe: a publisher that keeps what `wants` answered (the runner,
+        # once per trial instead of four calls) asks again only when it has changed.
+        self.version = 0
 
     def subscribe(self, handler: Handler, events: tuple[type[Event], ...] | None = None) -> None:
         """Call handler inline for every event (or only those of the classes in `events`, or in the
@@ -183,20 +186,24 @@ class EventBus:
             events = getattr(handler, "events", None)
         self._handlers.append((handler, None if events is None else tuple(events)))
         self._routes.clear()
+        self.version += 1
 
     def subscribe_queue(self, maxsize: int = 1024) -> Subscription:
         subscription = Subscription(maxsize)
         self._queues.append(subscription)
+        self.version += 1
         return subscription
 
     def unsubscribe(self, subscriber: Handler | Subscription) -> None:
         if isinstance(subscriber, Subscription):
             self._queues.remove(subscriber)
+            self.version += 1
             return
         for index, (handler, _) in enumerate(self._handlers):
             if handler == subscriber:
                 del self._handlers[index]
                 self._routes.clear()
+                self.version += 1
                 return
         raise ValueError(f"{subscriber!r} is not subscribed")
 

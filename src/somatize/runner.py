@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import operator
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -128,16 +127,31 @@ class StudyRunner:
         self._declared = frozenset((*(o.metric for o in study.objectives), *study.metrics))
         self._primary_metric = study.primary.metric
         self._minimize = study.primary.direction is Direction.MINIMIZE
-        self._stop_requested = threading.Event()
+        # Plain flags, not threading.Event: read twice a trial, an Event's is_set is a Python call each time, and
+        # a flag set by a signal handler or a trial's thread is seen by the loop at its next read (the GIL).
+        self._stop_requested = False
         self._failures = 0
         self._pruned = 0
         self._consecutive_failures = 0
         self._best: Trial | None = None
-        self._executor_lost = threading.Event()  # a trial's outcome said the executor can run no more
+        self._executor_lost = False  # a trial's outcome said the executor can run no more
+        # What the bus's subscribers want, as of its `version`: asked again only when that changed, instead of
+        # `has_subscribers` and `wants` four times a trial, each a call (issue 18, fifth round).
+        self._bus_version = -1
+        self._listening = self._wants_started = self._wants_metric = False
+        self._wants_best = self._wants_progress = False
 
     def request_stop(self) -> None:
         """Start no new trial; the running one finishes (used by signal handlers)."""
-        self._stop_requested.set()
+        self._stop_requested = True
+
+    def _ask_bus(self) -> None:
+        """What the bus's subscribers want now (its version changed since the last time)."""
+        bus = self.bus
+        self._bus_version = bus.version
+        self._listening = bus.has_subscribers
+        self._wants_started, self._wants_metric = bus.wants(TrialStarted), bus.wants(TrialMetric)
+        self._wants_best, self._wants_progress = bus.wants(BestUpdated), bus.wants(StudyProgress)
 
     # The loop -----------------------------------------------------------------
 
@@ -245,9 +259,9 @@ class StudyRunner:
         return "infeasible" if self.sampler.give_up else "exhausted"
 
     def _reason_to_stop(self, total: int | None, deadline: float | None, in_flight: int = 0) -> str | None:
-        if self._stop_requested.is_set():
+        if self._stop_requested:
             return "interrupted"
-        if self._executor_lost.is_set():
+        if self._executor_lost:
             return "executor_lost"
         if self.sampler.give_up:  # known before the first proposal (a grid with no feasible point)
             return "infeasible"
@@ -287,7 +301,9 @@ class StudyRunner:
         if self.slots is not None:  # held by the trial through every attempt, until it is recorded
             slot = self._held[number] = self.slots.acquire()
             trial.slot = slot.label
-        if self.bus.wants(TrialStarted):  # events are only built when someone listens
+        if self.bus.version != self._bus_version:
+            self._ask_bus()
+        if self._wants_started:  # events are only built when someone listens
             self.bus.publish(TrialStarted(trial_id=trial.id, number=number, params=params, slot=trial.slot))
         return trial
 
@@ -302,9 +318,9 @@ class StudyRunner:
                 trial.started_at = time.time()
                 self._apply(trial, Failed(f"cannot make the trial's directory: {exc}"), None)
                 return
-        request = TrialRequest(
+        request = TrialRequest(  # every argument by position: no keywords for the call to match
             trial.id, trial.number, trial.params, trial.trial_seed or 0, self.study.name, trial_dir,
-            slot=None if slot is None else slot.label, gpus=None if slot is None else slot.gpus,
+            None if slot is None else slot.label, None if slot is None else slot.gpus,
         )  # fmt: skip
         for attempt in range(1, self.stop.retries + 2):
             trial.attempts = attempt
@@ -320,7 +336,7 @@ class StudyRunner:
                 outcome = Pruned(outcome.step, reporter.prune_reason)  # the pruner's why beats "pruned"
             self._apply(trial, outcome, reporter.reported)
             if isinstance(outcome, Failed) and outcome.stops_study:
-                self._executor_lost.set()
+                self._executor_lost = True
                 break
             if trial.state is not TrialState.FAILED:
                 break
@@ -354,7 +370,9 @@ class StudyRunner:
                     final = [record for record in outcome.metrics if log.add(record)]
                 trial.metrics = log.records()
                 trial.truncated = log.truncation()
-            if self.bus.wants(TrialMetric):
+            if self.bus.version != self._bus_version:
+                self._ask_bus()
+            if self._wants_metric:
                 for record in final:
                     self.bus.publish(TrialMetric(trial_id=trial.id, name=record.name, value=record.value, step=record.step))
         elif log is None:
@@ -441,21 +459,27 @@ class StudyRunner:
         else:
             self._failures += 1
             self._consecutive_failures += 1
-        if self.bus.has_subscribers:
+        if self.bus.version != self._bus_version:
+            self._ask_bus()
+        if self._listening:
             self._publish_finished(trial, became_best, total)
 
     def _publish_finished(self, trial: Trial, became_best: bool, total: int | None) -> None:
-        publish, wants = self.bus.publish, self.bus.wants
+        publish, bus = self.bus.publish, self.bus
         if trial.state is TrialState.COMPLETED:
             publish(TrialCompleted(trial_id=trial.id, values=dict(trial.values), trial=trial))
-            if became_best and wants(BestUpdated):
+            if bus.version != self._bus_version:  # a handler of that event subscribed another
+                self._ask_bus()
+            if became_best and self._wants_best:
                 value = trial.values[self.study.primary.metric]
                 publish(BestUpdated(trial_id=trial.id, value=value, params=trial.params))
         elif trial.state is TrialState.PRUNED:
             publish(TrialPrunedEvent(trial_id=trial.id, step=trial.pruned_step, reason=trial.reason or "", trial=trial))
         else:
             publish(TrialFailed(trial_id=trial.id, error=trial.error or "", trial=trial))
-        if not wants(StudyProgress):
+        if bus.version != self._bus_version:
+            self._ask_bus()
+        if not self._wants_progress:
             return
         publish(
             StudyProgress(

@@ -150,28 +150,35 @@ def keep_metrics_file(path: Path) -> None:
 # Capturing what a Python function prints ---------------------------------------------------------
 
 
+# Each thread running a trial -> that trial's directory, for the two routers alike (sys.stdout and sys.stderr
+# are the whole process's, so their routers and this are too): one entry a trial, where a path for each router
+# and its removal from each took 10,200 instructions a trial (valgrind, issue 18, fifth round).
+_TRIAL_DIRS: dict[int, str] = {}
+
+
 class _Router:
     """Stands in for sys.stdout or sys.stderr: writes from a capturing thread also go to its file.
 
     Every write still reaches the stream it replaced, as before; Dask runs
     several trials in threads of one process, so the capture is per thread.
-    A thread's sink is the path of its file until the first write, which
-    makes the file (and the trial's directory, on first use).
+    A thread's file is made at its first write (and the trial's directory
+    with it, on first use), in the directory `_TRIAL_DIRS` names for it.
     """
 
     def __init__(self, wrapped: TextIO, name: str):
         self.wrapped = wrapped
         self.name = name
-        self.sinks: dict[int, TailFile | str] = {}
+        self.suffix = os.sep + (STDOUT if name == "stdout" else STDERR)  # the file's name in a trial's directory
+        self.files: dict[int, TailFile] = {}  # thread -> its trial's file, once that trial wrote
 
     def write(self, text: str) -> int:
-        sinks = self.sinks
-        if sinks:
+        if _TRIAL_DIRS:
             me = threading.get_ident()
-            sink = sinks.get(me)
-            if sink is not None:
-                if type(sink) is str:
-                    sink = sinks[me] = TailFile(sink)
+            trial_dir = _TRIAL_DIRS.get(me)
+            if trial_dir is not None:
+                sink = self.files.get(me)
+                if sink is None:
+                    sink = self.files[me] = TailFile(trial_dir + self.suffix)
                 sink.write(text.encode("utf-8", "replace"))
         return self.wrapped.write(text)
 
@@ -183,7 +190,6 @@ class _Router:
 
 
 _ROUTERS_LOCK = threading.Lock()
-_STDOUT, _STDERR = os.sep + STDOUT, os.sep + STDERR
 
 
 class OutputRouting:
@@ -193,8 +199,8 @@ class OutputRouting:
     file descriptors directly is not seen (worker processes capture those too).
     The two routers are put in place at the first trial and stay there, passing
     every write on, until `close` (the executor's, at the end of the run) puts
-    the streams back; each trial only names its files for its thread (`begin`,
-    `end`: two dictionary entries, no file until the first byte). Putting the
+    the streams back; each trial only names its directory for its thread (`begin`,
+    `end`: one dictionary entry, no file until the first byte). Putting the
     routers in and taking them out around every trial, with a file object
     per stream, was most of the 65,900 instructions a trivial trial spent on its capture and environment,
     18,500 now (valgrind; BENCHMARKS.md "A different shape of trial", issue 18). A stream replaced meanwhile (by the
@@ -211,17 +217,17 @@ class OutputRouting:
         routers = self._routers
         if routers is None or sys.stdout is not routers[0] or sys.stderr is not routers[1]:
             routers = self._install()
-        me = threading.get_ident()
-        routers[0].sinks[me] = trial_dir + _STDOUT
-        routers[1].sinks[me] = trial_dir + _STDERR
+        _TRIAL_DIRS[threading.get_ident()] = trial_dir
         return routers
 
     def end(self, routers: tuple[_Router, _Router]) -> None:
         me = threading.get_ident()
+        _TRIAL_DIRS.pop(me, None)
         for router in routers:
-            sink = router.sinks.pop(me, None)
-            if sink is not None and type(sink) is not str:  # the trial wrote: its file is there, to close
-                sink.close()
+            if router.files:  # a trial wrote (this one, or another thread's): this thread's file, to close
+                sink = router.files.pop(me, None)
+                if sink is not None:
+                    sink.close()
 
     def _install(self) -> tuple[_Router, _Router]:
         with _ROUTERS_LOCK:
@@ -244,7 +250,7 @@ class OutputRouting:
             return
         with _ROUTERS_LOCK:
             for router in routers:
-                if getattr(sys, router.name) is router and not router.sinks:
+                if getattr(sys, router.name) is router and not _TRIAL_DIRS and not router.files:
                     setattr(sys, router.name, router.wrapped)
 
 

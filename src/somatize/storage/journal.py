@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import OutputWriteError, ResultsFileError
 from ..space import SearchSpace
@@ -120,32 +120,58 @@ class Journal:
                 os.unlink(self.path)
             raise
 
-    def _write(self, data: bytes) -> None:
-        """Append whole lines; a failed write is cut back off (see _append)."""
+    def _write(self, data: bytes, written: int | None = None) -> None:
+        """Append whole lines; a failed write is cut back off (see _append). `written`: how much of `data` a
+        write has taken already."""
         fd = self._fd if self._fd is not None else self._open()
         try:
-            written = os.write(fd, data)  # one system call for a trial's line
+            if written is None:
+                written = os.write(fd, data)  # one system call for a trial's line
             if written < len(data):  # a write may take only part of it
                 write_all(fd, data[written:])
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self._size)  # frees space: works on a full disk too
-                if self._size == 0:  # not even the header: no journal to keep
-                    os.unlink(self.path)
-            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._cut_back(fd, exc)
         self._size += len(data)
         if self._syncer is not None:
             self._syncer.written()
+
+    def _cut_back(self, fd: int, exc: OSError) -> NoReturn:
+        """After a failed write: the journal cut back to its whole lines, and a one-line error."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, self._size)  # frees space: works on a full disk too
+            if self._size == 0:  # not even the header: no journal to keep
+                os.unlink(self.path)
+        raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def __call__(self, event: Event) -> None:
         # A finished trial's event is the one that carries the trial: no `from ..events import` here, which
         # costs a trivial trial a microsecond each time (ask and tell import this module, never events).
         trial = getattr(event, "trial", None)
-        if trial is not None:
-            if self._lines is None:
-                self._append({"trial": trial.to_dict()})
-            else:  # the trial's JSON, encoded once for the journal and the results file
-                self._write(('{"trial": ' + self._lines.line(trial) + "}\n").encode("utf-8"))
+        if trial is None:
+            return
+        if self._lines is None:
+            self._append({"trial": trial.to_dict()})
+            return
+        # The trial's JSON, encoded once for the journal and the results file.
+        data = ('{"trial": ' + self._lines.line(trial) + "}\n").encode("utf-8")
+        fd = self._fd
+        if fd is None:
+            self._write(data)
+            return
+        # _write's common case inline (a call fewer, and none of _Syncer.written while a sync is already due):
+        # one system call, the line in the kernel's page cache before the trial is counted as done.
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            self._cut_back(fd, exc)
+        if written < len(data):  # a part: _write writes the rest, or cuts the part back off
+            self._write(data, written)
+            return
+        self._size += written
+        syncer = self._syncer
+        # Read after the write, as _Syncer.written reads it: a sync due then begins after this line, so covers it.
+        if syncer is not None and (syncer._dirty is False or syncer._error is not None):
+            syncer.written()
 
     def _open(self) -> int:
         if self._fd is None:

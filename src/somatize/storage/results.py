@@ -449,6 +449,7 @@ class PeriodicResults:
         # thread would otherwise walk every trial for it (0.3 s at 100,000 trials, holding the GIL).
         self._best = self.study.best_trial()
         self._front = ParetoFront(self.study)  # likewise for the front of a study of several objectives
+        self._fronted = len(study.objectives) > 1  # one objective has no front to keep: no call a trial for it
         # One thread for every write, started at the first: a thread started per write made the loop wait in
         # Thread.start until the new thread ran, up to 6 ms on the loaded machine (issue 18).
         self._thread: threading.Thread | None = None
@@ -472,7 +473,8 @@ class PeriodicResults:
             self.study.trials.append(trial)
             self._added.append(line)
             self._consider(trial)
-            self._front.add(trial)
+            if self._fronted:
+                self._front.add(trial)
             if self._error is not None:  # a full disk: the run stops as when the write was in the loop
                 error, self._error = self._error, None
                 raise error
