@@ -129,6 +129,9 @@ FIT_EVALUATIONS = 60
 RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
+# Under noise, EI is noisy EI (noisy_ei.py, Letham et al. 2019): EI averaged over joint draws of the
+# evaluated points, each draw's incumbent its own best, in place of EI against `_expected_best`.
+NOISY_EI = True
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -707,6 +710,7 @@ class BayesianSampler(Sampler):
             model = self._conditioned(model, X_all, np.concatenate([y, model.predict(P)]), len(X))
         else:
             X_all = X
+        base = np.arange(len(X_all))  # the rows of the model's training set that set noisy EI's incumbents
         feasibility = None
         if self._feasibility is not None:
             # Only feasible trials set the value to improve on (none yet: PoF alone is maximised),
@@ -717,6 +721,7 @@ class BayesianSampler(Sampler):
             rows = np.flatnonzero([self._feasible_rows[i] for i in told])
             X, y = X[rows], y[rows]
             X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
+            base = np.concatenate([rows, np.arange(len(self._fit_X), len(base))])
         best: float | None
         if not len(y):
             best, incumbent = None, None
@@ -727,8 +732,11 @@ class BayesianSampler(Sampler):
         assert self._search is not None
         if not self._noisy and _is_gp(model):
             model = _mean_at_worst(model)
+        noisy = self._noisy_ei(model, base) if best is not None and self._noisy and _is_gp(model) else None
         # The reals refined after the discrete sweep for an exact objective (AcquisitionSearch._polish).
-        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
+        proposals = self._search.best(
+            model, self._kinds, best, incumbent, feasibility, refine=not self._noisy, noisy_ei=noisy
+        )
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
         if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(model, point, best):
             return None
@@ -746,6 +754,15 @@ class BayesianSampler(Sampler):
                 return True
             offset += dim.transformed_size
         return False
+
+    def _noisy_ei(self, model: Any, base: np.ndarray) -> Any:
+        """Noisy EI (noisy_ei.py) over the model's training rows `base`, when EI is among the acquisitions
+        and NOISY_EI is on; else None (EI against `_expected_best`)."""
+        if not NOISY_EI or "EI" not in self._kinds:
+            return None
+        from .noisy_ei import noisy_ei
+
+        return noisy_ei(model, base, self.rng)
 
     def _expected_best(self, model: Any, X: np.ndarray) -> tuple[float, np.ndarray]:
         """The value for EI to improve on under noise, and the incumbent (the row of best mean).
