@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import cholesky, solve_triangular
-from scipy.special import log_ndtr, logsumexp, ndtri
+from scipy.special import log_ndtr, ndtri
 
 from .acquisition import Posterior, _log_h
 
@@ -113,7 +113,7 @@ class NoisyEI:
         slope = np.exp(log_ndtr(z) - _log_h(z))  # d log h(z)/dz, as in acquisition_and_gradient
         dz = (-dm - z[:, :, None] * ds[:, None, :]) / s[:, None, None]
         term_grad = slope[:, :, None] * dz + (ds / s[:, None])[:, None, :]
-        weights = np.exp(log_terms - logsumexp(log_terms, axis=1, keepdims=True))
+        weights = np.exp(log_terms - (value + self._log_draws)[:, None])
         return value, np.einsum("bj,bjd->bd", weights, term_grad)
 
     def _log_nei(self, mean: np.ndarray, std: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -123,7 +123,15 @@ class NoisyEI:
         m = mean[:, None] + self._std * (k @ self._H.T)  # rows × draws
         z = (self.incumbents[None, :] - m) / s[:, None]
         log_terms = np.log(s)[:, None] + _log_h(z)
-        return logsumexp(log_terms, axis=1) - self._log_draws, (z, s, log_terms, w)
+        return _log_mean_exp(log_terms), (z, s, log_terms, w)
+
+
+def _log_mean_exp(terms: np.ndarray) -> np.ndarray:
+    """log of the mean of exp(terms) along each row; scipy's logsumexp cost 1.4 ms a call in the local
+    search's one-row calls, a quarter of a 60-trial run."""
+    top = np.max(terms, axis=1)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return top + np.log(np.mean(np.exp(terms - top[:, None]), axis=1))
 
 
 def noisy_ei(model: Any, base: np.ndarray, rng: np.random.Generator) -> NoisyEI | None:
