@@ -140,3 +140,50 @@ def noisy_ei(model: Any, base: np.ndarray, rng: np.random.Generator) -> NoisyEI 
         return NoisyEI(Posterior(model), base, rng)
     except np.linalg.LinAlgError:
         return None
+
+
+class QuantileImprovement:
+    """log expected quantile improvement (Picheny, Ginsbourger, Richet and Caplin 2013, "Quantile-based
+    optimization of noisy computer experiments with tunable precision", Technometrics): the expected
+    decrease, below the lowest posterior `z`-quantile (mean + z sd) at the evaluated points, of the
+    quantile at x once x is evaluated once more with noise variance `tau2`.
+
+    After that observation the variance at x is s'² = s²τ²/(s² + τ²), and the quantile there is
+    normal beforehand, with mean m + z s' and sd s²/√(s² + τ²): a closed-form EI. It is the
+    acquisition whose target is the recommendation's own (bayesian.RECOMMEND_Z), so a point near the
+    recommended one, whose quantile another evaluation would lower, keeps a value NEI denies it."""
+
+    def __init__(self, posterior: Posterior, base: np.ndarray, z: float, tau2: float):
+        from .acquisition import acquisition_and_gradient
+
+        self._ei = acquisition_and_gradient
+        self.posterior = posterior
+        self._z, self._tau2 = z, max(tau2, 1e-300)
+        train = np.asarray(posterior.model.X_train_, dtype=float)[np.asarray(base, dtype=int)]
+        mean, std = posterior(train)
+        self.bar = float(np.min(mean + z * std))
+
+    def _transformed(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        total = std**2 + self._tau2
+        return mean + self._z * std * np.sqrt(self._tau2 / total), std**2 / np.sqrt(total)
+
+    def value(self, X: np.ndarray) -> np.ndarray:
+        return self._ei("EI", *self._transformed(*self.posterior(X)), self.bar)[0]
+
+    def value_and_gradient(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std, dmean, dstd = self.posterior.gradients(X)
+        qmean, qstd = self._transformed(mean, std)
+        total = std**2 + self._tau2
+        # d(s τ / √(s² + τ²))/ds = τ³ / (s² + τ²)^{3/2}; d(s² / √(s² + τ²))/ds = s (s² + 2τ²) / (s² + τ²)^{3/2}.
+        tau = math.sqrt(self._tau2)
+        dqmean = dmean + (self._z * tau**3 / total**1.5)[:, None] * dstd
+        dqstd = (std * (std**2 + 2 * self._tau2) / total**1.5)[:, None] * dstd
+        value, grad = self._ei("EI", qmean, qstd, self.bar, dqmean, dqstd)
+        return value, grad
+
+
+def quantile_improvement(model: Any, base: np.ndarray, z: float) -> QuantileImprovement:
+    """QuantileImprovement for a fitted GP under noise; the next observation's noise is the GP's fitted
+    noise at the best value (its level, in the surrogate's units)."""
+    std = float(np.ravel(model.y_train_std_)[0])
+    return QuantileImprovement(Posterior(model), base, z, float(model.noise_ or 0.0) * std**2)
