@@ -131,7 +131,7 @@ RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 BEST_DRAWS = 128
 # Under noise, EI is noisy EI (noisy_ei.py, Letham et al. 2019): EI averaged over joint draws of the
 # evaluated points, each draw's incumbent its own best, in place of EI against `_expected_best`.
-NOISY_EI: Any = "EQI"
+NOISY_EI: Any = True
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').

@@ -44,7 +44,7 @@ from .acquisition import Posterior, _log_h
 # Joint draws of the evaluated points' noise-free values per suggestion (a power of 2, for Sobol'
 # balance). BoTorch's qNEI uses 128-512 Monte Carlo draws for a q-batch integral; here the integral
 # over the candidate itself is in closed form, only the incumbent's uncertainty is sampled.
-NEI_DRAWS = 32
+NEI_DRAWS = 128
 # Relative jitter added to the posterior covariance at the evaluated points before its Cholesky
 # factor: repeats and fantasies (told as nearly exact) make it singular. Raised by 100x until it factors.
 NEI_JITTER = 1e-10
