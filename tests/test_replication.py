@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from somatize import FloatDimension, Objective, SearchSpace, Trial, TrialState, make_sampler
-from somatize.samplers.replication import knowledge_gradient
 
 UNIT = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0)))
 
@@ -57,6 +56,8 @@ def test_a_noise_free_objective_is_not_repeated_by_the_knowledge_gradient() -> N
 
 
 def test_knowledge_gradient_against_monte_carlo() -> None:
+    from somatize.samplers.replication import knowledge_gradient
+
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4, 4))
     cov = a @ a.T + 0.1 * np.eye(4)
