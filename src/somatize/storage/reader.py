@@ -85,11 +85,13 @@ class ResultsFile:
             start = line.find('"values": {', opening.end())
             try:
                 if start >= 0:
-                    values, _ = _DECODER.raw_decode(line, start + len('"values": '))
-                    state = _STATES[opening.group(2)]
-                    if not all(type(v) is float for v in values.values()):  # "nan", an int: as parse reads them
-                        values = {str(k): _number(v) for k, v in values.items()}
-                    return int(opening.group(1)), state, values
+                    values, _ = _DECODER.raw_decode(line, start + 10)  # len('"values": ')
+                    for value in values.values():
+                        if type(value) is not float:  # "nan", an int: as parse reads them
+                            values = {str(k): _number(v) for k, v in values.items()}
+                            break
+                    number, state = opening.groups()
+                    return int(number), _STATES[state], values
             except (ValueError, AttributeError, KeyError):
                 pass
         trial = self.parse(line, number)

@@ -10,13 +10,15 @@ laying out 100,000 rows took it 68 s and 794 MB (issue 18).
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-import math
+import operator
 from collections.abc import Iterable, Iterator
+from math import isnan
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from ..study import Study, Trial, TrialState
+from ..study import Direction, Study, Trial, TrialState
 from .formats import _columns, _judged, best_so_far_text, csv_row, format_trials, numeric_columns, table_row
 
 # Rows gathered before the first is written: enough for the columns and widths of any real study
@@ -68,21 +70,24 @@ class _Curve:
 
     def __init__(self, study: Study):
         self.objective = study.primary
+        self.metric = self.objective.metric
         self.points: list[tuple[int, float]] = []
         self.trials = 0
 
     def add(self, number: int, state: TrialState, values: dict[str, float]) -> None:
         self.trials += 1
-        value = values.get(self.objective.metric) if state is TrialState.COMPLETED else None
-        if value is not None and not math.isnan(value):
-            self.points.append((number, value))
+        if state is TrialState.COMPLETED:
+            value = values.get(self.metric)
+            if value is not None and not isnan(value):
+                self.points.append((number, value))
 
     def line(self) -> str:
-        curve: list[float] = []
-        better = self.objective.direction.better
-        for _, value in sorted(self.points, key=lambda p: p[0]):
-            curve.append(value if not curve or better(value, curve[-1]) else curve[-1])
-        return best_so_far_text(self.objective.metric, curve, self.trials)
+        # Sorted by number, then by C-level passes: a loop of comparisons was a third of `show --limit 10`'s
+        # reading of a 100,000-trial file (issue 18).
+        self.points.sort(key=operator.itemgetter(0))
+        better = min if self.objective.direction is Direction.MINIMIZE else max
+        curve = list(itertools.accumulate(map(operator.itemgetter(1), self.points), better))
+        return best_so_far_text(self.metric, curve, self.trials)
 
 
 class _Writer:
