@@ -29,12 +29,8 @@ from typing import IO, Any
 
 from ..study import Trial, adopt_trials
 from . import fastjson
+from .fastjson import orjson  # None without it: then the lines one by one
 from .results import TRIAL_INDENT
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - a dependency of somatize; without it, the lines one by one
-    orjson = None  # type: ignore[assignment]
 
 # After the last trial line (storage/results.py results_tail).
 _CLOSING = b"\n  ]\n}\n"

@@ -21,11 +21,9 @@ from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 from ..study import MetricRecord, Trial, _iso_seconds, _json_number, iso
+from .fastjson import orjson  # its one import (None without it: the C encoder then writes every line)
 
-try:
-    from orjson import dumps as _orjson
-except ImportError:  # pragma: no cover - a dependency of somatize; without it the C encoder writes every line
-    _orjson = None
+_orjson = None if orjson is None else orjson.dumps
 
 # The standard library's C encoder for one value (the parameters, a text), without the Python-level set-up
 # `JSONEncoder.encode` repeats at every call (a tenth of a small trial's encoding); the encoder itself when
