@@ -415,9 +415,9 @@ class Hedge:
     picked with probability ∝ exp(η·gain), where an acquisition's gain is minus
     the summed model predictions at the points it proposed."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, arms: int = len(KINDS)):
         self.rng = rng
-        self.gains = np.zeros(len(KINDS))
+        self.gains = np.zeros(arms)
         self._proposed: np.ndarray | None = None
 
     def update(self, posterior_mean: Any) -> None:
