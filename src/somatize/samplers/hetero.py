@@ -140,3 +140,70 @@ def critical(slopes: int) -> float:
     from scipy.stats import chi2
 
     return float(chi2.ppf(SHAPE_LEVEL, slopes))
+
+
+# The log of a χ²₁ variable: its mean and variance (the residual of one value, squared and scaled).
+LOG_CHI2_MEAN = -1.2703628454614782  # ψ(½) + log 2
+LOG_CHI2_VARIANCE = math.pi**2 / 2
+# A smooth shape is kept where twice the log-likelihood it gains passes this: the 95% point of ½χ²₀ + ½χ²₁,
+# as for an amplitude on the boundary of its range (the lattice offsets' test; not tuned).
+SMOOTH_CRITICAL = 2.7055434540954146
+
+
+@dataclass(frozen=True)
+class SmoothShape:
+    """exp(g(x) - g(centre)), g the posterior mean of a GP fitted to the log scaled squared leave-one-out
+    residuals (the most-likely heteroscedastic GP of Kersting et al. 2007, with one residual per point)."""
+
+    X: np.ndarray
+    weights: np.ndarray  # K⁻¹ u of the residuals' GP
+    length_scales: np.ndarray
+    amplitude: float
+    at_centre: float
+    statistic: float
+
+    def _mean(self, X: np.ndarray) -> np.ndarray:
+        return _matern52(np.atleast_2d(np.asarray(X, dtype=float)), self.X, self.length_scales, self.amplitude) @ self.weights
+
+    def factors(self, X: np.ndarray) -> np.ndarray:
+        return np.exp(np.clip(self._mean(X) - self.at_centre, -50.0, 50.0))
+
+
+def _matern52(A: np.ndarray, B: np.ndarray, length_scales: np.ndarray, amplitude: float) -> np.ndarray:
+    d = np.sqrt(np.sum(((A[:, None, :] - B[None, :, :]) / length_scales) ** 2, axis=-1)) * math.sqrt(5.0)
+    return amplitude * (1.0 + d + d**2 / 3.0) * np.exp(-d)
+
+
+def fit_smooth(
+    residuals: np.ndarray, total: np.ndarray, X: np.ndarray, length_scales: np.ndarray, centre: np.ndarray
+) -> SmoothShape | None:
+    """A smooth noise shape from a constant-noise GP's leave-one-out `residuals` and their predicted
+    variances `total` at the rows `X`, or None where the residuals show no trend in their size.
+
+    Under the constant-noise model, u = log(residual² / total) - E[log χ²₁] has mean 0 and variance π²/2
+    everywhere; a region where the noise is larger has u > 0 there. u is smoothed by a GP with the main
+    GP's `length_scales` and that known noise, its amplitude fitted by maximum likelihood and tested
+    against none (SMOOTH_CRITICAL); its posterior mean, in log units, is the shape."""
+    from scipy.optimize import minimize_scalar
+
+    n = len(residuals)
+    if n < 5:
+        return None
+    u = np.log(np.maximum(residuals**2, 1e-300) / total) - LOG_CHI2_MEAN
+    base = _matern52(X, X, length_scales, 1.0)
+
+    def negative(log_amplitude: float) -> float:
+        K = math.exp(log_amplitude) * base + LOG_CHI2_VARIANCE * np.eye(n)
+        sign, logdet = np.linalg.slogdet(K)
+        return 0.5 * float(u @ np.linalg.solve(K, u)) + 0.5 * logdet
+
+    flat = 0.5 * float(u @ u) / LOG_CHI2_VARIANCE + 0.5 * n * math.log(LOG_CHI2_VARIANCE)
+    best = minimize_scalar(negative, bounds=(math.log(1e-4), math.log(100.0)), method="bounded")
+    gained = 2.0 * (flat - float(best.fun))
+    if not math.isfinite(gained) or gained <= SMOOTH_CRITICAL:
+        return None
+    amplitude = math.exp(float(best.x))
+    weights = np.linalg.solve(amplitude * base + LOG_CHI2_VARIANCE * np.eye(n), u)
+    shape = SmoothShape(np.asarray(X, dtype=float), weights, np.asarray(length_scales, dtype=float), amplitude, 0.0,
+                        gained)  # fmt: skip
+    return SmoothShape(shape.X, weights, shape.length_scales, amplitude, float(shape._mean(centre[None])[0]), gained)
