@@ -1028,15 +1028,7 @@ class BayesianSampler(Sampler):
         base = obs_noise.weights(values) if self._warp() is not None else np.ones(len(values))
         level = float(model.noise_)
         residuals, signal = hetero.loo(model.L_, model.alpha_, level * base)
-        if HETERO_FORM == "smooth":
-            scales = _matern_scales(model.kernel_)
-            if scales is None:
-                return model
-            shape = hetero.fit_smooth(residuals, signal + level * base, X, scales, self._noise_centre(X))
-            critical = hetero.SMOOTH_CRITICAL
-        else:
-            shape = hetero.fit(residuals, signal, base, level, X, self._noise_centre(X))
-            critical = hetero.critical(int(np.count_nonzero(shape.slopes))) if shape is not None else 0.0
+        shape = hetero.fit(residuals, signal, base, level, X, self._noise_centre(X))
         if shape is None:
             return model
         self._noise_shape = shape
@@ -1044,7 +1036,8 @@ class BayesianSampler(Sampler):
         refit.set_params(kernel=_fitted_kernel(model, (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)),
                          n_restarts_optimizer=0)  # fmt: skip
         refit = self._fit_gp(refit, X, values)
-        if 2.0 * (_plain_lml(refit) - _plain_lml(model)) > critical:
+        slopes = int(np.count_nonzero(shape.slopes))
+        if 2.0 * (_plain_lml(refit) - _plain_lml(model)) > hetero.critical(slopes):
             return refit
         self._noise_shape = None
         return model
@@ -1469,17 +1462,6 @@ LATTICE_OFFSETS = True
 # Under `noise: auto`, whether the noise may vary over the space (hetero.py; `_heteroscedastic`). Figures:
 # BENCHMARKS.md, "Sixth round (issue 16, noise that varies over the space)".
 HETEROSCEDASTIC_NOISE = True
-HETERO_FORM = "smooth"
-
-
-def _matern_scales(kernel: Any) -> np.ndarray | None:
-    """The length scales of a fitted kernel's ARD Matern term, or None where it has none."""
-    from sklearn.gaussian_process.kernels import Matern
-
-    for part in kernel.get_params().values():
-        if isinstance(part, Matern):
-            return np.atleast_1d(np.asarray(part.length_scale, dtype=float))
-    return None
 # The offsets are kept where twice the log-likelihood gained with them passes this (`_tested_offsets`): the 95%
 # point of ½χ²₀ + ½χ²₁, the 90% point of χ²₁ (a convention, not tuned). k-NN, seeds 0-19, runs better / worse than
 # without the offsets: with the test, fixed split 18 / 2, noisy CV 12 / 7; the offsets always kept, 18 / 0 and 7 / 13.
