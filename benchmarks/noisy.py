@@ -227,8 +227,7 @@ def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[
     best = study.best_trial()
     assert best is not None
     return {"params": chosen.params, "observed": chosen.values["value"], "evaluated": evaluated,
-            "best_observed": best.values["value"], "kernel": getattr(sampler, "surrogate_kernel", None),
-            "heteroscedastic": getattr(sampler, "heteroscedastic", None)}  # fmt: skip
+            "best_observed": best.values["value"], "kernel": getattr(sampler, "surrogate_kernel", None)}  # fmt: skip
 
 
 def run_optuna(problem: Problem, seed: int, kind: str) -> dict[str, Any]:
@@ -282,8 +281,7 @@ def run_job(
     regret = truth - problem.minimum if problem.minimum is not None else truth
     return {"problem": problem_name, "sampler": sampler, "seed": seed, "seconds": seconds, "regret": regret,
             "searched": searched, "observed": answer["observed"], "params": answer["params"],
-            "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel"),
-            "heteroscedastic": answer.get("heteroscedastic")}  # fmt: skip
+            "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel")}  # fmt: skip
 
 
 def missing(sampler: str) -> str | None:

@@ -487,9 +487,6 @@ class BayesianSampler(Sampler):
         self._additive_template: Any = None
         self._variants: dict[tuple[bool, bool], Any] = {}
         self._searched_at = 0  # values told when the GP's hyperparameters were last searched
-        # Under `noise: auto`, how the noise varies over the space (hetero.py), kept by `_heteroscedastic`; None:
-        # the same noise everywhere (up to the warp's weights).
-        self._noise_shape: Any = None
         # `noise: auto`'s evidence from repeated evaluations (`_replicate`): the losses of each
         # completed point, whether the deliberate repeat was proposed, and the noise mode chosen.
         self._warp_noise: float | None = None  # see `_tell`
@@ -660,7 +657,6 @@ class BayesianSampler(Sampler):
             self._model, self._model_told, self._searched_at = None, 0, 0
             self._variants, self._warped, self._additive, self._additive_template = {}, True, False, None
             self._warp_noise = None
-            self._noise_shape = None
             self._opt.yi[:] = self._model_values()
 
     def _reseed(self, number: int) -> None:
@@ -934,10 +930,7 @@ class BayesianSampler(Sampler):
         gp = _is_gp(self._opt.base_estimator_)
         search = self._model is None or told - self._searched_at >= RESEARCH_AFTER * told
         if gp and search and self._noisy and WARP_Y and self.warp_values:
-            self._noise_shape = None  # every variant is fitted and chosen with a constant noise, then tested
             model, X, yi, rows = self._choose_warp(told)
-            if HETEROSCEDASTIC_NOISE and self._noise_mode == obs_noise.AUTO:
-                model = self._heteroscedastic(model, X, yi)
         else:
             model, X, yi, rows = self._fit_variant(told, self._model, search)
             self._variants[self._warped, self._additive] = model
@@ -1009,51 +1002,6 @@ class BayesianSampler(Sampler):
         _, self._warped, chosen = fits[additive]
         self._opt.yi[:] = self._model_values()
         return chosen
-
-    def _heteroscedastic(self, model: Any, X: np.ndarray, values: np.ndarray) -> Any:
-        """`model` (the GP `_choose_warp` chose, fitted with a constant noise) refitted with a noise that
-        varies over the space, where a likelihood-ratio test says the data demand it (hetero.py); else
-        `model` itself, and the noise stays constant until the next search.
-
-        The shape is estimated with the chosen GP's signal held, and the GP's hyperparameters are then
-        searched once more with it (from the chosen fit), so a study whose noise is constant pays one
-        small fit of its noise level and slopes per search, and proposes as before.
-        """
-        from sklearn.base import clone
-
-        from . import hetero
-
-        if not all(hasattr(model, a) for a in ("L_", "alpha_", "y_train_")) or model.noise_ is None:
-            return model
-        base = obs_noise.weights(values) if self._warp() is not None else np.ones(len(values))
-        level = float(model.noise_)
-        residuals, signal = hetero.loo(model.L_, model.alpha_, level * base)
-        shape = hetero.fit(residuals, signal, base, level, X, self._noise_centre(X))
-        if shape is None:
-            return model
-        self._noise_shape = shape
-        refit = clone(model)
-        refit.set_params(kernel=_fitted_kernel(model, (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)),
-                         n_restarts_optimizer=0)  # fmt: skip
-        refit = self._fit_gp(refit, X, values)
-        slopes = int(np.count_nonzero(shape.slopes))
-        if 2.0 * (_plain_lml(refit) - _plain_lml(model)) > hetero.critical(slopes):
-            return refit
-        self._noise_shape = None
-        return model
-
-    def _noise_centre(self, X: np.ndarray) -> np.ndarray:
-        """Where the noise's shape is 1: the point repeated first (whose noise `_noise_evidence` bounds),
-        else the middle of the training rows."""
-        for key, losses in self._repeats.items():
-            if len(losses) > 1:
-                return np.asarray(self._opt.space.transform([self._points_of[key]])[0], dtype=float)
-        return np.asarray(X.mean(axis=0), dtype=float)
-
-    @property
-    def heteroscedastic(self) -> bool:
-        """Whether the GP fitted last has a noise that varies over the space (hetero.py)."""
-        return self._noise_shape is not None
 
     def _kernel_score(self, additive: bool, scored: tuple[float, bool, Any]) -> tuple[float, float]:
         """How well a fit of `_choose_warp` explains the told values, for the choice between the full
@@ -1137,7 +1085,7 @@ class BayesianSampler(Sampler):
 
     def _fit_gp(self, model: Any, X: np.ndarray, values: np.ndarray) -> Any:
         if self._noisy:
-            model.set_params(kernel=self._noise_weighted(model.kernel, values, X=X))
+            model.set_params(kernel=self._noise_weighted(model.kernel, values))
         if model.optimizer is not None and _offsets_term(model.kernel) is not None:
             return _tested_offsets(model, X, values)
         return _fit(model, X, values)
@@ -1151,17 +1099,14 @@ class BayesianSampler(Sampler):
             self._X = fresh if done == 0 else np.vstack([self._X, fresh])
         return self._X
 
-    def _noise_weighted(self, kernel: Any, values: np.ndarray, pending: int = 0, X: np.ndarray | None = None) -> Any:
-        """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py) at the rows `X`
-        (and by the noise's shape there, hetero.py), and its level set from `noise:` when fixed; `pending`
-        fantasised values after them are noise-free."""
+    def _noise_weighted(self, kernel: Any, values: np.ndarray, pending: int = 0) -> Any:
+        """`kernel` with its noise term weighted for `values` (the warp's slope; noise.py), and its
+        level set from `noise:` when fixed; `pending` fantasised values after them are noise-free."""
         name = _noise_term(kernel)
         if name is None:
             return kernel
         term = kernel.get_params()[name]
         weights = obs_noise.weights(values) if self._warp() is not None else np.ones(len(values))
-        if self._noise_shape is not None and X is not None:
-            weights = weights * self._noise_shape.factors(X[: len(values)])
         level, bounds = term.noise_level, term.noise_level_bounds
         warp = self._warp()
         spread = warp[1] if warp is not None else 1.0
@@ -1188,7 +1133,7 @@ class BayesianSampler(Sampler):
         if _is_gp(model):
             kernel = _fitted_kernel(model)
             if self._noisy:
-                kernel = self._noise_weighted(kernel, y[:told], pending=len(y) - told, X=X[:told])
+                kernel = self._noise_weighted(kernel, y[:told], pending=len(y) - told)
             refit.set_params(kernel=kernel, optimizer=None)
         return _fit(refit, X, y)
 
@@ -1459,9 +1404,6 @@ def _additive_gaussian_process(template: Any) -> Any:
 # next that points sharing it show alike is signal, not noise. Figures: BENCHMARKS.md, "Fifth round
 # (issue 16, deterministic real tuning)".
 LATTICE_OFFSETS = True
-# Under `noise: auto`, whether the noise may vary over the space (hetero.py; `_heteroscedastic`). Figures:
-# BENCHMARKS.md, "Sixth round (issue 16, noise that varies over the space)".
-HETEROSCEDASTIC_NOISE = True
 # The offsets are kept where twice the log-likelihood gained with them passes this (`_tested_offsets`): the 95%
 # point of ½χ²₀ + ½χ²₁, the 90% point of χ²₁ (a convention, not tuned). k-NN, seeds 0-19, runs better / worse than
 # without the offsets: with the test, fixed split 18 / 2, noisy CV 12 / 7; the offsets always kept, 18 / 0 and 7 / 13.
