@@ -42,6 +42,9 @@ import numpy as np
 
 SAMPLERS = ("somatize-bayesian", "somatize-bayesian-noise-none", "somatize-random", "optuna-tpe", "optuna-gp")
 REFERENCE_SPLITS = (101, 102, 103, 104, 105)
+# --rescore-splits N scores the reported parameters of a noisy model on the splits RESCORE_FIRST + 0..N-1: no
+# reference split, and no trial's (a trial of run seed s sees split 1000 + s * 100,003 + its number, mod 10**6).
+RESCORE_FIRST = 7000
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class Problem:
     truth: Callable[[dict[str, Any]], float]  # the noise-free (or fixed-split) loss
     minimum: float | None  # known minimum of `truth`, or None (then the loss is reported)
     evals: int
+    # (params, split) -> the loss on that split: the noisy models, for --rescore-splits
+    split_loss: Callable[[dict[str, Any], int], float] | None = None
 
 
 # Noisy test functions ---------------------------------------------------------------
@@ -192,7 +197,7 @@ def _tuning(name: str, fn: Callable, space: dict[str, Any], noisy: bool) -> Prob
         return statistics.mean(fn(params, split) for split in REFERENCE_SPLITS)
 
     # A new split per evaluation, never one of the reference splits.
-    return Problem(f"{name}-noisy", space, lambda p, seed: fn(p, 1000 + seed % 10**6), reference, None, 40)
+    return Problem(f"{name}-noisy", space, lambda p, seed: fn(p, 1000 + seed % 10**6), reference, None, 40, fn)
 
 
 PROBLEMS = {p.name: p for p in FUNCTIONS}
@@ -256,7 +261,12 @@ def run_optuna(problem: Problem, seed: int, kind: str) -> dict[str, Any]:
 
 
 def run_job(
-    problem_name: str, sampler: str, seed: int, options: dict[str, Any] | None = None, searched_models: bool = False
+    problem_name: str,
+    sampler: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    searched_models: bool = False,
+    rescore_splits: int = 0,
 ) -> dict[str, Any]:
     problem = PROBLEMS[problem_name]
     options = options or {}
@@ -279,9 +289,14 @@ def run_job(
         if problem.minimum is not None or searched_models:
             searched = min(map(problem.truth, answer["evaluated"])) - (problem.minimum or 0.0)
     regret = truth - problem.minimum if problem.minimum is not None else truth
+    rescored = None
+    if rescore_splits and problem.split_loss is not None:
+        losses = [problem.split_loss(answer["params"], RESCORE_FIRST + k) for k in range(rescore_splits)]
+        rescored = statistics.mean(losses)
     return {"problem": problem_name, "sampler": sampler, "seed": seed, "seconds": seconds, "regret": regret,
             "searched": searched, "observed": answer["observed"], "params": answer["params"],
-            "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel")}  # fmt: skip
+            "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel"), "rescored": rescored,
+            "rescore_splits": rescore_splits if rescored is not None else None}  # fmt: skip
 
 
 def missing(sampler: str) -> str | None:
@@ -325,6 +340,19 @@ def tables(results: list[dict[str, Any]]) -> str:
             runs = [r["seconds"] for r in results if r["problem"] == problem and r["sampler"] == sampler]
             cells.append(f"{statistics.median(runs):.2f}" if runs else "-")
         out.append(f"| {problem} | " + " | ".join(cells) + " |")
+    rescored = [p for p in problems if any(r.get("rescored") is not None for r in results if r["problem"] == p)]
+    if rescored:
+        splits = max(r.get("rescore_splits") or 0 for r in results)
+        out += ["", f"Noisy models: loss of the reported parameters averaged over {splits} further splits (a less "
+                "noisy truth than the 5 reference splits), median [IQR]:", "",
+                "| problem | " + " | ".join(samplers) + " |", "|---|" + "---|" * len(samplers)]  # fmt: skip
+        for problem in rescored:
+            cells = []
+            for sampler in samplers:
+                runs = [r["rescored"] for r in results if r["problem"] == problem and r["sampler"] == sampler
+                        and r.get("rescored") is not None]  # fmt: skip
+                cells.append(median_iqr(runs) if runs else "-")
+            out.append(f"| {problem} | " + " | ".join(cells) + " |")
     if "somatize-bayesian" in samplers:
         out += ["", "somatize-bayesian's median against each peer's (ratio; below 1 is better):", "",
                 "| problem | " + " | ".join(s for s in samplers if s != "somatize-bayesian") + " |",
@@ -354,6 +382,13 @@ def main() -> None:
         action="store_true",
         help="score every evaluated point of the models too (search against recommendation; slow)",
     )
+    parser.add_argument(
+        "--rescore-splits",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score the reported parameters of the noisy models on N further splits (their mean)",
+    )
     parser.add_argument("--somatize-options", default="{}", help="JSON merged into somatize-bayesian's strategy")
     args = parser.parse_args()
     options = json.loads(args.somatize_options)
@@ -376,7 +411,7 @@ def main() -> None:
             for p in problems for s in samplers]  # fmt: skip
     results = []
     for done, job in enumerate(jobs, 1):
-        result = run_job(*job, options, args.searched_models)
+        result = run_job(*job, options, args.searched_models, args.rescore_splits)
         results.append(result)
         elapsed = time.perf_counter() - started
         print(f"[{done}/{len(jobs)} {elapsed:5.0f} s] {job[0]} {job[1]} seed {job[2]}: "
