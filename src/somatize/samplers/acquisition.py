@@ -37,6 +37,7 @@ from scipy.special import erfcx, log_ndtr
 
 if TYPE_CHECKING:
     from .feasibility import FeasibilityModel
+    from .noisy_ei import NoisyEI
 
 # Exploration margin of EI and PI, in the surrogate's units. skopt's default
 # 0.01 is large next to the differences the warped values have near the best
@@ -216,6 +217,8 @@ class AcquisitionSearch:
         self.rng = rng
         # Constraints on metrics (feasibility.py): set for each `best` call, None without them.
         self._feasibility: FeasibilityModel | None = None
+        # Noisy EI in place of EI (noisy_ei.py): set for each `best` call, None for a noise-free GP.
+        self._noisy_ei: NoisyEI | None = None
         # Transformed columns the local search moves (real and integer axes, relaxed),
         # and the dimensions the coordinate sweep then settles (integer, categorical).
         self._columns: list[int] = []
@@ -233,16 +236,18 @@ class AcquisitionSearch:
 
     def best(
         self, model: Any, kinds: tuple[str, ...], best: float | None, incumbent: np.ndarray | None,
-        feasibility: FeasibilityModel | None = None, refine: bool = True,
+        feasibility: FeasibilityModel | None = None, refine: bool = True, noisy_ei: NoisyEI | None = None,
     ) -> list[np.ndarray]:
         """For each acquisition kind, the transformed point of highest value found; `refine` runs
-        `_polish` after the discrete sweep.
+        `_polish` after the discrete sweep. With `noisy_ei` (noisy_ei.py, for a GP under noise),
+        EI is noisy EI: the average over joint draws of the evaluated points, `best` left to PI and LCB.
 
         With a `feasibility` model every acquisition is weighted by the
         probability of feasibility (feasibility.with_feasibility); `best` None
         (no feasible trial yet) then searches for the most probably feasible point.
         """
         self._feasibility = feasibility
+        self._noisy_ei = noisy_ei
         posterior = Posterior(model)
         seed = int(self.rng.integers(2**31 - 1))
         candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
@@ -257,7 +262,12 @@ class AcquisitionSearch:
         log_pof = None if feasibility is None else feasibility.log_pof(candidates)[0]
         found = []
         for kind in kinds:
-            values = np.zeros(len(candidates)) if best is None else acquisition(kind, mean, std, best)
+            if best is None:
+                values = np.zeros(len(candidates))
+            elif kind == "EI" and noisy_ei is not None:
+                values = noisy_ei.value(candidates)
+            else:
+                values = acquisition(kind, mean, std, best)
             if log_pof is not None:
                 values = values + log_pof  # feasibility.with_feasibility, computed once for the candidates
             starts = candidates[self._starts(values, incumbent is not None)]
@@ -291,7 +301,10 @@ class AcquisitionSearch:
 
     def _value(self, posterior: Posterior, kind: str, best: float | None, X: np.ndarray) -> np.ndarray:
         """The acquisition at the rows of X, weighted by the probability of feasibility when modelled."""
-        value = None if best is None else acquisition(kind, *posterior(X), best)
+        if best is not None and kind == "EI" and self._noisy_ei is not None:
+            value = self._noisy_ei.value(X)
+        else:
+            value = None if best is None else acquisition(kind, *posterior(X), best)
         if self._feasibility is None:
             assert value is not None, "no value to improve on needs a feasibility model"
             return value
@@ -304,6 +317,8 @@ class AcquisitionSearch:
     ) -> tuple[np.ndarray, np.ndarray]:
         if best is None:
             value, grad = np.zeros(len(x)), np.zeros_like(x)
+        elif kind == "EI" and self._noisy_ei is not None:
+            value, grad = self._noisy_ei.value_and_gradient(x)
         else:
             mean, std, dmean, dstd = posterior.gradients(x)
             value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)

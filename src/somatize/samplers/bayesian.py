@@ -129,6 +129,12 @@ FIT_EVALUATIONS = 60
 RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
+# Under noise, EI is noisy EI (noisy_ei.py, Letham et al. 2019): EI averaged over joint draws of the
+# evaluated points, each draw's incumbent its own best, in place of EI against `_expected_best`.
+NOISY_EI: Any = True
+# Under noise, whether a trial may evaluate an evaluated point again when its knowledge gradient is
+# higher than the acquisition's proposal's (`_worth_repeating`, replication.py).
+REPLICATE = True
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -493,6 +499,7 @@ class BayesianSampler(Sampler):
         self._repeats: dict[tuple, list[float]] = {}
         self._points_of: dict[tuple, list[Any]] = {}
         self._replicated = False
+        self._again = False
         self._auto = self._noise_mode == obs_noise.AUTO and estimator == "GP"
         self._unseen: list[dict[str, Any]] | None = None  # see _random_unseen
         # Every told point transformed (`_transformed`), and the rows the surrogate was fitted to.
@@ -560,6 +567,7 @@ class BayesianSampler(Sampler):
             self._pending[self.space.key(replicate)] = self._to_point(replicate) or []
             return replicate
         params = None
+        self._again = False  # set by `_suggest` when it repeats an evaluated point (`_worth_repeating`)
         for _ in range(INFEASIBLE_ASKS if self._opt is not None else 0):
             point = self._ask()
             if point is None:  # the model points at what it already knows (`_as_evaluated`): as a repeat
@@ -570,7 +578,7 @@ class BayesianSampler(Sampler):
             # It violates a constraint: it never runs, and the model learns the region is bad.
             self._tell_penalty(self._to_point(params) or point)
             params = None
-        if params is None or self.space.key(params) in self.seen:
+        if params is None or (self.space.key(params) in self.seen and not self._again):
             params = self._random_unseen()
             if params is None:
                 return None
@@ -717,6 +725,7 @@ class BayesianSampler(Sampler):
             model = self._conditioned(model, X_all, np.concatenate([y, model.predict(P)]), len(X))
         else:
             X_all = X
+        base = np.arange(len(X_all))  # the rows of the model's training set that set noisy EI's incumbents
         feasibility = None
         if self._feasibility is not None:
             # Only feasible trials set the value to improve on (none yet: PoF alone is maximised),
@@ -727,6 +736,7 @@ class BayesianSampler(Sampler):
             rows = np.flatnonzero([self._feasible_rows[i] for i in told])
             X, y = X[rows], y[rows]
             X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
+            base = np.concatenate([rows, np.arange(len(self._fit_X), len(base))])
         best: float | None
         if not len(y):
             best, incumbent = None, None
@@ -737,9 +747,17 @@ class BayesianSampler(Sampler):
         assert self._search is not None
         if not self._noisy and _is_gp(model):
             model = _mean_at_worst(model)
+        noisy = self._noisy_ei(model, base) if best is not None and self._noisy and _is_gp(model) else None
         # The reals refined after the discrete sweep for an exact objective (AcquisitionSearch._polish).
-        proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
+        proposals = self._search.best(
+            model, self._kinds, best, incumbent, feasibility, refine=not self._noisy, noisy_ei=noisy
+        )
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
+        if REPLICATE and self._noisy and _is_gp(model) and not pending and feasibility is None and self._may_repeat():
+            again = self._worth_repeating(model, point)
+            if again is not None:
+                self._again = True
+                return again
         if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(model, point, best):
             return None
         return space.inverse_transform(point[None])[0]
@@ -756,6 +774,45 @@ class BayesianSampler(Sampler):
                 return True
             offset += dim.transformed_size
         return False
+
+    def _noisy_ei(self, model: Any, base: np.ndarray) -> Any:
+        """Noisy EI (noisy_ei.py) over the model's training rows `base`, when EI is among the acquisitions
+        and NOISY_EI is on; else None (EI against `_expected_best`)."""
+        if not NOISY_EI or "EI" not in self._kinds:
+            return None
+        from .noisy_ei import noisy_ei, quantile_improvement
+
+        if NOISY_EI == "EQI":
+            return quantile_improvement(model, base, RECOMMEND_Z)
+        return noisy_ei(model, base, self.rng)
+
+    def _worth_repeating(self, model: Any, proposal: np.ndarray) -> list[Any] | None:
+        """Under noise, an evaluated point to evaluate again instead of `proposal` (transformed), when its
+        knowledge gradient is the higher (replication.py): the skopt point, or None to run the proposal.
+
+        Only a point that may be recommended (completed, feasible) is repeated. Each repeat also
+        informs the noise estimate (`_noise_evidence`), as the one of `_replicate` does.
+        """
+        from .replication import knowledge_gradient
+
+        told = self._fit_index  # the fit set's rows, as indices of the told points
+        recommendable = np.array([self._numbers[i] is not None for i in told], dtype=bool)
+        if not recommendable.any():
+            return None
+        Z = np.vstack([self._fit_X, proposal[None]])
+        mean, cov = model.predict(Z, return_cov=True)
+        mean = np.asarray(mean, dtype=float)
+        # One observation's variance at each row, in the GP's (warped) units: the fitted level of the
+        # standardised values, scaled back, times the warp's weight there (noise.py).
+        level = float(model.noise_ or 0.0) * float(model.y_train_std_) ** 2
+        values = np.append(self._fit_y, mean[-1])
+        noise = level * (obs_noise.weights(values) if self._warp() is not None else np.ones(len(Z)))
+        worth = knowledge_gradient(mean, cov, noise, np.append(recommendable, False), RECOMMEND_Z)
+        repeats = np.where(recommendable, worth[:-1], -np.inf)
+        row = int(np.argmax(repeats))
+        if not repeats[row] > worth[-1]:
+            return None
+        return list(self._opt.Xi[int(told[row])])
 
     def _expected_best(self, model: Any, X: np.ndarray) -> tuple[float, np.ndarray]:
         """The value for EI to improve on under noise, and the incumbent (the row of best mean).
