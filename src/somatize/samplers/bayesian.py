@@ -788,8 +788,13 @@ class BayesianSampler(Sampler):
 
     def _worth_repeating(self, model: Any, proposal: np.ndarray) -> list[Any] | None:
         """Under noise, an evaluated point to evaluate again instead of `proposal` (transformed), when its
-        knowledge gradient is the higher (replication.py): the skopt point, or None to run the proposal.
+        knowledge gradient beats the best of the new points the search found (replication.py): the skopt
+        point, or None to run the proposal.
 
+        The new points are the proposal and every point the acquisition search's local searches ended
+        at (AcquisitionSearch.candidates), less those already evaluated. Against the proposal alone, a
+        point chosen for its noisy EI and not for its knowledge gradient, a repeat won too often: 26-44
+        of camel-2's 60 trials, 1-11 of the noisy SVM's 40 (BENCHMARKS.md, fifth round of issue 16).
         Only a point that may be recommended (completed, feasible) is repeated. Each repeat also
         informs the noise estimate (`_noise_evidence`), as the one of `_replicate` does.
         """
@@ -799,20 +804,32 @@ class BayesianSampler(Sampler):
         recommendable = np.array([self._numbers[i] is not None for i in told], dtype=bool)
         if not recommendable.any():
             return None
-        Z = np.vstack([self._fit_X, proposal[None]])
+        news = self._new_points(proposal)
+        Z = np.vstack([self._fit_X, news])
         mean, cov = model.predict(Z, return_cov=True)
         mean = np.asarray(mean, dtype=float)
         # One observation's variance at each row, in the GP's (warped) units: the fitted level of the
         # standardised values, scaled back, times the warp's weight there (noise.py).
         level = float(model.noise_ or 0.0) * float(model.y_train_std_) ** 2
-        values = np.append(self._fit_y, mean[-1])
+        values = np.append(self._fit_y, mean[len(told):])
         noise = level * (obs_noise.weights(values) if self._warp() is not None else np.ones(len(Z)))
-        worth = knowledge_gradient(mean, cov, noise, np.append(recommendable, False), RECOMMEND_Z)
-        repeats = np.where(recommendable, worth[:-1], -np.inf)
+        worth = knowledge_gradient(mean, cov, noise, np.append(recommendable, np.zeros(len(news), bool)), RECOMMEND_Z)
+        repeats = np.where(recommendable, worth[: len(told)], -np.inf)
         row = int(np.argmax(repeats))
-        if not repeats[row] > worth[-1]:
+        if not repeats[row] > float(np.max(worth[len(told):])):
             return None
         return list(self._opt.Xi[int(told[row])])
+
+    def _new_points(self, proposal: np.ndarray) -> np.ndarray:
+        """The proposal and the other ends of the last acquisition search (transformed rows), without
+        the points already evaluated (the proposal is kept: `propose` replaces it if it was)."""
+        ends = self._search.candidates if self._search is not None else None
+        if ends is None or not len(ends):
+            return proposal[None]
+        space = self._opt.space
+        points = space.inverse_transform(ends)
+        fresh = [x for x, point in zip(ends, points) if self.space.key(self._to_params(point)) not in self.seen]
+        return np.vstack([proposal[None], *[x[None] for x in fresh]])
 
     def _expected_best(self, model: Any, X: np.ndarray) -> tuple[float, np.ndarray]:
         """The value for EI to improve on under noise, and the incumbent (the row of best mean).
