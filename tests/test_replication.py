@@ -75,27 +75,3 @@ def test_knowledge_gradient_against_monte_carlo() -> None:
     # A point observed without noise at a known value (no variance) is worth nothing to observe again.
     cov[0, :] = cov[:, 0] = 0.0
     assert knowledge_gradient(mean, cov, np.zeros(4), recommendable)[0] == 0.0
-
-
-def test_decision_value_against_monte_carlo() -> None:
-    from somatize.samplers.replication import decision_value
-
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(5, 5))
-    cov = a @ a.T + 0.1 * np.eye(5)
-    mean = rng.normal(size=5)
-    noise = np.full(5, 0.5)
-    recommendable = np.array([True, True, True, True, False])
-    z = 1.28
-    value = decision_value(mean, cov, noise, recommendable, z)
-    var = np.diag(cov)
-    chosen = int(np.argmin((mean + z * np.sqrt(var))[recommendable]))
-    draws = rng.standard_normal(400_000)
-    for c in range(5):
-        members = recommendable.copy()
-        members[c] = True
-        shift = cov[:, c] / np.sqrt(cov[c, c] + noise[c])
-        means = mean[members, None] + shift[members, None] * draws[None, :]
-        quantiles = means + z * np.sqrt(np.maximum(var[members] - shift[members] ** 2, 0.0))[:, None]
-        picked = means[np.argmin(quantiles, axis=0), np.arange(len(draws))]
-        assert abs(value[c] - (mean[chosen] - picked.mean())) < 0.01

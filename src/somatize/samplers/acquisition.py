@@ -219,9 +219,6 @@ class AcquisitionSearch:
         self._feasibility: FeasibilityModel | None = None
         # Noisy EI in place of EI (noisy_ei.py): set for each `best` call, None for a noise-free GP.
         self._noisy_ei: NoisyEI | None = None
-        # Every point the last `best` call's local searches ended at, for all kinds: the new points the search
-        # would run, which the Bayesian sampler rates against a repeat (bayesian._worth_repeating).
-        self.candidates: np.ndarray | None = None
         # Transformed columns the local search moves (real and integer axes, relaxed),
         # and the dimensions the coordinate sweep then settles (integer, categorical).
         self._columns: list[int] = []
@@ -263,7 +260,7 @@ class AcquisitionSearch:
             candidates = np.vstack([candidates, incumbent])
         mean, std = posterior(candidates)  # once for every kind: 2,048 rows against every observation
         log_pof = None if feasibility is None else feasibility.log_pof(candidates)[0]
-        found, ends = [], []
+        found = []
         for kind in kinds:
             if best is None:
                 values = np.zeros(len(candidates))
@@ -279,8 +276,6 @@ class AcquisitionSearch:
             if refine:
                 xs = np.vstack([self._polish(posterior, kind, best, xs), starts])
             found.append(xs[int(np.argmax(self._value(posterior, kind, best, xs)))])
-            ends.append(xs)
-        self.candidates = np.vstack(ends)
         return found
 
     def _polish(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:

@@ -135,12 +135,6 @@ NOISY_EI: Any = True
 # Under noise, whether a trial may evaluate an evaluated point again when its knowledge gradient is
 # higher than the acquisition's proposal's (`_worth_repeating`, replication.py).
 REPLICATE = True
-# What rates a repeat against the new points (`_worth_repeating`): "knowledge_gradient" (of the 90% quantile,
-# replication.knowledge_gradient) or "decision" (replication.decision_value: the recommendation made by the
-# quantile, valued by its posterior mean); and whether a new point that wins is the best-rated one of the
-# search's ends (True) or the proposal (False). Sixth round of issue 16 (BENCHMARKS.md): none kept.
-REPLICATION_VALUE = "knowledge_gradient"
-REPLICATE_RUNS_BEST_NEW = False
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -794,52 +788,31 @@ class BayesianSampler(Sampler):
 
     def _worth_repeating(self, model: Any, proposal: np.ndarray) -> list[Any] | None:
         """Under noise, an evaluated point to evaluate again instead of `proposal` (transformed), when its
-        knowledge gradient beats the best of the new points the search found (replication.py): the skopt
-        point, or None to run the proposal.
+        knowledge gradient is the higher (replication.py): the skopt point, or None to run the proposal.
 
-        The new points are the proposal and every point the acquisition search's local searches ended
-        at (AcquisitionSearch.candidates), less those already evaluated. Against the proposal alone, a
-        point chosen for its noisy EI and not for its knowledge gradient, a repeat won too often: 26-44
-        of camel-2's 60 trials, 1-11 of the noisy SVM's 40 (BENCHMARKS.md, fifth round of issue 16).
         Only a point that may be recommended (completed, feasible) is repeated. Each repeat also
         informs the noise estimate (`_noise_evidence`), as the one of `_replicate` does.
         """
-        from .replication import decision_value, knowledge_gradient
+        from .replication import knowledge_gradient
 
         told = self._fit_index  # the fit set's rows, as indices of the told points
         recommendable = np.array([self._numbers[i] is not None for i in told], dtype=bool)
         if not recommendable.any():
             return None
-        news = self._new_points(proposal)
-        Z = np.vstack([self._fit_X, news])
+        Z = np.vstack([self._fit_X, proposal[None]])
         mean, cov = model.predict(Z, return_cov=True)
         mean = np.asarray(mean, dtype=float)
         # One observation's variance at each row, in the GP's (warped) units: the fitted level of the
         # standardised values, scaled back, times the warp's weight there (noise.py).
         level = float(model.noise_ or 0.0) * float(model.y_train_std_) ** 2
-        values = np.append(self._fit_y, mean[len(told):])
+        values = np.append(self._fit_y, mean[-1])
         noise = level * (obs_noise.weights(values) if self._warp() is not None else np.ones(len(Z)))
-        rate = decision_value if REPLICATION_VALUE == "decision" else knowledge_gradient
-        worth = rate(mean, cov, noise, np.append(recommendable, np.zeros(len(news), bool)), RECOMMEND_Z)
-        repeats = np.where(recommendable, worth[: len(told)], -np.inf)
+        worth = knowledge_gradient(mean, cov, noise, np.append(recommendable, False), RECOMMEND_Z)
+        repeats = np.where(recommendable, worth[:-1], -np.inf)
         row = int(np.argmax(repeats))
-        new = int(np.argmax(worth[len(told) :]))
-        if not repeats[row] > worth[len(told) + new]:
-            if REPLICATE_RUNS_BEST_NEW and new > 0:
-                return list(self._opt.space.inverse_transform(news[new][None])[0])
+        if not repeats[row] > worth[-1]:
             return None
         return list(self._opt.Xi[int(told[row])])
-
-    def _new_points(self, proposal: np.ndarray) -> np.ndarray:
-        """The proposal and the other ends of the last acquisition search (transformed rows), without
-        the points already evaluated (the proposal is kept: `propose` replaces it if it was)."""
-        ends = self._search.candidates if self._search is not None else None
-        if ends is None or not len(ends):
-            return proposal[None]
-        space = self._opt.space
-        points = space.inverse_transform(ends)
-        fresh = [x for x, point in zip(ends, points) if self.space.key(self._to_params(point)) not in self.seen]
-        return np.vstack([proposal[None], *[x[None] for x in fresh]])
 
     def _expected_best(self, model: Any, X: np.ndarray) -> tuple[float, np.ndarray]:
         """The value for EI to improve on under noise, and the incumbent (the row of best mean).
