@@ -293,10 +293,12 @@ def run_job(
     if rescore_splits and problem.split_loss is not None:
         losses = [problem.split_loss(answer["params"], RESCORE_FIRST + k) for k in range(rescore_splits)]
         rescored = statistics.mean(losses)
+    # Evaluations of a parameter set seen before in the run (replication under noise; `noise: auto`'s check too).
+    repeats = len(answer["evaluated"]) - len({json.dumps(p, sort_keys=True) for p in answer["evaluated"]})
     return {"problem": problem_name, "sampler": sampler, "seed": seed, "seconds": seconds, "regret": regret,
             "searched": searched, "observed": answer["observed"], "params": answer["params"],
             "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel"), "rescored": rescored,
-            "rescore_splits": rescore_splits if rescored is not None else None}  # fmt: skip
+            "rescore_splits": rescore_splits if rescored is not None else None, "repeats": repeats}  # fmt: skip
 
 
 def missing(sampler: str) -> str | None:
@@ -415,7 +417,7 @@ def main() -> None:
         results.append(result)
         elapsed = time.perf_counter() - started
         print(f"[{done}/{len(jobs)} {elapsed:5.0f} s] {job[0]} {job[1]} seed {job[2]}: "
-              f"{result['regret']:.4g} (searched {math.nan if result['searched'] is None else result['searched']:.4g}; {result['seconds']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
+              f"{result['regret']:.4g} (searched {math.nan if result['searched'] is None else result['searched']:.4g}; {result['seconds']:.1f} s; {result['repeats']} repeats)", file=sys.stderr, flush=True)  # fmt: skip
         if args.json:  # as it goes, so that a long run stopped early keeps what it measured
             Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
     if args.json:
