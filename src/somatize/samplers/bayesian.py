@@ -140,6 +140,7 @@ REPLICATE = True
 # gradient's GP keep the values' mean. Measured in BENCHMARKS.md, "Sixth round (issue 16, the
 # worst-value prior mean with noisy EI and replication)".
 WORST_MEAN_UNDER_NOISE = True
+WORST_LEVEL = "posterior"
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -745,7 +746,7 @@ class BayesianSampler(Sampler):
         # The model that chooses the trial; `model` stays the recommendation's, which the knowledge
         # gradient of a repeat forecasts (`_worth_repeating`). Under noise its prior mean is moved to the
         # worst value before the expected best, so that every part of the choice is of one model.
-        chooser = _mean_at_worst(model) if WORST_MEAN_UNDER_NOISE and self._noisy and _is_gp(model) else model
+        chooser = _mean_at_worst(model, WORST_LEVEL) if WORST_MEAN_UNDER_NOISE and self._noisy and _is_gp(model) else model
         best: float | None
         if not len(y):
             best, incumbent = None, None
@@ -1274,7 +1275,7 @@ class BayesianSampler(Sampler):
         return obs_noise.sd_in_objective_units(float(model.noise_), self._model_spread, float(model.y_train_std_))
 
 
-def _mean_at_worst(model: Any) -> Any:
+def _mean_at_worst(model: Any, level: str = "observed") -> Any:
     """A copy of a fitted GP whose prior mean is the worst value it was fitted to, not their mean.
 
     Where the data say nothing, a GP predicts its prior mean, and with skopt's
@@ -1317,6 +1318,9 @@ def _mean_at_worst(model: Any) -> Any:
 
     values = np.ravel(model.y_train_)  # standardised by normalize_y, as alpha_ is
     worst = float(np.max(values))
+    if level == "posterior":  # the worst posterior mean at the fitted rows, in the same units
+        train = np.asarray(model.X_train_, dtype=float)
+        worst = float(np.max(Posterior(model)._kernel(train) @ np.ravel(model.alpha_)))
     shifted = copy(model)
     shifted.alpha_ = np.ravel(model.alpha_) - worst * cho_solve((model.L_, True), np.ones(len(values)))
     shifted.y_train_mean_ = model.y_train_mean_ + worst * model.y_train_std_
