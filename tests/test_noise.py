@@ -434,29 +434,3 @@ def test_a_noise_free_study_keeps_the_full_kernel() -> None:
     sampler = told(CUBE, points, [double_wells(p) for p in points], noise="none")
     sampler.recommend()
     assert sampler.surrogate_kernel == "ard"
-
-
-def styblinski_tang(p: dict[str, Any]) -> float:
-    """A double well along each coordinate of [-5, 5]: the deeper one at -2.9, the walls at ±5 the worst."""
-    return sum((v**4 - 16 * v**2 + 5 * v) / 2 for v in p.values())
-
-
-@pytest.mark.parametrize("seed", [3, 4])
-def test_a_noisy_search_in_six_dimensions_stays_off_the_faces_of_the_box(seed: int) -> None:
-    # 20 random points and a repeat of the last, then 10 proposals (noisy EI, or a repeat by the knowledge
-    # gradient), each told, with noise sd 50 (5% of the range). With the values' mean as the prior mean of
-    # the GP that chooses them, 6 and 16 of these 60 coordinates were on a bound (seeds 3, 4; median true
-    # value of the proposals -17 and 117, of a random point about -20); with the worst value, 2 and 0 (-78, -92).
-    space = SearchSpace(tuple(FloatDimension(f"x{i}", -5.0, 5.0) for i in range(6)))
-    rng = np.random.default_rng(seed)
-    points = [{f"x{i}": float(rng.uniform(-5.0, 5.0)) for i in range(6)} for _ in range(20)]
-    points.append(points[-1])
-    values = [styblinski_tang(p) + 50.0 * rng.normal() for p in points]
-    sampler = told(space, points, values, n_initial=20)
-    on_a_bound = 0
-    for number in range(len(points), len(points) + 10):
-        params = sampler.propose(number)
-        on_a_bound += sum(1 for v in params.values() if abs(v) == 5.0)
-        value = styblinski_tang(params) + 50.0 * rng.normal()
-        sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": value}))
-    assert on_a_bound <= 2

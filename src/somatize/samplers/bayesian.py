@@ -135,12 +135,6 @@ NOISY_EI: Any = True
 # Under noise, whether a trial may evaluate an evaluated point again when its knowledge gradient is
 # higher than the acquisition's proposal's (`_worth_repeating`, replication.py).
 REPLICATE = True
-# Under noise too, the GP that chooses a trial (noisy EI's draws, PI, LCB, the expected best) has its
-# prior mean at the worst value told (`_mean_at_worst`); the recommendation's and the knowledge
-# gradient's GP keep the values' mean. Measured in BENCHMARKS.md, "Sixth round (issue 16, the
-# worst-value prior mean with noisy EI and replication)".
-WORST_MEAN_UNDER_NOISE = True
-WORST_LEVEL = "posterior"
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -743,24 +737,20 @@ class BayesianSampler(Sampler):
             X, y = X[rows], y[rows]
             X_all = np.vstack([X, P]) if pending else X  # fantasies count towards the expected best, as above
             base = np.concatenate([rows, np.arange(len(self._fit_X), len(base))])
-        # The model that chooses the trial; `model` stays the recommendation's, which the knowledge
-        # gradient of a repeat forecasts (`_worth_repeating`). Under noise its prior mean is moved to the
-        # worst value before the expected best, so that every part of the choice is of one model.
-        chooser = _mean_at_worst(model, WORST_LEVEL) if WORST_MEAN_UNDER_NOISE and self._noisy and _is_gp(model) else model
         best: float | None
         if not len(y):
             best, incumbent = None, None
         elif self._noisy and _is_gp(model):
-            best, incumbent = self._expected_best(chooser, X_all)
+            best, incumbent = self._expected_best(model, X_all)
         else:
             best, incumbent = float(y.min()), X[int(np.argmin(y))]
         assert self._search is not None
         if not self._noisy and _is_gp(model):
-            chooser = _mean_at_worst(model)
-        noisy = self._noisy_ei(chooser, base) if best is not None and self._noisy and _is_gp(model) else None
+            model = _mean_at_worst(model)
+        noisy = self._noisy_ei(model, base) if best is not None and self._noisy and _is_gp(model) else None
         # The reals refined after the discrete sweep for an exact objective (AcquisitionSearch._polish).
         proposals = self._search.best(
-            chooser, self._kinds, best, incumbent, feasibility, refine=not self._noisy, noisy_ei=noisy
+            model, self._kinds, best, incumbent, feasibility, refine=not self._noisy, noisy_ei=noisy
         )
         point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
         if REPLICATE and self._noisy and _is_gp(model) and not pending and feasibility is None and self._may_repeat():
@@ -768,7 +758,7 @@ class BayesianSampler(Sampler):
             if again is not None:
                 self._again = True
                 return again
-        if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(chooser, point, best):
+        if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(model, point, best):
             return None
         return space.inverse_transform(point[None])[0]
 
@@ -1275,8 +1265,8 @@ class BayesianSampler(Sampler):
         return obs_noise.sd_in_objective_units(float(model.noise_), self._model_spread, float(model.y_train_std_))
 
 
-def _mean_at_worst(model: Any, level: str = "observed") -> Any:
-    """A copy of a fitted GP whose prior mean is the worst value it was fitted to, not their mean.
+def _mean_at_worst(model: Any) -> Any:
+    """A copy of a fitted noise-free GP whose prior mean is the worst value it was fitted to, not their mean.
 
     Where the data say nothing, a GP predicts its prior mean, and with skopt's
     `normalize_y` that is the mean of the values told. A search gathers its
@@ -1299,18 +1289,8 @@ def _mean_at_worst(model: Any, level: str = "observed") -> Any:
     Ackley-5 3.99 (4.35); Branin one run of 30 stalled at a bound (regret 1.55),
     median 8.9e-6 (8.4e-6). A generalised-least-squares mean (ordinary kriging)
     was the other candidate: Hartmann-6 median 0.0045, 14 runs below 0.0024.
-    Under noise too, for the GP that chooses a trial (issue 16, sixth round;
-    the recommendation's GP keeps the values' mean). With the values' mean,
-    on Styblinski-Tang 6-D with noise sd 49 (seeds 0-9, EI against the
-    expected best), 237 of 490 model-based proposals had a coordinate on a
-    bound and 64 a regret above 400 (a random point's median is 199): not a
-    model without skill (the last fit of a run, which had sampled the walls,
-    correlated 0.17-0.82 with the truth at 2,000 random points) but the
-    optimism of the values' mean, which noisy EI shares. With the worst
-    value: 100 and 9 (BENCHMARKS.md, fifth round, the 6-D noisy search).
-    The worst observation is inflated by the noise, which only makes the
-    prior more pessimistic; the worst posterior mean instead searched worse
-    (best value found 70.7 against 65.3).
+    Under noise the worst observation is the most inflated by the noise, so
+    the mean is kept there (not measured).
     """
     from copy import copy
 
@@ -1318,9 +1298,6 @@ def _mean_at_worst(model: Any, level: str = "observed") -> Any:
 
     values = np.ravel(model.y_train_)  # standardised by normalize_y, as alpha_ is
     worst = float(np.max(values))
-    if level == "posterior":  # the worst posterior mean at the fitted rows, in the same units
-        train = np.asarray(model.X_train_, dtype=float)
-        worst = float(np.max(Posterior(model)._kernel(train) @ np.ravel(model.alpha_)))
     shifted = copy(model)
     shifted.alpha_ = np.ravel(model.alpha_) - worst * cho_solve((model.L_, True), np.ones(len(values)))
     shifted.y_train_mean_ = model.y_train_mean_ + worst * model.y_train_std_
