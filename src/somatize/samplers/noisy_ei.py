@@ -93,17 +93,15 @@ class NoisyEI:
         self._H = z.T @ self._G  # draws × n: wᵀz_j = (H k)_j
         self._log_draws = math.log(draws)
 
-    def value(self, X: np.ndarray) -> np.ndarray:
-        """log NEI at the rows of X."""
-        mean, std = self.posterior(X)
-        k = self.posterior._kernel(X)
+    def value(self, X: np.ndarray, prediction: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """log NEI at the rows of X; `prediction` is `Posterior.with_kernel(X)` where the caller has it
+        (the sweep of the candidates, whose posterior was computed for the other acquisitions)."""
+        mean, std, k = self.posterior.with_kernel(X) if prediction is None else prediction
         return self._log_nei(mean, std, k)[0]
 
     def value_and_gradient(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log NEI at the rows of X and its gradient (rows × columns)."""
-        mean, std, dmean, dstd = self.posterior.gradients(X)
-        k = self.posterior._kernel(X)
-        dk = self.posterior._kernel_gradient(X)  # rows × n × columns
+        mean, std, dmean, dstd, k, dk = self.posterior.gradients_with_kernel(X)  # dk: rows × n × columns
         value, (z, s, log_terms, w, log_h, log_cdf) = self._log_nei(mean, std, k, with_cdf=True)
         # s² = std² - std_y² |w|², so ds = (std·dstd - std_y² wᵀdw) / s.
         dw = np.einsum("bnd,sn->bsd", dk, self._G)
