@@ -103,16 +103,20 @@ class NoisyEI:
         """log NEI at the rows of X and its gradient (rows × columns)."""
         mean, std, dmean, dstd, k, dk = self.posterior.gradients_with_kernel(X)  # dk: rows × n × columns
         value, (z, s, log_terms, w, log_h, log_cdf) = self._log_nei(mean, std, k, with_cdf=True)
-        # s² = std² - std_y² |w|², so ds = (std·dstd - std_y² wᵀdw) / s.
-        dw = np.einsum("bnd,sn->bsd", dk, self._G)
-        ds = (std[:, None] * dstd - self._std**2 * np.einsum("bs,bsd->bd", w, dw)) / s[:, None]
+        # s² = std² - std_y² |w|² with w = G k, so ds = (std·dstd - std_y² (Gᵀw)ᵀdk) / s.
+        ds = (std[:, None] * dstd - self._std**2 * _rows_times(w @ self._G, dk)) / s[:, None]
         ds = np.where((s > 1e-12)[:, None], ds, 0.0)
-        dm = dmean[:, None, :] + self._std * np.einsum("bnd,jn->bjd", dk, self._H)  # rows × draws × columns
+        # Each draw's term is log s + log h(z_j), z_j = (incumbent_j - m_j) / s, m_j = mean + std_y (H k)_j;
+        # its gradient is slope_j (-dm_j - z_j ds) / s + ds / s, and the value's is the mean of these
+        # weighted by each term's share of the sum. Contracted over the draws before dk enters (u = share
+        # × slope, then uᵀH), so no rows × draws × columns array is formed: that and its einsums were
+        # three quarters of a local-search step (0.26 ms of 0.35 on one row, Styblinski-6 after 40 trials).
         slope = np.exp(log_cdf - log_h)  # d log h(z)/dz, as in acquisition_and_gradient
-        dz = (-dm - z[:, :, None] * ds[:, None, :]) / s[:, None, None]
-        term_grad = slope[:, :, None] * dz + (ds / s[:, None])[:, None, :]
-        weights = np.exp(log_terms - (value + self._log_draws)[:, None])
-        return value, np.einsum("bj,bjd->bd", weights, term_grad)
+        share = np.exp(log_terms - (value + self._log_draws)[:, None])  # rows × draws, each row sums to 1
+        u = share * slope
+        dm = np.sum(u, axis=1)[:, None] * dmean + self._std * _rows_times(u @ self._H, dk)  # Σ_j u_j dm_j
+        zs = np.sum(u * z, axis=1)[:, None]
+        return value, (-dm - zs * ds) / s[:, None] + np.sum(share, axis=1)[:, None] * ds / s[:, None]
 
     def _log_nei(
         self, mean: np.ndarray, std: np.ndarray, k: np.ndarray, with_cdf: bool = False
@@ -143,6 +147,11 @@ def _log_h_and_cdf(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_h[~near] = -0.5 * zf * zf - _LOG_SQRT_2PI + np.log1p(zf * math.sqrt(math.pi / 2) * erfcx(-zf / math.sqrt(2)))
     log_cdf[~near] = log_ndtr(z[~near])
     return log_h, log_cdf
+
+
+def _rows_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row by row, the vector a[i] (n) times the matrix b[i] (n × columns): rows × columns."""
+    return np.matmul(a[:, None, :], b)[:, 0, :]
 
 
 def _log_mean_exp(terms: np.ndarray) -> np.ndarray:
