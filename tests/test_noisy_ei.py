@@ -86,3 +86,74 @@ def test_noise_free_studies_propose_what_they_did_without_noisy_ei(monkeypatch: 
     with_nei = proposals()
     monkeypatch.setattr(bayesian, "NOISY_EI", False)
     assert proposals() == with_nei  # the repeat came back the same: noise-free, plain EI either way
+
+
+def test_the_candidates_sweep_screens_with_fewer_draws_and_rates_the_best_with_all() -> None:
+    # noisy_ei.SCREEN_DRAWS / SCREEN_TOP: the sweep of the acquisition's candidates, which only picks the
+    # local searches' starts, rates every candidate with a prefix of the draws and the best of them with all.
+    from somatize.samplers import noisy_ei
+
+    model = noisy_model()
+    posterior = Posterior(model)
+    nei = NoisyEI(posterior, np.arange(len(model.X_train_)), np.random.default_rng(1))
+    candidates = np.random.default_rng(4).random((4 * noisy_ei.SCREEN_TOP, 2))
+    swept = nei.sweep(candidates, posterior.with_kernel(candidates))
+    full = nei.value(candidates)
+    every_draw = np.isclose(swept, full, rtol=0.0, atol=1e-9)
+    assert np.count_nonzero(every_draw) == noisy_ei.SCREEN_TOP  # the contenders; the others: the screen's draws
+    assert int(np.argmax(swept)) == int(np.argmax(full))
+    assert np.min(swept[every_draw]) >= np.max(swept[~every_draw]) - 1.0  # the screen kept the best
+    assert np.all(np.isfinite(swept))
+
+
+def test_local_searches_stepped_together_reach_what_each_reaches_alone_in_fewer_calls() -> None:
+    # acquisition.climb_together: under noise the L-BFGS-B runs from the starts step together, one
+    # batched call a step; each makes the moves it makes alone.
+    from somatize.samplers.acquisition import climb, climb_together
+
+    model = noisy_model()
+    nei = NoisyEI(Posterior(model), np.arange(len(model.X_train_)), np.random.default_rng(1))
+    starts = np.random.default_rng(5).random((5, 2))
+    calls = {"alone": 0, "together": 0}
+
+    def counted(way: str) -> Any:
+        def value_and_gradient(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            calls[way] += 1
+            return nei.value_and_gradient(X)
+
+        return value_and_gradient
+
+    alone = climb(counted("alone"), nei.value, starts, [0, 1])
+    together = climb_together(counted("together"), nei.value, starts, [0, 1])
+    assert together == pytest.approx(alone, abs=1e-6)
+    assert nei.value(together) == pytest.approx(nei.value(alone), abs=1e-9)
+    assert calls["together"] < calls["alone"] / 2
+
+
+def test_noisy_studies_search_with_the_batched_local_searches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Bayesian sampler under noise goes through climb_together; a noise-free study never does.
+    from somatize.samplers import acquisition
+
+    used = []
+    original = acquisition.climb_together
+
+    def spy(*args: Any) -> np.ndarray:
+        used.append(True)
+        return original(*args)
+
+    monkeypatch.setattr(acquisition, "climb_together", spy)
+
+    def run(noise: Any) -> None:
+        strategy = {"type": "bayesian", "n_trials": 9, "n_initial": 5, "noise": noise}
+        sampler = make_sampler(strategy, UNIT, Objective("loss"), 3)
+        rng = np.random.default_rng(0)
+        for number in range(9):
+            params = sampler.propose(number)
+            assert params is not None
+            value = bowl(params) + (0.05 * rng.normal() if noise != "none" else 0.0)
+            sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": value}))
+
+    run("none")
+    assert not used
+    run(0.05)
+    assert used

@@ -285,7 +285,8 @@ class AcquisitionSearch:
             if best is None:
                 values = np.zeros(len(candidates))
             elif kind == "EI" and noisy_ei is not None:
-                values = noisy_ei.value(candidates, prediction)
+                sweep = noisy_ei.value if prediction is None else lambda X: noisy_ei.sweep(X, prediction)
+                values = sweep(candidates)  # a screen of fewer draws first (noisy_ei.SCREEN_DRAWS)
             else:
                 values = acquisition(kind, mean, std, best)
             if log_pof is not None:

@@ -45,6 +45,16 @@ from .acquisition import _LOG_SQRT_2PI, Posterior, _log_h
 # balance). BoTorch's qNEI uses 128-512 Monte Carlo draws for a q-batch integral; here the integral
 # over the candidate itself is in closed form, only the incumbent's uncertainty is sampled.
 NEI_DRAWS = 128
+# The sweep of the acquisition's 2,048 candidates (`sweep`), which only chooses the local searches'
+# starts: every candidate with the first SCREEN_DRAWS draws (a Sobol' prefix of a power of 2, balanced
+# itself), then the SCREEN_TOP best of them again with all the draws. Against all 128 draws at every
+# candidate, on six GPs of noisy runs (Styblinski-6, camel-2, Hartmann-3, 15 to 45 trials, 4 sets of
+# candidates each): the same best candidate in 24 of 24, the starts' sampling weights moved by a total
+# variation of 0.016 in the median (at most 0.17; 0.057 and 0.25 with the best 256 again; 0.09 and 0.53
+# with plain EI as the screen and NEI on its best 512), at half the cost (the log h of 2,048 × 128 values
+# was a fifth of a run).
+SCREEN_DRAWS = 32
+SCREEN_TOP = 512
 # Relative jitter added to the posterior covariance at the evaluated points before its Cholesky
 # factor: repeats and fantasies (told as nearly exact) make it singular. Raised by 100x until it factors.
 NEI_JITTER = 1e-10
@@ -99,6 +109,17 @@ class NoisyEI:
         mean, std, k = self.posterior.with_kernel(X) if prediction is None else prediction
         return self._log_nei(mean, std, k)[0]
 
+    def sweep(self, X: np.ndarray, prediction: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """log NEI at many rows of X (the acquisition's candidates), `prediction` their `Posterior.with_kernel`:
+        every row estimated with the first SCREEN_DRAWS draws, the SCREEN_TOP best again with all of them."""
+        mean, std, k = prediction
+        if len(X) <= SCREEN_TOP or len(self.incumbents) <= SCREEN_DRAWS:
+            return self._log_nei(mean, std, k)[0]
+        values = self._log_nei(mean, std, k, draws=SCREEN_DRAWS)[0]
+        top = np.argsort(-values, kind="stable")[:SCREEN_TOP]
+        values[top] = self._log_nei(mean[top], std[top], k[top])[0]
+        return values
+
     def value_and_gradient(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log NEI at the rows of X and its gradient (rows × columns)."""
         mean, std, dmean, dstd, k, dk = self.posterior.gradients_with_kernel(X)  # dk: rows × n × columns
@@ -119,13 +140,15 @@ class NoisyEI:
         return value, (-dm - zs * ds) / s[:, None] + np.sum(share, axis=1)[:, None] * ds / s[:, None]
 
     def _log_nei(
-        self, mean: np.ndarray, std: np.ndarray, k: np.ndarray, with_cdf: bool = False
+        self, mean: np.ndarray, std: np.ndarray, k: np.ndarray, with_cdf: bool = False, draws: int | None = None
     ) -> tuple[np.ndarray, Any]:
+        """log NEI with the first `draws` draws (all by default) and the parts its gradient needs."""
+        H, incumbents = (self._H, self.incumbents) if draws is None else (self._H[:draws], self.incumbents[:draws])
         w = k @ self._G.T  # rows × base
         s = np.sqrt(np.maximum(std**2 - self._std**2 * np.sum(w * w, axis=1), 0.0))
         s = np.maximum(s, 1e-12)
-        m = mean[:, None] + self._std * (k @ self._H.T)  # rows × draws
-        z = (self.incumbents[None, :] - m) / s[:, None]
+        m = mean[:, None] + self._std * (k @ H.T)  # rows × draws
+        z = (incumbents[None, :] - m) / s[:, None]
         if not with_cdf:
             log_terms = np.log(s)[:, None] + _log_h(z)
             return _log_mean_exp(log_terms), (z, s, log_terms, w)
