@@ -285,8 +285,7 @@ class AcquisitionSearch:
             if best is None:
                 values = np.zeros(len(candidates))
             elif kind == "EI" and noisy_ei is not None:
-                sweep = noisy_ei.value if prediction is None else lambda X: noisy_ei.sweep(X, prediction)
-                values = sweep(candidates)  # a screen of fewer draws first (noisy_ei.SCREEN_DRAWS)
+                values = noisy_ei.value(candidates, prediction)
             else:
                 values = acquisition(kind, mean, std, best)
             if log_pof is not None:
@@ -376,10 +375,7 @@ class AcquisitionSearch:
         cols = self._columns
         if not cols or not posterior.has_gradients:
             return starts
-        # Under noise (noisy EI set), the searches step together: the same searches, fewer calls (climb_together).
-        # A noise-free study keeps one call a step, so that it proposes what it did (rounding differs by row).
-        ascend = climb if self._noisy_ei is None else climb_together
-        return ascend(
+        return climb(
             lambda X: self._value_and_gradient(posterior, kind, best, X),
             lambda X: self._value(posterior, kind, best, X), starts, cols,
         )  # fmt: skip
@@ -446,56 +442,6 @@ def climb(
             bounds=[(0.0, 1.0)] * len(cols), options={"maxiter": LOCAL_ITERATIONS, "gtol": LOCAL_GTOL},
         )  # fmt: skip
         found[row, cols] = np.clip(result.x, 0.0, 1.0)
-    return np.where((value(found) >= value(starts))[:, None], found, starts)
-
-
-def climb_together(
-    value_and_gradient: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    value: Callable[[np.ndarray], np.ndarray], starts: np.ndarray, cols: list[int],
-) -> np.ndarray:
-    """`climb`'s searches, one L-BFGS-B per start, stepped together: each runs in a greenlet that hands
-    its point to this one and waits, and the points asked for are evaluated in one batch. Each search
-    makes the moves it makes alone (to rounding: a row's value in a batch differs from its value alone
-    in the last digits, more where the posterior variance is a small difference of large terms), but a
-    step costs one call for all starts instead of one each: noisy EI's step is mostly numpy's per-call
-    overhead on a single row (0.3-0.6 ms, against 0.9-1.6 ms for five rows at once). Optuna's GP
-    sampler batches its L-BFGS-B runs the same way (optuna/_gp/batched_lbfgsb.py)."""
-    from greenlet import getcurrent, greenlet
-
-    home = getcurrent()
-    found = starts.copy()
-
-    def search(row: int) -> None:
-        start = starts[row]
-
-        def negative(free: np.ndarray) -> tuple[float, np.ndarray]:
-            got, grad = home.switch(row, free)  # back with this row's value and gradient in the batch
-            if not np.isfinite(got):
-                return 1e300, np.zeros(len(cols))
-            return -float(got), -grad[cols]
-
-        result = minimize(
-            negative, start[cols], jac=True, method="L-BFGS-B",
-            bounds=[(0.0, 1.0)] * len(cols), options={"maxiter": LOCAL_ITERATIONS, "gtol": LOCAL_GTOL},
-        )  # fmt: skip
-        found[row, cols] = np.clip(result.x, 0.0, 1.0)
-
-    searches = [greenlet(search) for _ in range(len(starts))]
-    asked: dict[int, np.ndarray] = {}
-    for row, worker in enumerate(searches):
-        request = worker.switch(row)  # None once the search has returned
-        if request is not None:
-            asked[request[0]] = request[1]
-    while asked:
-        rows = sorted(asked)
-        X = starts[rows].copy()
-        X[:, cols] = np.vstack([asked[row] for row in rows])
-        got, grad = value_and_gradient(X)
-        asked = {}
-        for i, row in enumerate(rows):
-            request = searches[row].switch((got[i], grad[i]))
-            if request is not None:
-                asked[request[0]] = request[1]
     return np.where((value(found) >= value(starts))[:, None], found, starts)
 
 
