@@ -86,3 +86,20 @@ def test_noise_free_studies_propose_what_they_did_without_noisy_ei(monkeypatch: 
     with_nei = proposals()
     monkeypatch.setattr(bayesian, "NOISY_EI", False)
     assert proposals() == with_nei  # the repeat came back the same: noise-free, plain EI either way
+
+
+def test_the_candidates_sweep_reuses_the_posterior_s_kernel_rows_for_the_same_values() -> None:
+    # AcquisitionSearch.best computes the candidates' posterior once for every acquisition; noisy EI takes
+    # the kernel rows that computation made (Posterior.with_kernel) instead of computing them again.
+    model = noisy_model()
+    posterior = Posterior(model)
+    nei = NoisyEI(posterior, np.arange(len(model.X_train_)), np.random.default_rng(1))
+    candidates = np.random.default_rng(4).random((300, 2))
+    mean, std, kernel = posterior.with_kernel(candidates)
+    alone_mean, alone_std = posterior(candidates)
+    assert np.array_equal(mean, alone_mean) and np.array_equal(std, alone_std)
+    assert np.array_equal(kernel, posterior._kernel(candidates))
+    assert np.array_equal(nei.value(candidates, (mean, std, kernel)), nei.value(candidates))
+    value, grad = nei.value_and_gradient(NEAR_BEST)
+    assert np.array_equal(value, nei.value(NEAR_BEST))
+    assert np.all(np.isfinite(grad))
