@@ -345,8 +345,8 @@ def tables(results: list[dict[str, Any]]) -> str:
     rescored = [p for p in problems if any(r.get("rescored") is not None for r in results if r["problem"] == p)]
     if rescored:
         splits = max(r.get("rescore_splits") or 0 for r in results)
-        out += ["", f"Noisy models: loss of the reported parameters averaged over {splits} further splits (a less "
-                "noisy truth than the 5 reference splits), median [IQR]:", "",
+        out += ["", (f"Noisy models: loss of the reported parameters averaged over {splits} further splits (a less "
+                     "noisy truth than the 5 reference splits), median [IQR]:"), "",
                 "| problem | " + " | ".join(samplers) + " |", "|---|" + "---|" * len(samplers)]  # fmt: skip
         for problem in rescored:
             cells = []
