@@ -411,9 +411,10 @@ def climb(
 
 
 class Hedge:
-    """skopt's gp_hedge portfolio: each acquisition proposes a point, and one is
-    picked with probability ∝ exp(η·gain), where an acquisition's gain is minus
-    the summed model predictions at the points it proposed."""
+    """skopt's gp_hedge portfolio: each arm (an acquisition, or a prior mean in
+    `BayesianSampler._exact_proposal`) proposes a point, and one is picked with
+    probability ∝ exp(η·gain), where an arm's gain is minus the summed model
+    predictions at the points it proposed."""
 
     def __init__(self, rng: np.random.Generator, arms: int = len(KINDS)):
         self.rng = rng
