@@ -1,12 +1,10 @@
-"""The prior mean of a Bayesian search (bayesian.BayesianSampler._exact_proposal, and `_noisy_proposal` under noise),
-through the package API."""
+"""The prior mean of a noise-free Bayesian search (bayesian.BayesianSampler._exact_proposal), through the package API."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import numpy as np
 import pytest
 
 from somatize import (
@@ -18,8 +16,6 @@ from somatize import (
     SearchSpace,
     Study,
     StudyRunner,
-    Trial,
-    TrialState,
     make_sampler,
 )
 from somatize.executors.base import Completed, Executor, Outcome, Reporter, TrialRequest
@@ -80,32 +76,3 @@ def test_a_continuous_box_proposes_as_with_the_worst_value_alone(monkeypatch: py
     monkeypatch.setattr(bayesian, "MEAN_HEDGE", False)
     without = [t.params for t in sorted(run_study(PLANE, branin, 16, 3).trials, key=lambda t: t.number)]
     assert with_portfolio == without
-
-
-def styblinski_tang(p: dict[str, Any]) -> float:
-    """A double well along each coordinate of [-5, 5]: the deeper one at -2.9, the walls at ±5 the worst."""
-    return sum((v**4 - 16 * v**2 + 5 * v) / 2 for v in p.values())
-
-
-def test_a_noisy_search_in_six_dimensions_stays_off_the_faces_of_the_box() -> None:
-    # Two histories of 20 random points (and a repeat of the last, so `noise: auto` fits the noise), then 10
-    # proposals each, told with noise of sd 50 (5% of the range). With the values' mean as the only prior mean
-    # under noise, 15 of these 120 coordinates were on a bound (5 and 10); with the portfolio of the two prior
-    # means, 5 (2 and 3).
-    space = SearchSpace(tuple(FloatDimension(f"x{i}", -5.0, 5.0) for i in range(6)))
-    on_a_bound = 0
-    for seed in (3, 4):
-        rng = np.random.default_rng(seed)
-        points = [{f"x{i}": float(rng.uniform(-5.0, 5.0)) for i in range(6)} for _ in range(20)]
-        points.append(points[-1])
-        strategy = {"type": "bayesian", "n_trials": 31, "n_initial": 20}
-        sampler = make_sampler(strategy, space, Objective("loss"), 0)
-        for number, params in enumerate(points):
-            value = styblinski_tang(params) + 50.0 * rng.normal()
-            sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": value}))
-        for number in range(len(points), len(points) + 10):
-            params = sampler.propose(number)
-            on_a_bound += sum(1 for v in params.values() if abs(v) == 5.0)
-            value = styblinski_tang(params) + 50.0 * rng.normal()
-            sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": value}))
-    assert on_a_bound <= 8

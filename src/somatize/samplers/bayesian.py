@@ -130,9 +130,6 @@ RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 # Whether a noise-free GP's proposal comes from a portfolio of two prior means, the worst value seen and the
 # values' mean (`BayesianSampler._exact_proposal`), rather than from the worst value's alone.
 MEAN_HEDGE = True
-# Whether a noisy GP's proposal comes from the same portfolio (`BayesianSampler._noisy_proposal`), in every space,
-# rather than from the values' mean alone.
-NOISY_MEAN_HEDGE = True
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
 # skopt warnings that are noise here: its model pointing at an evaluated point
@@ -480,7 +477,6 @@ class BayesianSampler(Sampler):
         self._kinds = KINDS if acquisition == "gp_hedge" else (acquisition,)
         self._hedge = Hedge(self.rng)
         self._mean_hedge = Hedge(self.rng, arms=2)  # `_exact_proposal`: the worst value's mean, the values' mean
-        self._noisy_mean_hedge = Hedge(self.rng, arms=2)  # `_noisy_proposal`'s, gains in standardised units
         self._opt: Any = None
         self._search: AcquisitionSearch | None = None
         # The surrogate fitted last, to the first `_model_told` values told.
@@ -745,8 +741,6 @@ class BayesianSampler(Sampler):
         assert self._search is not None
         if not self._noisy and _is_gp(model):
             point, model = self._exact_proposal(model, best, incumbent, feasibility)
-        elif NOISY_MEAN_HEDGE and _is_gp(model) and len(self._kinds) == 1 and best is not None:
-            point = self._noisy_proposal(model, best, incumbent, feasibility)
         else:
             proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
             point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
@@ -795,41 +789,6 @@ class BayesianSampler(Sampler):
         proposals = [self._search.best(m, self._kinds, best, incumbent, feasibility)[0] for m in models]
         chosen = self._mean_hedge.choose(proposals)
         return chosen, models[next(i for i, p in enumerate(proposals) if p is chosen)]
-
-    def _noisy_proposal(
-        self, model: Any, best: float, incumbent: np.ndarray | None, feasibility: FeasibilityModel | None
-    ) -> np.ndarray:
-        """A noisy GP's proposal (a transformed row) from the portfolio of two prior means.
-
-        Under noise the values' mean is as optimistic far from the data as it
-        is for an exact objective: on Styblinski-Tang 6-D half of the values'
-        mean's proposals were worse than a uniformly random point, on the faces
-        of the box, and the worst value's mean alone mended the search (best
-        searched value 56.6 over seeds 0-19, against 76.1) but cost the noisy-CV
-        SVM its target (BENCHMARKS.md, fifth round of issue 16). Which of the
-        two an objective rewards is not known in advance, so both propose, and
-        one proposal is taken by the hedge rule, as `_exact_proposal` does.
-        Both improve on one bar, the expected best of the values' mean model
-        (`_expected_best`, the model that recommends): the bar is a property of
-        the evaluated points, where the data speak, and the two models differ
-        only where they do not; the worst value's mean, taken as a bar, pulls
-        the points seen once towards the worst value seen and raises it. The
-        gains are the refitted model's posterior means at each arm's proposals
-        (`_fitted`): under noise the model's
-        estimate of the noise-free value there, where an observation would be
-        one noisy draw. They are taken in the GP's standardised units, as the
-        noisy GP is refitted to warped or plain values by evidence at each
-        search, whose units differ by orders of magnitude (Styblinski's plain
-        values span hundreds, warped ones a few units), and the hedge's rate
-        is for a scale of one (HEDGE_ETA). The recommendation stays with the
-        values' mean model (`recommend`), the one the data were fitted with:
-        the worst value's mean pulls a point seen once towards the worst value
-        seen, a heuristic for choosing where to look, not an estimate.
-        """
-        assert self._search is not None
-        arms = [_mean_at_worst(model), model]
-        proposals = [self._search.best(m, self._kinds, best, incumbent, feasibility, refine=False)[0] for m in arms]
-        return self._noisy_mean_hedge.choose(proposals)
 
     def _has_discrete(self) -> bool:
         """Whether the space has an integer or categorical axis (a lattice float's included)."""
@@ -1034,9 +993,6 @@ class BayesianSampler(Sampler):
         if len(self._kinds) > 1:
             self._hedge.update(model.predict)
         self._mean_hedge.update(model.predict)  # (nothing to credit until it has chosen: `_exact_proposal`)
-        if self._noisy and _is_gp(model):  # `_noisy_proposal`'s, in the GP's standardised units
-            scale = float(np.ravel(model.y_train_std_)[0]) or 1.0
-            self._noisy_mean_hedge.update(lambda rows: np.ravel(model.predict(rows)) / scale)
         return model
 
     def _fit_variant(self, told: int, previous: Any, search: bool) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
