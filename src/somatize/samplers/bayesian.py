@@ -834,14 +834,26 @@ class BayesianSampler(Sampler):
         means, sds = Posterior(fitted)(contenders)
         chosen = int(np.argmin(means + RECOMMEND_Z * sds))  # as `recommend`
         rng = np.random.default_rng([abs(int(self._entropy)), self._number, 0x1D])
-        draws = identify.joint_draws(fitted, contenders, rng)
+        mean, cov = fitted.predict(contenders, return_cov=True)
+        mean = np.asarray(mean, dtype=float)
+        draws = identify.joint_draws(mean, cov, rng)
         if draws is None:
             return None
-        regret = identify.regret_of_choice(draws, chosen)
+        pair = (chosen, identify.challenger(draws, chosen))
+        gain = identify.identification_gain(mean, cov, self._noise_variance(fitted, mean), pair, remaining, rng)
         improvement = identify.expected_improvement(model, np.vstack(proposals), best)
-        if not identify.worth_identifying(regret, remaining, improvement):
+        if not identify.worth_identifying(gain, remaining, improvement):
             return None
         return self._to_params(self._opt.Xi[index[identify.top_two(draws, rng)]])
+
+    def _noise_variance(self, model: Any, values: np.ndarray) -> np.ndarray:
+        """The observation noise's variance, in a fitted GP's units, of a new evaluation at points whose
+        values there are `values` (the noise term's level, weighted by the warp's slope as `_noise_weighted`
+        weights the told values)."""
+        level = float(model.noise_ or 0.0) * float(np.ravel(model.y_train_std_)[0]) ** 2
+        if self._warp() is None:
+            return np.full(len(values), level)
+        return level * obs_noise.weights(np.maximum(values, 0.0))
 
     def _has_discrete(self) -> bool:
         """Whether the space has an integer or categorical axis (a lattice float's included)."""

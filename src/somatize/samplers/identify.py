@@ -49,24 +49,55 @@ IDENTIFY_DRAWS = 256
 TOP_TWO_BETA = 0.5
 
 
-def joint_draws(model: Any, X: np.ndarray, rng: np.random.Generator, draws: int = IDENTIFY_DRAWS) -> np.ndarray | None:
-    """Draws of the noise-free objective at the rows of X from the GP's joint posterior (rows × draws), in
-    the GP's units; None when the posterior covariance cannot be factorised."""
-    mean, cov = model.predict(X, return_cov=True)
-    mean = np.asarray(mean, dtype=float)
+def joint_draws(mean: np.ndarray, cov: np.ndarray, rng: np.random.Generator, draws: int = IDENTIFY_DRAWS) -> Any:
+    """Draws (rows × draws) from the joint normal (mean, cov) of the noise-free objective at the contenders,
+    in the GP's units; None when the covariance cannot be factorised."""
+    root = _root(cov)
+    return None if root is None else mean[:, None] + root @ rng.standard_normal((len(mean), draws))
+
+
+def _root(cov: np.ndarray) -> np.ndarray | None:
     # The jitter of bayesian._expected_best: 1e-10 of the average variance.
-    jitter = 1e-10 * max(float(np.trace(cov)) / len(X), 1e-12)
+    jitter = 1e-10 * max(float(np.trace(cov)) / len(cov), 1e-12)
     try:
-        root = np.linalg.cholesky(cov + jitter * np.eye(len(X)))
+        return np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
     except np.linalg.LinAlgError:
         return None
-    return mean[:, None] + root @ rng.standard_normal((len(X), draws))
 
 
-def regret_of_choice(draws: np.ndarray, chosen: int) -> float:
-    """E[f(chosen) - min_j f(x_j)] over joint draws (rows × draws): what perfect knowledge of the rows would
-    save the choice of row `chosen`."""
-    return float(np.mean(draws[chosen] - draws.min(axis=0)))
+def challenger(draws: np.ndarray, leader: int) -> int:
+    """The contender most often better than `leader` over joint draws (rows × draws)."""
+    beats = np.mean(draws < draws[leader], axis=1)
+    beats[leader] = -1.0
+    return int(np.argmax(beats))
+
+
+def identification_gain(
+    mean: np.ndarray, cov: np.ndarray, noise: np.ndarray, pair: tuple[int, int], observations: int,
+    rng: np.random.Generator,
+) -> float:  # fmt: skip
+    """What `observations` more evaluations, split evenly between the two contenders of `pair`, are
+    expected to lower the best posterior mean among the contenders by (the GP's units; `noise`: each
+    contender's observation noise variance there).
+
+    The knowledge gradient of a batch (Frazier, Powell and Dayanik 2009, for many steps): after the
+    observations the posterior means are m + W z, z standard normal, W Wᵀ = Σ_{·A} (Σ_AA + N)⁻¹ Σ_{A·},
+    the part of the contenders' covariance the observations at A resolve (N their noise over the counts),
+    and the gain is min m - E[min(m + W z)]: nothing where the noise is too large against the contenders'
+    gaps for the observations to change which is best, much where one or two looks settle it. The two
+    are the recommendation and the contender most likely to beat it, the pair top-two sampling spends its
+    trials on (half each at β = 1/2)."""
+    index = list(pair)
+    share = max(observations, 1) / 2.0
+    joint = cov[np.ix_(index, index)] + np.diag(noise[index] / share)
+    root = _root(joint)
+    if root is None:
+        return 0.0
+    from scipy.linalg import solve_triangular
+
+    W = solve_triangular(root, cov[index, :], lower=True).T  # contenders × 2
+    after = mean[:, None] + W @ rng.standard_normal((2, IDENTIFY_DRAWS))
+    return float(np.min(mean) - np.mean(np.min(after, axis=0)))
 
 
 def expected_improvement(model: Any, X: np.ndarray, best: float) -> float:
@@ -76,10 +107,11 @@ def expected_improvement(model: Any, X: np.ndarray, best: float) -> float:
     return float(np.max(sd * np.exp(_log_h((best - mean) / sd))))
 
 
-def worth_identifying(regret: float, remaining: int, improvement: float) -> bool:
-    """Whether a trial should go to telling the evaluated points apart: the recommendation's expected regret
-    among them, shared over the `remaining` trials, above the expected improvement a new point offers."""
-    return remaining >= 1 and math.isfinite(regret) and regret / remaining > improvement
+def worth_identifying(gain: float, remaining: int, improvement: float) -> bool:
+    """Whether a trial should go to telling the evaluated points apart: what identification over the
+    `remaining` trials is expected to gain, shared over them, above the expected improvement a new point
+    offers."""
+    return remaining >= 1 and math.isfinite(gain) and gain / remaining > improvement
 
 
 def top_two(draws: np.ndarray, rng: np.random.Generator, beta: float = TOP_TWO_BETA) -> int:
