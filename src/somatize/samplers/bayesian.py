@@ -831,16 +831,14 @@ class BayesianSampler(Sampler):
         index = list(rows.values())
         contenders = X[index]
         fitted = self._fitted()
-        means, sds = Posterior(fitted)(contenders)
-        chosen = int(np.argmin(means + RECOMMEND_Z * sds))  # as `recommend`
         rng = np.random.default_rng([abs(int(self._entropy)), self._number, 0x1D])
         mean, cov = fitted.predict(contenders, return_cov=True)
         mean = np.asarray(mean, dtype=float)
         draws = identify.joint_draws(mean, cov, rng)
         if draws is None:
             return None
-        pair = (chosen, identify.challenger(draws, chosen))
-        gain = identify.identification_gain(mean, cov, self._noise_variance(fitted, mean), pair, remaining, rng)
+        shares = identify.best_shares(draws)
+        gain = identify.identification_gain(mean, cov, self._noise_variance(fitted, mean), shares, remaining, rng)
         improvement = identify.expected_improvement(model, np.vstack(proposals), best)
         if not identify.worth_identifying(gain, remaining, improvement):
             return None

@@ -65,18 +65,16 @@ def _root(cov: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def challenger(draws: np.ndarray, leader: int) -> int:
-    """The contender most often better than `leader` over joint draws (rows × draws)."""
-    beats = np.mean(draws < draws[leader], axis=1)
-    beats[leader] = -1.0
-    return int(np.argmax(beats))
+def best_shares(draws: np.ndarray) -> np.ndarray:
+    """Each contender's share of the joint draws (rows × draws) in which it is the best."""
+    return np.bincount(np.argmin(draws, axis=0), minlength=len(draws)) / draws.shape[1]
 
 
 def identification_gain(
-    mean: np.ndarray, cov: np.ndarray, noise: np.ndarray, pair: tuple[int, int], observations: int,
+    mean: np.ndarray, cov: np.ndarray, noise: np.ndarray, shares: np.ndarray, observations: int,
     rng: np.random.Generator,
 ) -> float:  # fmt: skip
-    """What `observations` more evaluations, split evenly between the two contenders of `pair`, are
+    """What `observations` more evaluations, shared among the contenders in the proportions `shares`, are
     expected to lower the best posterior mean among the contenders by (the GP's units; `noise`: each
     contender's observation noise variance there).
 
@@ -84,19 +82,20 @@ def identification_gain(
     observations the posterior means are m + W z, z standard normal, W Wᵀ = Σ_{·A} (Σ_AA + N)⁻¹ Σ_{A·},
     the part of the contenders' covariance the observations at A resolve (N their noise over the counts),
     and the gain is min m - E[min(m + W z)]: nothing where the noise is too large against the contenders'
-    gaps for the observations to change which is best, much where one or two looks settle it. The two
-    are the recommendation and the contender most likely to beat it, the pair top-two sampling spends its
-    trials on (half each at β = 1/2)."""
-    index = list(pair)
-    share = max(observations, 1) / 2.0
-    joint = cov[np.ix_(index, index)] + np.diag(noise[index] / share)
+    gaps for the observations to change which is best, much where a few looks settle it. The shares are
+    each contender's posterior probability of being the best, the allocation Thompson sampling makes."""
+    index = np.flatnonzero(shares > 0)
+    if len(index) == 0:
+        return 0.0
+    counts = max(observations, 1) * shares[index]
+    joint = cov[np.ix_(index, index)] + np.diag(noise[index] / counts)
     root = _root(joint)
     if root is None:
         return 0.0
     from scipy.linalg import solve_triangular
 
-    W = solve_triangular(root, cov[index, :], lower=True).T  # contenders × 2
-    after = mean[:, None] + W @ rng.standard_normal((2, IDENTIFY_DRAWS))
+    W = solve_triangular(root, cov[index, :], lower=True).T  # contenders × observed
+    after = mean[:, None] + W @ rng.standard_normal((len(index), IDENTIFY_DRAWS))
     return float(np.min(mean) - np.mean(np.min(after, axis=0)))
 
 
