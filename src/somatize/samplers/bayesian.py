@@ -756,7 +756,7 @@ class BayesianSampler(Sampler):
             proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
             point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
             if IDENTIFY and best is not None and self._noisy and _is_gp(model):
-                self._identified = self._identification(model, best, proposals)
+                self._identified = self._identification(point)
                 if self._identified is not None:
                     return None
         if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(model, point, best):
@@ -805,13 +805,13 @@ class BayesianSampler(Sampler):
         chosen = self._mean_hedge.choose(proposals)
         return chosen, models[next(i for i, p in enumerate(proposals) if p is chosen)]
 
-    def _identification(self, model: Any, best: float, proposals: list[np.ndarray]) -> dict[str, Any] | None:
+    def _identification(self, proposal: np.ndarray) -> dict[str, Any] | None:
         """Under noise, with the study's length known: the evaluated point to run again when the trials left
         are better spent telling the evaluated points apart than on a new one (identify.py), else None.
 
-        `model` is the GP the proposals came from (with any trials in flight fantasised), `best` the bar of
-        its EI. The contenders' joint posterior is the recommendation's GP's (`_fitted`), without
-        fantasies, so that a repeat in flight does not count as known. Only where a point may run twice
+        `proposal` is the search's new point (a transformed row). The joint posterior is the
+        recommendation's GP's (`_fitted`), without the fantasies of trials in flight, so that a repeat in
+        flight does not count as known. Only where a point may run twice
         (`_may_repeat`), and with `noise: auto` only once a repeat has shown the noise (`_replicate`).
         Its draws come from a generator of their own, so that the search's trials are those of a study
         without the phase until the phase begins.
@@ -832,15 +832,15 @@ class BayesianSampler(Sampler):
         contenders = X[index]
         fitted = self._fitted()
         rng = np.random.default_rng([abs(int(self._entropy)), self._number, 0x1D])
-        mean, cov = fitted.predict(contenders, return_cov=True)
+        mean, cov = fitted.predict(np.vstack([contenders, proposal]), return_cov=True)
         mean = np.asarray(mean, dtype=float)
-        draws = identify.joint_draws(mean, cov, rng)
+        n = len(contenders)
+        draws = identify.joint_draws(mean[:n], cov[:n, :n], rng)
         if draws is None:
             return None
         shares = identify.best_shares(draws)
-        gain = identify.identification_gain(mean, cov, self._noise_variance(fitted, mean), shares, remaining, rng)
-        improvement = identify.expected_improvement(model, np.vstack(proposals), best)
-        if not identify.worth_identifying(gain, remaining, improvement):
+        seed = [abs(int(self._entropy)), self._number, 0x1E]
+        if not identify.worth_identifying(mean, cov, self._noise_variance(fitted, mean), shares, remaining, seed):
             return None
         return self._to_params(self._opt.Xi[index[identify.top_two(draws, rng)]])
 

@@ -10,18 +10,16 @@ recommendation.
 
 Two decisions, both from the GP's joint posterior at the evaluated points:
 
-- *Whether a trial identifies rather than searches* (`worth_identifying`).
-  Perfect knowledge of the evaluated points would lower the recommendation's
-  expected loss by the expected regret of the recommendation among them,
-  E[f(rec) - min_j f(x_j)] (the expected opportunity cost of the selection
-  literature). Spread over the R trials left, that is what each identifying
-  trial can be credited with at most; a new point is credited with its
-  expected improvement on the expected best evaluated value, the bar of the
-  search's own EI. A trial identifies when the first exceeds the second. Early
-  in a study R is large and the search's EI high, so the search runs as
-  before; as the budget runs out, the identification's share grows. There is
-  no tuned fraction: the phase begins (and ends again, should the contenders
-  be resolved) where the two credits cross.
+- *Whether a trial identifies rather than searches* (`worth_identifying`):
+  by the knowledge gradient of the trials left, R of them. Spent on the
+  evaluated points (shared as Thompson sampling would share them, by each
+  one's probability of being the best), they are expected to lower the best
+  posterior mean among the evaluated points by G(R); a new point run now
+  gains its own knowledge gradient, and the R - 1 after it G(R - 1). The
+  trial identifies when G(R) - G(R - 1) is the larger. There is no tuned
+  fraction: the phase begins (and ends again, should the contenders be
+  resolved) where the two cross, which depends on the noise against the
+  contenders' gaps and on how many trials are left.
 - *Which evaluated point to run again* (`top_two`): top-two Thompson sampling
   (Russo 2016, "Simple Bayesian algorithms for best arm identification"): a
   joint posterior draw names a leader; with probability 1/2 the leader runs,
@@ -35,12 +33,9 @@ point is best in a draw is the same in the objective's units.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
-
-from .acquisition import Posterior, _log_h
 
 # Joint posterior draws at the evaluated points for the expected regret of the recommendation, whose Monte
 # Carlo error is then about sd / 16 of that regret's own spread: small beside the factor R it is divided by.
@@ -72,45 +67,56 @@ def best_shares(draws: np.ndarray) -> np.ndarray:
 
 def identification_gain(
     mean: np.ndarray, cov: np.ndarray, noise: np.ndarray, shares: np.ndarray, observations: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, recommendable: int | None = None,
 ) -> float:  # fmt: skip
-    """What `observations` more evaluations, shared among the contenders in the proportions `shares`, are
-    expected to lower the best posterior mean among the contenders by (the GP's units; `noise`: each
-    contender's observation noise variance there).
+    """What `observations` more evaluations, shared among the rows in the proportions `shares`, are
+    expected to lower the best posterior mean among the recommendable rows by (the GP's units; `noise`:
+    each row's observation noise variance there). The first `recommendable` rows (all by default) are
+    the evaluated points; a row past them is a new point, recommendable once evaluated.
 
     The knowledge gradient of a batch (Frazier, Powell and Dayanik 2009, for many steps): after the
     observations the posterior means are m + W z, z standard normal, W Wᵀ = Σ_{·A} (Σ_AA + N)⁻¹ Σ_{A·},
-    the part of the contenders' covariance the observations at A resolve (N their noise over the counts),
-    and the gain is min m - E[min(m + W z)]: nothing where the noise is too large against the contenders'
-    gaps for the observations to change which is best, much where a few looks settle it. The shares are
-    each contender's posterior probability of being the best, the allocation Thompson sampling makes."""
+    the part of the rows' covariance the observations at A resolve (N their noise over the counts),
+    and the gain is min m - E[min(m + W z)]: nothing where the noise is too large against the
+    contenders' gaps for the observations to change which is best, much where a few looks settle it."""
+    k = len(mean) if recommendable is None else recommendable
     index = np.flatnonzero(shares > 0)
-    if len(index) == 0:
+    if len(index) == 0 or observations < 1:
         return 0.0
-    counts = max(observations, 1) * shares[index]
+    counts = observations * shares[index]
     joint = cov[np.ix_(index, index)] + np.diag(noise[index] / counts)
     root = _root(joint)
     if root is None:
         return 0.0
     from scipy.linalg import solve_triangular
 
-    W = solve_triangular(root, cov[index, :], lower=True).T  # contenders × observed
+    W = solve_triangular(root, cov[index, :], lower=True).T  # rows × observed
     after = mean[:, None] + W @ rng.standard_normal((len(index), IDENTIFY_DRAWS))
-    return float(np.min(mean) - np.mean(np.min(after, axis=0)))
+    return float(np.min(mean[:k]) - np.mean(np.min(after, axis=0)))
 
 
-def expected_improvement(model: Any, X: np.ndarray, best: float) -> float:
-    """The highest expected improvement on `best` among the rows of X (a loss; the GP's units)."""
-    mean, sd = Posterior(model)(np.atleast_2d(X))
-    sd = np.maximum(sd, 1e-300)
-    return float(np.max(sd * np.exp(_log_h((best - mean) / sd))))
+def worth_identifying(
+    mean: np.ndarray, cov: np.ndarray, noise: np.ndarray, shares: np.ndarray, remaining: int, seed: Any
+) -> bool:
+    """Whether the trial should go to telling the evaluated points apart rather than to a new point, with
+    `remaining` trials left (this one included). The rows are the evaluated points and, last, the new
+    point the search proposes; `shares` (of the evaluated points) how identification would spread its
+    trials.
 
+    Spending every trial left on identification gains G(R); running the new point first gains its own
+    knowledge gradient (one evaluation of it, then recommendable) and G(R - 1) from the rest. So this
+    trial identifies when G(R) - G(R - 1), the last identifying trial's worth, exceeds the new point's.
+    Each gain from the same normal draws (`seed`), so that their difference is not Monte Carlo noise."""
+    n = len(mean) - 1
+    evaluated = (mean[:n], cov[:n, :n], noise[:n], shares)
 
-def worth_identifying(gain: float, remaining: int, improvement: float) -> bool:
-    """Whether a trial should go to telling the evaluated points apart: what identification over the
-    `remaining` trials is expected to gain, shared over them, above the expected improvement a new point
-    offers."""
-    return remaining >= 1 and math.isfinite(gain) and gain / remaining > improvement
+    def identify(trials: int) -> float:
+        return identification_gain(*evaluated, trials, np.random.default_rng(seed))
+
+    new = np.zeros(n + 1)
+    new[n] = 1.0
+    fresh = identification_gain(mean, cov, noise, new, 1, np.random.default_rng(seed), recommendable=n)
+    return identify(remaining) - identify(remaining - 1) > fresh
 
 
 def top_two(draws: np.ndarray, rng: np.random.Generator, beta: float = TOP_TWO_BETA) -> int:
