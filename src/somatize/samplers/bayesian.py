@@ -42,7 +42,6 @@ from skopt.space import Categorical, Integer, Real
 from ..constraints import Constraint
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace, tidy
 from ..study import Direction, Objective, Recommendation, Trial, TrialState
-from . import identify
 from . import noise as obs_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import Sampler
@@ -133,9 +132,6 @@ RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 MEAN_HEDGE = True
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
-# Under noise with a known number of trials, whether the last trials may run evaluated points again to tell the
-# best of them apart (`_identification`, identify.py).
-IDENTIFY = True
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -478,8 +474,6 @@ class BayesianSampler(Sampler):
             FeasibilityModel(len(self._constraints), seed, search=_HyperparameterSearch) if self._constraints else None
         )
         self._n_initial = n_initial
-        # The trial being proposed, and the evaluated point `_identification` chose to run again for it.
-        self._number, self._identified = 0, None
         self._kinds = KINDS if acquisition == "gp_hedge" else (acquisition,)
         self._hedge = Hedge(self.rng)
         self._mean_hedge = Hedge(self.rng, arms=2)  # `_exact_proposal`: the worst value's mean, the values' mean
@@ -564,7 +558,6 @@ class BayesianSampler(Sampler):
         if self.exhausted():
             return None
         self._reseed(number)
-        self._number, self._identified = number, None
         replicate = self._replicate()
         if replicate is not None:
             # Pending like any proposal, so that trials proposed while it runs look elsewhere (Kriging believer).
@@ -581,10 +574,6 @@ class BayesianSampler(Sampler):
             # It violates a constraint: it never runs, and the model learns the region is bad.
             self._tell_penalty(self._to_point(params) or point)
             params = None
-        if params is None and self._identified is not None:  # the end of the budget: an evaluated point again
-            params = self._identified
-            self._pending[self.space.key(params)] = self._to_point(params) or []
-            return params
         if params is None or self.space.key(params) in self.seen:
             params = self._random_unseen()
             if params is None:
@@ -755,10 +744,6 @@ class BayesianSampler(Sampler):
         else:
             proposals = self._search.best(model, self._kinds, best, incumbent, feasibility, refine=not self._noisy)
             point = self._hedge.choose(proposals) if len(proposals) > 1 else proposals[0]
-            if IDENTIFY and best is not None and self._noisy and _is_gp(model):
-                self._identified = self._identification(point)
-                if self._identified is not None:
-                    return None
         if best is not None and not self._noisy and self._on_face(point) and _as_evaluated(model, point, best):
             return None
         return space.inverse_transform(point[None])[0]
@@ -804,54 +789,6 @@ class BayesianSampler(Sampler):
         proposals = [self._search.best(m, self._kinds, best, incumbent, feasibility)[0] for m in models]
         chosen = self._mean_hedge.choose(proposals)
         return chosen, models[next(i for i, p in enumerate(proposals) if p is chosen)]
-
-    def _identification(self, proposal: np.ndarray) -> dict[str, Any] | None:
-        """Under noise, with the study's length known: the evaluated point to run again when the trials left
-        are better spent telling the evaluated points apart than on a new one (identify.py), else None.
-
-        `proposal` is the search's new point (a transformed row). The joint posterior is the
-        recommendation's GP's (`_fitted`), without the fantasies of trials in flight, so that a repeat in
-        flight does not count as known. Only where a point may run twice
-        (`_may_repeat`), and with `noise: auto` only once a repeat has shown the noise (`_replicate`).
-        Its draws come from a generator of their own, so that the search's trials are those of a study
-        without the phase until the phase begins.
-        """
-        remaining = None if self.n_trials is None else self.n_trials - self._number
-        if remaining is None or remaining < 1 or not self._may_repeat():
-            return None
-        if self._auto and self._repeat_dof() == 0:
-            return None
-        rows: dict[bytes, int] = {}  # each evaluated point once: its first feasible completed row
-        X = self._transformed()
-        for i, number in enumerate(self._numbers):
-            if number is not None:
-                rows.setdefault(X[i].tobytes(), i)
-        if len(rows) < 2:
-            return None
-        index = list(rows.values())
-        contenders = X[index]
-        fitted = self._fitted()
-        rng = np.random.default_rng([abs(int(self._entropy)), self._number, 0x1D])
-        mean, cov = fitted.predict(np.vstack([contenders, proposal]), return_cov=True)
-        mean = np.asarray(mean, dtype=float)
-        n = len(contenders)
-        draws = identify.joint_draws(mean[:n], cov[:n, :n], rng)
-        if draws is None:
-            return None
-        shares = identify.best_shares(draws)
-        seed = [abs(int(self._entropy)), self._number, 0x1E]
-        if not identify.worth_identifying(mean, cov, self._noise_variance(fitted, mean), shares, remaining, seed):
-            return None
-        return self._to_params(self._opt.Xi[index[identify.top_two(draws, rng)]])
-
-    def _noise_variance(self, model: Any, values: np.ndarray) -> np.ndarray:
-        """The observation noise's variance, in a fitted GP's units, of a new evaluation at points whose
-        values there are `values` (the noise term's level, weighted by the warp's slope as `_noise_weighted`
-        weights the told values)."""
-        level = float(model.noise_ or 0.0) * float(np.ravel(model.y_train_std_)[0]) ** 2
-        if self._warp() is None:
-            return np.full(len(values), level)
-        return level * obs_noise.weights(np.maximum(values, 0.0))
 
     def _has_discrete(self) -> bool:
         """Whether the space has an integer or categorical axis (a lattice float's included)."""
