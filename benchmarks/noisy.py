@@ -18,7 +18,10 @@ else its best trial; Optuna's `study.best_trial`; random search's best trial.
 Its *regret* is the noise-free value there minus the known minimum (test
 functions); for the models, the loss there on the fixed split (`fixed`) or
 averaged over 5 other splits (`noisy`), where the minimum is unknown and the
-loss itself is shown. Median [interquartile range] over seeds 0..N-1.
+loss itself is shown. Median [interquartile range] over seeds 0..N-1, and
+somatize's runs against each peer's paired by seed (better / worse, and a
+bootstrap interval of the difference of the medians: on Styblinski-Tang the
+medians of ten seeds swap order between seed sets, so judge it on 30).
 
 Runs are sequential on one thread (the machine is shared): `--seeds 3` for development.
 Tables go to stdout as Markdown, progress to stderr.
@@ -30,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -321,6 +325,34 @@ def median_iqr(values: list[float]) -> str:
     return f"{q2:.3g} [{q1:.3g}, {q3:.3g}]"
 
 
+# Resamples of the seeds behind paired()'s interval; 2,000 put its ends within about 1% of the spread of the runs.
+BOOTSTRAP = 2000
+
+
+def paired(results: list[dict[str, Any]], problem: str, peer: str, field: str) -> str:
+    """somatize-bayesian against `peer` on the seeds both ran: the medians' ratio, the runs better and worse, and
+    the 5-95% quantiles of the medians' difference over seeds resampled with replacement (pairs kept): on a
+    problem whose runs scatter widely, ten seeds' medians swap order between seed sets, and the interval says so."""
+    def by_seed(sampler: str) -> dict[int, float]:
+        return {r["seed"]: r[field] for r in results
+                if r["problem"] == problem and r["sampler"] == sampler and r.get(field) is not None}  # fmt: skip
+
+    ours, theirs = by_seed("somatize-bayesian"), by_seed(peer)
+    seeds = sorted(ours.keys() & theirs.keys())
+    if not seeds:
+        return "-"
+    a, b = [ours[s] for s in seeds], [theirs[s] for s in seeds]
+    better, worse = sum(x < y for x, y in zip(a, b)), sum(x > y for x, y in zip(a, b))
+    draw = random.Random(0)
+    differences = sorted(
+        statistics.median(a[i] for i in picks) - statistics.median(b[i] for i in picks)
+        for picks in ([draw.randrange(len(seeds)) for _ in seeds] for _ in range(BOOTSTRAP))
+    )
+    low, high = differences[BOOTSTRAP // 20], differences[BOOTSTRAP - 1 - BOOTSTRAP // 20]
+    ratio = statistics.median(a) / statistics.median(b) if statistics.median(b) else math.nan
+    return f"{ratio:.2f} ({better}/{worse}; [{low:.3g}, {high:.3g}])"
+
+
 def tables(results: list[dict[str, Any]]) -> str:
     problems = [p for p in PROBLEMS if any(r["problem"] == p for r in results)]
     samplers = [s for s in SAMPLERS if any(r["sampler"] == s for r in results)]
@@ -356,18 +388,16 @@ def tables(results: list[dict[str, Any]]) -> str:
                 cells.append(median_iqr(runs) if runs else "-")
             out.append(f"| {problem} | " + " | ".join(cells) + " |")
     if "somatize-bayesian" in samplers:
-        out += ["", "somatize-bayesian's median against each peer's (ratio; below 1 is better):", "",
-                "| problem | " + " | ".join(s for s in samplers if s != "somatize-bayesian") + " |",
-                "|---|" + "---:|" * (len(samplers) - 1)]  # fmt: skip
-        for problem in problems:
-            ours = medians.get((problem, "somatize-bayesian"))
-            cells = []
-            for sampler in samplers:
-                if sampler == "somatize-bayesian":
-                    continue
-                theirs = medians.get((problem, sampler))
-                cells.append("-" if ours is None or not theirs else f"{ours / theirs:.2f}")
-            out.append(f"| {problem} | " + " | ".join(cells) + " |")
+        peers = [s for s in samplers if s != "somatize-bayesian"]
+        truths = [("regret", "regret", problems)]
+        if rescored:
+            truths.append(("rescored", f"the {splits}-split mean", rescored))
+        for field, truth, shown in truths:
+            out += ["", (f"somatize-bayesian against each peer on {truth}, paired by seed: the ratio of the medians (below 1 "
+                         "is better), runs better / worse, and a 90% bootstrap interval of the difference of the medians:"),
+                    "", "| problem | " + " | ".join(peers) + " |", "|---|" + "---:|" * len(peers)]  # fmt: skip
+            for problem in shown:
+                out.append(f"| {problem} | " + " | ".join(paired(results, problem, peer, field) for peer in peers) + " |")
     return "\n".join(out)
 
 
