@@ -73,22 +73,13 @@ def _nugget_test(sampler: Any, model: Any) -> tuple[float, float, float]:
 
 
 def trace(problem: Any, seed: int, point: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from somatize import MetricRecord, Objective, SearchSpace, Study, StudyRunner, make_sampler
-    from somatize.executors.base import Completed, Executor
+    import noisy  # (on sys.path: main() puts this directory there)
+
+    from somatize import StudyRunner
     from somatize.samplers import bayesian as B
     from somatize.samplers.acquisition import Posterior, acquisition
 
-    counter = iter(range(10**9))
-
-    class InProcess(Executor):  # as noisy.run_somatize, so that the runs are those of noisy.py
-        def run(self, request: Any, reporter: Any) -> Any:
-            value = problem.observe(dict(request.params), seed * 100_003 + next(counter))
-            return Completed([MetricRecord("value", value)])
-
-    space = SearchSpace.from_spec(problem.space)
-    strategy = {"type": "bayesian", "n_trials": problem.evals}
-    study = Study(problem.name, space, [Objective("value")], strategy)
-    sampler = make_sampler(strategy, space, Objective("value"), seed)
+    study, sampler, executor = noisy.somatize_run(problem, seed, {"type": "bayesian"})
     rows: list[dict[str, Any]] = []
     nuggets: list[tuple[float, float, float]] = []
     exact = sampler._exact_proposal
@@ -111,7 +102,7 @@ def trace(problem: Any, seed: int, point: dict[str, Any]) -> tuple[list[dict[str
         return chosen, by
 
     sampler._exact_proposal = traced  # type: ignore[method-assign]
-    StudyRunner(study, sampler, InProcess(), seed=seed).run()
+    StudyRunner(study, sampler, executor, seed=seed).run()
     best = study.best_trial()
     assert best is not None
     lost = next((r["trial"] for i, r in enumerate(rows)

@@ -214,8 +214,10 @@ for _name, (_fn, _space) in MODELS.items():
 # One run: the parameters the tool reports --------------------------------------------
 
 
-def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[str, Any]:
-    from somatize import MetricRecord, Objective, SearchSpace, Study, StudyRunner, make_sampler
+def somatize_run(problem: Problem, seed: int, strategy: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The study, sampler and in-process executor of one somatize run, not yet run: the trace scripts
+    (noisy_trace.py, fixed_trace.py) wrap the sampler first, so that their runs are this suite's."""
+    from somatize import MetricRecord, Objective, SearchSpace, Study, make_sampler
     from somatize.executors.base import Completed, Executor
 
     counter = iter(range(10**9))
@@ -228,8 +230,14 @@ def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[
     space = SearchSpace.from_spec(problem.space)
     strategy = {**strategy, "n_trials": problem.evals}
     study = Study(problem.name, space, [Objective("value")], strategy)
-    sampler = make_sampler(strategy, space, Objective("value"), seed)
-    StudyRunner(study, sampler, InProcess(), seed=seed).run()
+    return study, make_sampler(strategy, space, Objective("value"), seed), InProcess()
+
+
+def run_somatize(problem: Problem, seed: int, strategy: dict[str, Any]) -> dict[str, Any]:
+    from somatize import StudyRunner
+
+    study, sampler, executor = somatize_run(problem, seed, strategy)
+    StudyRunner(study, sampler, executor, seed=seed).run()
     chosen = study.recommended_trial() or study.best_trial()
     assert chosen is not None
     evaluated = [t.params for t in study.trials if t.values]

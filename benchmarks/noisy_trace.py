@@ -43,21 +43,12 @@ def _gp_state(sampler: Any) -> dict[str, Any]:
 
 
 def trace(problem: Any, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from somatize import MetricRecord, Objective, SearchSpace, Study, StudyRunner, make_sampler
-    from somatize.executors.base import Completed, Executor
+    import noisy  # (on sys.path: main() puts this directory there)
+
+    from somatize import StudyRunner
     from somatize.samplers.acquisition import Posterior
 
-    counter = iter(range(10**9))
-
-    class InProcess(Executor):  # as noisy.run_somatize, so that the runs are those of noisy.py
-        def run(self, request: Any, reporter: Any) -> Any:
-            value = problem.observe(dict(request.params), seed * 100_003 + next(counter))
-            return Completed([MetricRecord("value", value)])
-
-    space = SearchSpace.from_spec(problem.space)
-    strategy = {"type": "bayesian", "n_trials": problem.evals}
-    study = Study(problem.name, space, [Objective("value")], strategy)
-    sampler = make_sampler(strategy, space, Objective("value"), seed)
+    study, sampler, executor = noisy.somatize_run(problem, seed, {"type": "bayesian"})
     rows: list[dict[str, Any]] = []
     propose = sampler.propose
     bounds = {name: (dim["low"], dim["high"]) for name, dim in problem.space.items()}
@@ -73,7 +64,7 @@ def trace(problem: Any, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]
         return params
 
     sampler.propose = traced  # type: ignore[method-assign]
-    StudyRunner(study, sampler, InProcess(), seed=seed).run()
+    StudyRunner(study, sampler, executor, seed=seed).run()
     chosen = study.recommended_trial() or study.best_trial()
     assert chosen is not None
     rng = np.random.default_rng(seed)
