@@ -365,13 +365,10 @@ def tables(results: list[dict[str, Any]]) -> str:
     problems = [p for p in PROBLEMS if any(r["problem"] == p for r in results)]
     samplers = [s for s in SAMPLERS if any(r["sampler"] == s for r in results)]
     out = ["| problem | " + " | ".join(samplers) + " |", "|---|" + "---|" * len(samplers)]
-    medians: dict[tuple[str, str], float] = {}
     for problem in problems:
         cells = []
         for sampler in samplers:
             runs = [r["regret"] for r in results if r["problem"] == problem and r["sampler"] == sampler]
-            if runs:
-                medians[problem, sampler] = statistics.median(runs)
             cells.append(median_iqr(runs) if runs else "-")
         out.append(f"| {problem} | " + " | ".join(cells) + " |")
     out += ["", "Wall seconds per run (median; objective included):", "",
