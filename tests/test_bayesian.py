@@ -359,26 +359,3 @@ def test_a_search_does_not_creep_along_a_bound_it_has_already_learnt() -> None:
     creeping = [y for i, y in enumerate(on_bound) if any(abs(y - other) < 1e-3 * 15 for other in on_bound[:i])]
     assert creeping == []
     assert repeats(study) == 1  # `noise: auto`'s one deliberate repeat, and no other
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_where_a_handful_of_points_say_little_the_length_scales_follow_a_prior_that_grows_with_the_dimension(
-    seed: int,
-) -> None:
-    # 8-D, six points, a value that depends on x0 alone: seven columns the data say nothing about.
-    # Two random points of the unit cube lie √(d/6) apart, so the prior's length scales grow as √d
-    # (`_HyperparameterSearch`); with one prior for every d the fitted median was 1.1-1.3 here.
-    import numpy as np
-
-    d = 8
-    space = SearchSpace(tuple(FloatDimension(f"x{i}", 0.0, 1.0) for i in range(d)))
-    rng = np.random.default_rng(seed)
-    strategy = {"type": "bayesian", "n_trials": 12, "n_initial": 6, "noise": "none"}
-    sampler = make_sampler(strategy, space, Objective("loss"), 0)
-    for number in range(6):
-        x = rng.random(d)
-        params = {f"x{i}": float(x[i]) for i in range(d)}
-        sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": math.sin(3 * x[0])}))
-    assert sampler.recommend() is not None  # fits the GP
-    scales = [v for name, v in sampler._model.kernel_.get_params().items() if name.endswith("length_scale")][0]
-    assert 0.5 * math.sqrt(d) < float(np.median(scales)) < 2 * math.sqrt(d)

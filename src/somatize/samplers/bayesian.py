@@ -86,9 +86,6 @@ WARP_NOISE_SCALES = 4.0
 # with full searches every 10 trials (median of 10 seeds: Hartmann6 0.030
 # against 0.072, Ackley-5 3.7 against 4.1), at a fraction of the cost.
 GP_RESTARTS = 2
-# Whether the length scales' prior of an ARD kernel grows with the number of columns d, as √d
-# (`_HyperparameterSearch`); without, every dimension has the prior of d = 1.
-DIMENSION_SCALED_PRIOR = True
 FIT_GTOL = 1e-2
 # The search is repeated once the history has grown by this fraction since the
 # last one (every trial up to 10, every 10th at 100); in between, the last
@@ -213,13 +210,10 @@ def _gaussian_process(axes: list[_Axis], seed: int | None, noise_mode: str = obs
 
     space = Space(normalize_dimensions([a.skopt_dim for a in axes]))
     n = space.transformed_n_dims
-    # The Hamming kernel's distance is a count of differing choices, not a Euclidean one: its prior stays at d = 1.
-    dimension = 1 if space.is_categorical else _prior_dimension(n)
     if space.is_categorical:
         shape = HammingKernel(length_scale=np.ones(n))
     else:
-        start = np.full(n, math.sqrt(dimension))  # the prior's mode: the first search starts there
-        shape = Matern(length_scale=start, length_scale_bounds=[(0.01, 100.0)] * n, nu=2.5)
+        shape = Matern(length_scale=np.ones(n), length_scale_bounds=[(0.01, 100.0)] * n, nu=2.5)
     kernel = ConstantKernel(1.0, (0.01, 1000.0)) * shape
     if noise_mode != obs_noise.NONE:
         bounds = "fixed" if noise_mode == obs_noise.FIXED else (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)
@@ -230,16 +224,9 @@ def _gaussian_process(axes: list[_Axis], seed: int | None, noise_mode: str = obs
         # "gaussian" makes skopt keep our noise term for fitting and zero it for predictions.
         noise=GP_NOISE if noise_mode == obs_noise.NONE else "gaussian",
         n_restarts_optimizer=GP_RESTARTS,
-        optimizer=_HyperparameterSearch(n, dimension),
+        optimizer=_HyperparameterSearch(n),
         random_state=seed,
     )
-
-
-def _prior_dimension(columns: int) -> int:
-    """The dimension d of the length scales' prior (`_HyperparameterSearch`) for an ARD kernel over
-    `columns` transformed columns (a one-hot categorical's columns each count): all of them with
-    DIMENSION_SCALED_PRIOR, else 1 (the prior of every dimension before)."""
-    return columns if DIMENSION_SCALED_PRIOR else 1
 
 
 @dataclass(frozen=True)
@@ -257,26 +244,12 @@ class _HyperparameterSearch:
     with them: Branin 7e-5 and 3e-6, Ackley-5 10.4 and 7.1 (Hartmann6 0.09
     and 0.13: within its seed-to-seed spread).
 
-    The length scales' prior is that one-dimensional prior stretched by √d,
-    with d = `dimension`, the number of columns the kernel's distance sums
-    over: -log p(l) = 0.1·((l/√d)² + (√d/l)²), mode at l = √d. Two random
-    points of the unit cube are √(d/6) apart on average, so a prior whose
-    length scales do not grow with d makes the prior's functions ever rougher
-    as d grows: at d = 6 the correlation between typical points is that of
-    points 2.4 times further apart in 1-D (Hvarfner, Hellsten and Nardi,
-    "Vanilla Bayesian optimization performs great in high dimensions", ICML
-    2024, whose LogNormal prior's location grows by log(d)/2, the same √d).
-    At d = 1 it is the prior above, which the additive kernel's one-dimensional
-    components keep (`_AdditiveSearch`), as does the margin GP of
-    feasibility.py, which builds its search with the number of columns alone.
-
     The search stops at a gradient of FIT_GTOL: scikit-learn's default (1e-5)
     spent most of a fit's likelihood evaluations on digits that do not move
     the proposals.
     """
 
     n_scales: int
-    dimension: int = 1
 
     def _amplitudes(self) -> tuple[int, float]:
         """How many amplitudes lead the log-hyperparameters, and the rate of each one's Gamma(2, rate) prior."""
@@ -287,13 +260,12 @@ class _HyperparameterSearch:
 
         n = self.n_scales
         k, rate = self._amplitudes()
-        stretch = 0.5 * math.log(self.dimension)  # log √d
 
         def posterior(log_theta: np.ndarray) -> tuple[float, np.ndarray]:
             value, grad = objective(log_theta)
             grad = np.array(grad, dtype=float)
-            amplitudes, scales = log_theta[:k], log_theta[k : k + n] - stretch
-            # -log prior, up to a constant. Length scale l: 0.1·((l/√d)² + (√d/l)²); amplitude a ~ Gamma(2, rate).
+            amplitudes, scales = log_theta[:k], log_theta[k : k + n]
+            # -log prior, up to a constant. Length scale l: 0.1·(l² + 1/l²); amplitude a ~ Gamma(2, rate).
             value += float(np.sum(0.1 * (np.exp(2 * scales) + np.exp(-2 * scales))))
             grad[k : k + n] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
             value += float(np.sum(rate * np.exp(amplitudes) - amplitudes))
@@ -1446,8 +1418,8 @@ class AdditiveMatern(SkoptKernel):
 @dataclass(frozen=True)
 class _AdditiveSearch(_HyperparameterSearch):
     """`_HyperparameterSearch` for the additive kernel, whose log-hyperparameters are [n amplitudes,
-    n length scales] and the noise level last. The length scales have the full kernel's prior at d = 1
-    (each component's distance runs along its own column alone); the amplitudes share the standardised values' unit variance, so each has the full kernel's
+    n length scales] and the noise level last. The length scales have the full kernel's prior; the
+    amplitudes share the standardised values' unit variance, so each has the full kernel's
     amplitude prior scaled to 1/n of it (a_i ~ the prior of a / n)."""
 
     def _amplitudes(self) -> tuple[int, float]:
@@ -1574,5 +1546,5 @@ def _lattice_gaussian_process(template: Any, space: Any) -> Any:
     # skopt's Sum (with gradient_x) built directly: skopt's `+` takes a kernel of scikit-learn's own class for a constant.
     kernel = Sum(Sum(clone(template.kernel.k1), offsets), clone(template.kernel.get_params()[name]))
     model = clone(template)
-    model.set_params(kernel=kernel, optimizer=_LatticeSearch(column, _prior_dimension(column)))
+    model.set_params(kernel=kernel, optimizer=_LatticeSearch(column))
     return model
