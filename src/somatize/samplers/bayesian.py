@@ -135,6 +135,8 @@ BEST_DRAWS = 128
 # Under noise, the acquisition, the expected best and the recommendation are averaged over this many draws of the
 # GP's hyperparameters (`BayesianSampler._integrated`; 0: the fitted ones alone), in antithetic pairs.
 HYPER_DRAWS = 8
+# Whether the recommendation's quantile (RECOMMEND_Z) is the mixture's over the draws, or the fitted GP's.
+INTEGRATED_RECOMMENDATION = True
 # The Laplace approximation's least curvature (of -log posterior, per log unit) in any direction of the
 # log-hyperparameters: where the likelihood is flat, the draws spread as far as the length scales' prior
 # alone lets them (its curvature at its mode, l = 1, is 0.8: a sd of 1.1 log units, a factor 3).
@@ -1090,7 +1092,10 @@ class BayesianSampler(Sampler):
         low, high = kernel.bounds[:, 0], kernel.bounds[:, 1]
         free = np.flatnonzero((centre - low > 10 * LAPLACE_STEP) & (high - centre > 10 * LAPLACE_STEP))
         pairs = (HYPER_DRAWS + 1) // 2
-        z = self.rng.standard_normal((pairs, len(free)))
+        # A stream of their own, set by the seed and the history alone: `recommend` may make the draws
+        # before `propose` does, and the per-trial stream (`_reseed`) must not depend on which did.
+        rng = np.random.default_rng([self._entropy & (2**64 - 1), len(self._fit_y), 0x16])
+        z = rng.standard_normal((pairs, len(free)))
         z = np.vstack([z, -z])[:HYPER_DRAWS]
         thetas = np.repeat(centre[None, :], len(z), axis=0)
         if len(free):
@@ -1336,7 +1341,7 @@ class BayesianSampler(Sampler):
             return None
         with _quiet():
             model = self._fitted()
-            drawn = self._integrated()
+            drawn = self._integrated() if INTEGRATED_RECOMMENDATION else None
             posterior = Posterior(model) if drawn is None else Integrated(*drawn)
             means, sds = posterior(self._transformed()[rows])
         numbers = [self._numbers[i] for i in rows]
@@ -1356,6 +1361,16 @@ class BayesianSampler(Sampler):
         if self._model is None or not _is_gp(self._model):
             return None
         return "additive" if self._additive else "ard"
+
+    def noise_draws(self) -> list[tuple[float, float]] | None:
+        """Under noise, each draw of the GP's hyperparameters that the acquisition and the recommendation
+        average over (`_integrated`), as (its noise sd in the objective's units, its weight); None without."""
+        drawn = self._integrated()
+        if drawn is None:
+            return None
+        std = float(np.ravel(self._model.y_train_std_)[0])
+        sds = [obs_noise.sd_in_objective_units(float(m.noise_ or 0.0), self._model_spread, std) for m in drawn[0]]
+        return list(zip(sds, (float(w) for w in drawn[1])))
 
     def noise_sd(self) -> float | None:
         """The GP's observation noise as a standard deviation in the objective's units: 0 once
