@@ -482,3 +482,26 @@ def test_the_acquisition_averaged_over_the_draws_proposes_elsewhere_than_the_fit
     averaged, fitted = proposal(8), proposal(0)
     assert max(abs(averaged[k] - fitted[k]) for k in ("x", "y")) > 1e-3
     assert proposal(8) == averaged  # seeded: the draws are the same each time
+
+
+def test_the_draws_shortcuts_propose_what_scikit_learns_own_paths_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each draw's kernel is copied by `_KernelLayout` rather than `clone_with_theta`, and its expected best
+    # comes from its own factor rather than predict(return_cov=True): both are exact rewrites of the
+    # slower paths, so the proposal must not move when the slower ones are put back.
+    rng = np.random.default_rng(3)
+    points = [{"x": float(rng.random()), "y": float(rng.random())} for _ in range(14)]
+    points[5] = points[0]  # the repeat of `noise: auto`
+    values = [ripples(p) + 0.2 * rng.normal() for p in points]
+    fast = told(UNIT, points, values).propose(len(points))
+    monkeypatch.setattr(bayesian._KernelLayout, "at", lambda self, theta: self.kernel.clone_with_theta(theta))
+    original = bayesian._conditioned_on_theta
+
+    def without_factor(*args: Any) -> Any:
+        drawn = original(*args)
+        drawn.noise_diag_ = None  # _expected_bests then asks predict()
+        return drawn
+
+    monkeypatch.setattr(bayesian, "_conditioned_on_theta", without_factor)
+    slow = told(UNIT, points, values).propose(len(points))
+    assert fast is not None and slow is not None
+    assert max(abs(fast[k] - slow[k]) for k in ("x", "y")) < 1e-6
