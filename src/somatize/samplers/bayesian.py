@@ -133,8 +133,11 @@ MEAN_HEDGE = True
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
 # Under noise, the acquisition, the expected best and the recommendation are averaged over this many draws of the
-# GP's hyperparameters (`BayesianSampler._integrated`; 0: the fitted ones alone), in antithetic pairs.
-HYPER_DRAWS = 8
+# GP's hyperparameters (`BayesianSampler._integrated`; 0: the fitted ones alone), in antithetic pairs. 8 draws,
+# even with the shortcuts of `_KernelLayout` and `_expected_bests`, cost 1.07-1.14x main's CPU a Hartmann-3 run
+# (seeds 0-1, load 5-8), and their importance weights' effective sample size was 3.8 of 8 on Styblinski-6:
+# with 4 the seeds 0-29 of BENCHMARKS.md ("Eighth round (issue 16, cost of the integrated hyperparameters)").
+HYPER_DRAWS = 4
 # Whether the recommendation's quantile (RECOMMEND_Z) is the mixture's over the draws, or the fitted GP's.
 INTEGRATED_RECOMMENDATION = True
 # The Laplace approximation's least curvature (of -log posterior, per log unit) in any direction of the
