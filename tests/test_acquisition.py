@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import minimize
-from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
 from skopt.learning import GaussianProcessRegressor
@@ -15,7 +14,7 @@ from skopt.learning.gaussian_process.kernels import RBF, ConstantKernel, Matern
 from skopt.space import Categorical, Integer, Real, Space
 from skopt.utils import normalize_dimensions
 
-from somatize.samplers.acquisition import AcquisitionSearch, Integrated, Posterior, acquisition, acquisition_and_gradient
+from somatize.samplers.acquisition import AcquisitionSearch, Posterior, acquisition, acquisition_and_gradient
 
 # The GPs here are fitted with scikit-learn's wide default bounds, which small data reach.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -187,42 +186,3 @@ def test_real_dimensions_are_refined_for_the_integer_the_sweep_settles_on() -> N
         Real(1e-5, 1.0, prior="log-uniform"), Real(0.0, 0.6), Integer(1, 10), Categorical([0, 1, 2, 3]),
     ]))  # fmt: skip
     assert max(proposal_shortfall(space, seed) for seed in range(5)) < 0.003
-
-
-@pytest.mark.parametrize("kind", ["EI", "PI", "LCB"])
-def test_an_integrated_acquisition_averages_each_draws_own_against_its_own_best(kind: str) -> None:
-    # Two draws of the hyperparameters (length scales 0.2 and 0.5), each improving on its own best.
-    rng = np.random.default_rng(4)
-    X = rng.random((15, 2))
-    y = branin_unit(X)
-    models = [fitted_gp(X, y, Matern(length_scale=[scale, scale], nu=2.5), search=False) for scale in (0.2, 0.5)]
-    weights, bests = np.array([0.25, 0.75]), np.array([y.min() - 5.0, y.min()])
-    integrated = Integrated(models, weights, bests)
-    Q = rng.random((300, 2))  # past one chunk of the stacked evaluation
-    each = np.array([acquisition(kind, *Posterior(m)(Q), b) for m, b in zip(models, bests)])
-    expected = weights @ each if kind == "LCB" else logsumexp(each + np.log(weights)[:, None], axis=0)
-    value, gradient = integrated.acquisition(kind, Q[:4], gradient=True)
-    assert np.allclose(integrated.acquisition(kind, Q)[0], expected, rtol=1e-8, atol=1e-10)
-    assert np.allclose(value, expected[:4], rtol=1e-8, atol=1e-10)
-    step = 1e-6
-    for column in range(2):
-        moved = Q[:4].copy()
-        moved[:, column] += step
-        slope = (integrated.acquisition(kind, moved)[0] - value) / step
-        assert np.allclose(gradient[:, column], slope, rtol=1e-3, atol=1e-5)
-    # Called as a posterior: the mixture's mean and sd by moments.
-    means = np.array([Posterior(m)(Q)[0] for m in models])
-    assert np.allclose(integrated(Q)[0], weights @ means)
-    assert np.all(integrated(Q)[1] >= np.min([Posterior(m)(Q)[1] for m in models], axis=0) - 1e-9)
-
-
-def test_an_integrated_acquisition_search_finds_the_integrated_maximum() -> None:
-    rng = np.random.default_rng(5)
-    X = rng.random((12, 2))
-    y = branin_unit(X)
-    models = [fitted_gp(X, y, Matern(length_scale=[scale, scale], nu=2.5), search=False) for scale in (0.15, 0.4)]
-    integrated = Integrated(models, [0.5, 0.5], [y.min(), y.min()])
-    space = Space(normalize_dimensions([Real(0.0, 1.0), Real(0.0, 1.0)]))
-    found = AcquisitionSearch(space, np.random.default_rng(0)).best(integrated, ("EI",), float(y.min()), X[np.argmin(y)])[0]
-    grid = np.stack(np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201)), axis=-1).reshape(-1, 2)
-    assert integrated.acquisition("EI", found[None])[0][0] >= np.max(integrated.acquisition("EI", grid)[0]) - 1e-3

@@ -18,7 +18,6 @@ from somatize.cli import app
 from somatize.errors import StudyFileError
 from somatize.storage.results import read_results, write_results
 from somatize.study import MetricRecord, Recommendation
-from somatize.samplers import bayesian
 from somatize.studyfile import load_study
 
 LINE = SearchSpace((FloatDimension("x", 0.0, 1.0),))
@@ -433,75 +432,3 @@ def test_a_noise_free_study_keeps_the_full_kernel() -> None:
     sampler = told(CUBE, points, [double_wells(p) for p in points], noise="none")
     sampler.recommend()
     assert sampler.surrogate_kernel == "ard"
-
-
-# Integrating over the GP's hyperparameters (issue 16, eighth round) -------------------------------
-
-
-def noise_sd_ratio(n: int, seed: int) -> float:
-    """The largest over the smallest noise sd among the hyperparameter draws after `n` noisy points."""
-    points, values = random_history(wave, 0.3, seed, n)
-    sampler = told(LINE, points, values)
-    sampler.recommend()
-    draws = sampler.noise_draws()
-    assert draws is not None and len(draws) == bayesian.HYPER_DRAWS
-    assert sum(weight for _, weight in draws) == pytest.approx(1.0)
-    sds = [sd for sd, _ in draws]
-    return max(sds) / min(sds)
-
-
-def test_the_hyperparameter_draws_spread_where_few_points_leave_the_noise_unsure() -> None:
-    # 8 points of a sine under noise sd 0.3 hardly tell its noise from its shape (noise sds of the draws
-    # 0.027-0.043, a ratio of 1.59); 80 points pin it down (0.247-0.290, 1.17). Both spread: the draws
-    # are not the fitted values repeated.
-    few, many = noise_sd_ratio(8, 0), noise_sd_ratio(80, 0)
-    assert 1.05 < many and 1.2 * many < few
-
-
-def test_without_noise_there_are_no_hyperparameter_draws() -> None:
-    points, values = random_history(wave, 0.0, 1, 20)
-    sampler = told(LINE, points, values, noise="none")
-    sampler.recommend()
-    assert sampler.noise_draws() is None
-
-
-def test_the_acquisition_averaged_over_the_draws_proposes_elsewhere_than_the_fitted_hyperparameters(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    rng = np.random.default_rng(3)
-    points = [{"x": float(rng.random()), "y": float(rng.random())} for _ in range(12)]
-    points[-1] = points[0]  # the repeat of `noise: auto`, so that the next proposal is the model's
-    values = [ripples(p) + 0.2 * rng.normal() for p in points]
-
-    def proposal(draws: int) -> dict[str, Any]:
-        monkeypatch.setattr(bayesian, "HYPER_DRAWS", draws)
-        params = told(UNIT, points, values).propose(len(points))
-        assert params is not None
-        return params
-
-    averaged, fitted = proposal(8), proposal(0)
-    assert max(abs(averaged[k] - fitted[k]) for k in ("x", "y")) > 1e-3
-    assert proposal(8) == averaged  # seeded: the draws are the same each time
-
-
-def test_the_draws_shortcuts_propose_what_scikit_learns_own_paths_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Each draw's kernel is copied by `_KernelLayout` rather than `clone_with_theta`, and its expected best
-    # comes from its own factor rather than predict(return_cov=True): both are exact rewrites of the
-    # slower paths, so the proposal must not move when the slower ones are put back.
-    rng = np.random.default_rng(3)
-    points = [{"x": float(rng.random()), "y": float(rng.random())} for _ in range(14)]
-    points[5] = points[0]  # the repeat of `noise: auto`
-    values = [ripples(p) + 0.2 * rng.normal() for p in points]
-    fast = told(UNIT, points, values).propose(len(points))
-    monkeypatch.setattr(bayesian._KernelLayout, "at", lambda self, theta: self.kernel.clone_with_theta(theta))
-    original = bayesian._conditioned_on_theta
-
-    def without_factor(*args: Any) -> Any:
-        drawn = original(*args)
-        drawn.noise_diag_ = None  # _expected_bests then asks predict()
-        return drawn
-
-    monkeypatch.setattr(bayesian, "_conditioned_on_theta", without_factor)
-    slow = told(UNIT, points, values).propose(len(points))
-    assert fast is not None and slow is not None
-    assert max(abs(fast[k] - slow[k]) for k in ("x", "y")) < 1e-6

@@ -49,10 +49,6 @@ ACQ_POINTS = 2048
 LOCAL_STARTS = 5
 LOCAL_ITERATIONS = 50
 LOCAL_GTOL = 1e-4
-# With hyperparameters integrated out (`Integrated`), the random candidates are screened by the fitted GP's
-# acquisition, and the starts are chosen among this many of the best by the integrated one: scoring all 2,048
-# under 8 draws of an additive kernel took 0.37 s a suggestion (Styblinski-6, 60 trials: 18 s of a 53 s run).
-SCREENED = 128
 # Kernel rows computed exactly (see Posterior._kernel); larger batches use a matrix product.
 EXACT_ROWS = 64
 # Integer dimensions with at most this many values are swept whole; wider
@@ -212,159 +208,6 @@ class Posterior:
         return factor[..., None] * scaled / scales
 
 
-def _stationary52(kernel: Any) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """("ard", [amplitude], length scales) for amplitude × Matern 5/2 (+ white), ("additive", amplitudes,
-    length scales) for a sum of one-dimensional Matern 5/2 kernels (bayesian.AdditiveMatern, + white);
-    None for any other kernel."""
-    from sklearn.gaussian_process.kernels import Sum, WhiteKernel
-
-    ard = _matern52(kernel)
-    if ard is not None:
-        return "ard", np.atleast_1d(ard[0]), np.atleast_1d(ard[1])
-    if isinstance(kernel, Sum) and isinstance(kernel.k2, WhiteKernel):
-        kernel = kernel.k1
-    if type(kernel).__name__ == "AdditiveMatern":
-        return "additive", np.atleast_1d(kernel.amplitudes), np.atleast_1d(kernel.length_scales)
-    return None
-
-
-class _Stacked:
-    """The GPs of an `Integrated` evaluated together, one array axis over the draws: a local search asks
-    about a point or a few at a time, where the cost of a posterior is the overhead of its calls, so K
-    draws cost about what one does. For draws sharing their training points and a kernel of
-    `_stationary52`; K⁻¹ through each draw's explicit L⁻¹ (a noisy GP's factor is well conditioned)."""
-
-    # Candidate rows per chunk: the arrays are draws × rows × observations × columns.
-    CHUNK = 128
-
-    def __init__(self, models: list[Any], shapes: list[tuple[str, np.ndarray, np.ndarray]]):
-        self.kind = shapes[0][0]
-        columns = models[0].X_train_.shape[1]
-        self.amplitudes = np.array([np.broadcast_to(a, (len(a),)) for _, a, _ in shapes])  # K × (1 or d)
-        self.scales = np.array([np.broadcast_to(l, (columns,)) for _, _, l in shapes])  # K × d
-        self.prior = self.amplitudes.sum(axis=1)  # k(x, x)
-        self.train = np.asarray(models[0].X_train_, dtype=float)
-        self.alpha = np.array([np.ravel(m.alpha_) for m in models])
-        eye = np.eye(len(self.train))
-        self.inverse = np.array([solve_triangular(m.L_, eye, lower=True, check_finite=False) for m in models])
-        self.mean0 = np.array([float(np.ravel(m.y_train_mean_)[0]) for m in models])
-        self.std0 = np.array([float(np.ravel(m.y_train_std_)[0]) for m in models])
-
-    @staticmethod
-    def usable(models: list[Any], shapes: list[Any]) -> bool:
-        if any(s is None for s in shapes) or len({s[0] for s in shapes}) != 1:
-            return False
-        first = models[0].X_train_
-        return all(m.X_train_.shape == first.shape and np.array_equal(m.X_train_, first) for m in models)
-
-    def predict(self, X: np.ndarray, gradient: bool = False) -> tuple[np.ndarray, ...]:
-        """Means and sds (draws × rows) and, with `gradient`, their gradients (draws × rows × columns)."""
-        if len(X) > self.CHUNK:
-            parts = [self.predict(X[i : i + self.CHUNK], gradient) for i in range(0, len(X), self.CHUNK)]
-            return tuple(np.concatenate(p, axis=1) for p in zip(*parts))
-        diff = X[None, :, None, :] - self.train[None, None, :, :]
-        scales = self.scales[:, None, None, :]
-        scaled = diff / scales  # K × B × n × d
-        if self.kind == "ard":
-            amplitude = self.amplitudes[:, :1, None]  # K × 1 × 1
-            r = np.sqrt(5.0 * np.sum(scaled * scaled, axis=-1))
-            decay = np.exp(-r)
-            k = amplitude * (1.0 + r + r * r / 3.0) * decay
-            slope = (-(5.0 / 3.0) * amplitude * (1.0 + r) * decay)[..., None] if gradient else None
-        else:
-            amplitudes = self.amplitudes[:, None, None, :]  # K × 1 × 1 × d
-            r = math.sqrt(5.0) * np.abs(scaled)
-            decay = np.exp(-r)
-            k = np.sum(amplitudes * (1.0 + r + r * r / 3.0) * decay, axis=-1)
-            slope = -(5.0 / 3.0) * amplitudes * (1.0 + r) * decay if gradient else None
-        std0 = self.std0[:, None]
-        mean = np.einsum("kbn,kn->kb", k, self.alpha) * std0 + self.mean0[:, None]
-        v = np.einsum("kmn,kbn->kbm", self.inverse, k)
-        std = np.sqrt(np.maximum(self.prior[:, None] - np.einsum("kbm,kbm->kb", v, v), 0.0)) * std0
-        if not gradient:
-            return mean, std
-        dk = slope * scaled / scales  # d k(x, x_n) / dx
-        dmean = np.einsum("kbnd,kn->kbd", dk, self.alpha) * std0[..., None]
-        w = np.einsum("kmn,kbm->kbn", self.inverse, v)  # K⁻¹ k
-        dvar = -2.0 * np.einsum("kbn,kbnd->kbd", w, dk) * (std0**2)[..., None]
-        return mean, std, dmean, dvar / (2.0 * np.maximum(std, 1e-12))[..., None]
-
-
-class Integrated:
-    """A GP's posterior under several draws of its hyperparameters, each draw a fitted surrogate with its
-    own weight and its own value to improve on: the acquisition is the weighted average of each draw's
-    (Snoek, Larochelle and Adams 2012, "integrated acquisition"), so a point counts as promising by how
-    much improvement it offers over the hyperparameters the data leave plausible, not under one estimate.
-
-    Called like a `Posterior`, it gives the mixture's mean and standard deviation (by moments), for
-    whatever needs one prediction per point (the recommendation, the incumbent).
-    """
-
-    def __init__(self, models: list[Any], weights: Any, bests: Any = None, screen: Any = None):
-        self.screen = models[0] if screen is None else screen  # the GP `AcquisitionSearch` screens candidates with
-        self.posteriors = [Posterior(m) for m in models]
-        weights = np.asarray(weights, dtype=float)
-        self.weights = weights / weights.sum()
-        self.log_weights = np.log(np.maximum(self.weights, 1e-300))
-        self.bests = None if bests is None else np.asarray(bests, dtype=float)
-        self.has_gradients = all(p.has_gradients for p in self.posteriors)
-        shapes = [_stationary52(m.kernel_) if p.has_gradients else None for m, p in zip(models, self.posteriors)]
-        self._stacked = _Stacked(models, shapes) if _Stacked.usable(models, shapes) else None  # type: ignore[arg-type]
-
-    def _predict(self, X: np.ndarray, gradient: bool = False) -> tuple[np.ndarray, ...]:
-        """Every draw's means and sds (draws × rows) and, with `gradient`, their gradients."""
-        if self._stacked is not None:
-            return self._stacked.predict(X, gradient)
-        parts = [p.gradients(X) if gradient else p(X) for p in self.posteriors]
-        return tuple(np.array(a) for a in zip(*parts))
-
-    def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        means, sds = self._predict(X)
-        mean = self.weights @ means
-        second = self.weights @ (sds * sds + means * means)
-        return mean, np.sqrt(np.maximum(second - mean * mean, 0.0))
-
-    def acquisition(self, kind: str, X: np.ndarray, gradient: bool = False) -> tuple[np.ndarray, Any]:
-        """The averaged acquisition at the rows of X (a log for EI and PI, as `acquisition` gives them)
-        and, with `gradient`, its gradient."""
-        assert self.bests is not None
-        draws, rows = len(self.weights), len(X)
-        predicted = self._predict(X, gradient)
-        best = np.repeat(self.bests, rows)
-        flat = [a.reshape(draws * rows, *a.shape[2:]) for a in predicted]
-        values, grads = acquisition_and_gradient(kind, flat[0], flat[1], best, *flat[2:])  # type: ignore[arg-type]
-        stacked = values.reshape(draws, rows)
-        if kind == "LCB":  # not a logarithm: averaged as it is
-            share = np.repeat(self.weights[:, None], rows, axis=1)
-            value = self.weights @ stacked
-        else:  # log Σ w_k exp(v_k), and each draw's share of it for the gradient
-            logs = stacked + self.log_weights[:, None]
-            top = np.max(logs, axis=0)
-            top = np.where(np.isfinite(top), top, 0.0)
-            share = np.exp(logs - top)
-            total = share.sum(axis=0)
-            value = top + np.log(total)
-            share = share / np.maximum(total, 1e-300)
-        if not gradient:
-            return value, None
-        return value, np.einsum("kb,kbd->bd", share, grads.reshape(draws, rows, -1))
-
-
-def acquire(posterior: Any, kind: str, best: float, X: np.ndarray) -> np.ndarray:
-    """The acquisition at the rows of X under a `Posterior` (against `best`) or an `Integrated` (against
-    each draw's own value to improve on)."""
-    if isinstance(posterior, Integrated):
-        return posterior.acquisition(kind, X)[0]
-    return acquisition(kind, *posterior(X), best)
-
-
-def acquire_with_gradient(posterior: Any, kind: str, best: float, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(posterior, Integrated):
-        return posterior.acquisition(kind, X, gradient=True)
-    mean, std, dmean, dstd = posterior.gradients(X)
-    return acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
-
-
 class AcquisitionSearch:
     """Finds the points of a skopt `Space` where acquisition functions are highest."""
 
@@ -400,7 +243,7 @@ class AcquisitionSearch:
         (no feasible trial yet) then searches for the most probably feasible point.
         """
         self._feasibility = feasibility
-        posterior = model if isinstance(model, Integrated) else Posterior(model)
+        posterior = Posterior(model)
         seed = int(self.rng.integers(2**31 - 1))
         candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
         if feasibility is not None and incumbent is not None:
@@ -410,22 +253,14 @@ class AcquisitionSearch:
             candidates = np.vstack([candidates, self.space.transform(self.space.inverse_transform(near))])
         if incumbent is not None:
             candidates = np.vstack([candidates, incumbent])
-        integrated = isinstance(posterior, Integrated)
-        screen = Posterior(posterior.screen) if isinstance(posterior, Integrated) else posterior
-        mean, std = screen(candidates)  # once for every kind: 2,048 rows against every observation
+        mean, std = posterior(candidates)  # once for every kind: 2,048 rows against every observation
         log_pof = None if feasibility is None else feasibility.log_pof(candidates)[0]
         found = []
         for kind in kinds:
             values = np.zeros(len(candidates)) if best is None else acquisition(kind, mean, std, best)
             if log_pof is not None:
                 values = values + log_pof  # feasibility.with_feasibility, computed once for the candidates
-            pool = candidates
-            if integrated and best is not None:
-                rows = self._screened(values, incumbent is not None)
-                pool, values = candidates[rows], posterior.acquisition(kind, candidates[rows])[0]
-                if log_pof is not None:
-                    values = values + log_pof[rows]
-            starts = pool[self._starts(values, incumbent is not None)]
+            starts = candidates[self._starts(values, incumbent is not None)]
             xs = self._local(posterior, kind, best, starts)
             xs = self._sweep(lambda X, kind=kind: self._value(posterior, kind, best, X), xs)
             if refine:
@@ -433,7 +268,7 @@ class AcquisitionSearch:
             found.append(xs[int(np.argmax(self._value(posterior, kind, best, xs)))])
         return found
 
-    def _polish(self, posterior: Posterior | Integrated, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:
+    def _polish(self, posterior: Posterior, kind: str, best: float | None, xs: np.ndarray) -> np.ndarray:
         """L-BFGS-B again over the real columns alone, from the swept points, the integer and categorical
         dimensions held at the values the sweep settled.
 
@@ -454,9 +289,9 @@ class AcquisitionSearch:
             lambda X: self._value(posterior, kind, best, X), xs, reals,
         )  # fmt: skip
 
-    def _value(self, posterior: Posterior | Integrated, kind: str, best: float | None, X: np.ndarray) -> np.ndarray:
+    def _value(self, posterior: Posterior, kind: str, best: float | None, X: np.ndarray) -> np.ndarray:
         """The acquisition at the rows of X, weighted by the probability of feasibility when modelled."""
-        value = None if best is None else acquire(posterior, kind, best, X)
+        value = None if best is None else acquisition(kind, *posterior(X), best)
         if self._feasibility is None:
             assert value is not None, "no value to improve on needs a feasibility model"
             return value
@@ -465,12 +300,13 @@ class AcquisitionSearch:
         return with_feasibility(self._feasibility, X, value)[0]
 
     def _value_and_gradient(
-        self, posterior: Posterior | Integrated, kind: str, best: float | None, x: np.ndarray
+        self, posterior: Posterior, kind: str, best: float | None, x: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         if best is None:
             value, grad = np.zeros(len(x)), np.zeros_like(x)
         else:
-            value, grad = acquire_with_gradient(posterior, kind, best, x)
+            mean, std, dmean, dstd = posterior.gradients(x)
+            value, grad = acquisition_and_gradient(kind, mean, std, best, dmean, dstd)
         if self._feasibility is None:
             return value, grad
         from .feasibility import with_feasibility
@@ -478,14 +314,6 @@ class AcquisitionSearch:
         weighted, weighted_grad = with_feasibility(self._feasibility, x, value, grad)
         assert weighted_grad is not None
         return weighted, weighted_grad
-
-    @staticmethod
-    def _screened(values: np.ndarray, with_incumbent: bool) -> np.ndarray:
-        """The SCREENED candidates of highest `values` (the fitted GP's acquisition), the incumbent (the
-        last row) kept last, for an `Integrated` acquisition to choose the starts among."""
-        last = len(values) - 1 if with_incumbent else len(values)
-        top = np.sort(np.argsort(-values[:last], kind="stable")[:SCREENED])
-        return np.append(top, last) if with_incumbent else top
 
     def _starts(self, values: np.ndarray, with_incumbent: bool) -> np.ndarray:
         """Indices of the local searches' starts: the best candidate, the incumbent,
@@ -502,7 +330,7 @@ class AcquisitionSearch:
             chosen.update(self.rng.choice(len(values), size=room, replace=False, p=weights / weights.sum()).tolist())
         return np.array(sorted(chosen))
 
-    def _local(self, posterior: Posterior | Integrated, kind: str, best: float | None, starts: np.ndarray) -> np.ndarray:
+    def _local(self, posterior: Posterior, kind: str, best: float | None, starts: np.ndarray) -> np.ndarray:
         """L-BFGS-B from each start over the continuous columns, with exact gradients.
 
         One search per start: run jointly on the sum (which is separable), a

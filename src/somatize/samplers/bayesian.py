@@ -23,7 +23,6 @@ Dimensions with a single value are held fixed outside skopt, which rejects
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 import warnings
@@ -44,7 +43,7 @@ from ..constraints import Constraint
 from ..space import LOG, CategoricalDimension, Dimension, FloatDimension, IntDimension, SearchSpace, tidy
 from ..study import Direction, Objective, Recommendation, Trial, TrialState
 from . import noise as obs_noise
-from .acquisition import KINDS, AcquisitionSearch, Hedge, Integrated, Posterior
+from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import Sampler
 from .feasibility import FeasibilityModel
 from .subset import fit_rows
@@ -133,20 +132,6 @@ RECOMMEND_Z = 1.2815515655446004  # Φ⁻¹(0.9)
 MEAN_HEDGE = True
 # Joint posterior draws for the expected best value under noise (`_expected_best`).
 BEST_DRAWS = 128
-# Under noise, the acquisition, the expected best and the recommendation are averaged over this many draws of the
-# GP's hyperparameters (`BayesianSampler._integrated`; 0: the fitted ones alone), in antithetic pairs. 8 draws,
-# even with the shortcuts of `_KernelLayout` and `_expected_bests`, cost 1.07-1.14x main's CPU a Hartmann-3 run
-# (seeds 0-1, load 5-8), and their importance weights' effective sample size was 3.8 of 8 on Styblinski-6:
-# with 4 the seeds 0-29 of BENCHMARKS.md ("Eighth round (issue 16, cost of the integrated hyperparameters)").
-HYPER_DRAWS = 4
-# Whether the recommendation's quantile (RECOMMEND_Z) is the mixture's over the draws, or the fitted GP's.
-INTEGRATED_RECOMMENDATION = True
-# The Laplace approximation's least curvature (of -log posterior, per log unit) in any direction of the
-# log-hyperparameters: where the likelihood is flat, the draws spread as far as the length scales' prior
-# alone lets them (its curvature at its mode, l = 1, is 0.8: a sd of 1.1 log units, a factor 3).
-LAPLACE_MIN_CURVATURE = 0.8
-# Step of the finite differences of the gradient that give the Hessian, in log units.
-LAPLACE_STEP = 1e-3
 # skopt warnings that are noise here: its model pointing at an evaluated point
 # (we then take a random unseen one), and Sobol' balance when n_initial is not
 # a power of two (users pick n_initial for their budget, not for Sobol').
@@ -273,30 +258,27 @@ class _HyperparameterSearch:
     def __call__(self, objective: Callable, theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
         from scipy.optimize import minimize
 
+        n = self.n_scales
+        k, rate = self._amplitudes()
+
         def posterior(log_theta: np.ndarray) -> tuple[float, np.ndarray]:
             value, grad = objective(log_theta)
-            return self.with_prior(log_theta, value, np.array(grad, dtype=float))
+            grad = np.array(grad, dtype=float)
+            amplitudes, scales = log_theta[:k], log_theta[k : k + n]
+            # -log prior, up to a constant. Length scale l: 0.1·(l² + 1/l²); amplitude a ~ Gamma(2, rate).
+            value += float(np.sum(0.1 * (np.exp(2 * scales) + np.exp(-2 * scales))))
+            grad[k : k + n] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
+            value += float(np.sum(rate * np.exp(amplitudes) - amplitudes))
+            grad[:k] += rate * np.exp(amplitudes) - 1.0
+            if len(log_theta) > k + n:
+                tail, slope = self._tail_prior(log_theta[k + n :])
+                value += tail
+                grad[k + n :] += slope
+            return value, grad
 
         options = {"gtol": FIT_GTOL, "maxfun": FIT_EVALUATIONS}
         result = minimize(posterior, theta, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         return result.x, float(result.fun)
-
-    def with_prior(self, log_theta: np.ndarray, value: float, grad: np.ndarray) -> tuple[float, np.ndarray]:
-        """`value` and `grad` (of -log likelihood at `log_theta`; `grad` is added to in place) with the
-        -log prior and its gradient added: -log posterior, up to a constant."""
-        n = self.n_scales
-        k, rate = self._amplitudes()
-        amplitudes, scales = log_theta[:k], log_theta[k : k + n]
-        # -log prior, up to a constant. Length scale l: 0.1·(l² + 1/l²); amplitude a ~ Gamma(2, rate).
-        value += float(np.sum(0.1 * (np.exp(2 * scales) + np.exp(-2 * scales))))
-        grad[k : k + n] += 0.2 * (np.exp(2 * scales) - np.exp(-2 * scales))
-        value += float(np.sum(rate * np.exp(amplitudes) - amplitudes))
-        grad[:k] += rate * np.exp(amplitudes) - 1.0
-        if len(log_theta) > k + n:
-            tail, slope = self._tail_prior(log_theta[k + n :])
-            value += tail
-            grad[k + n :] += slope
-        return value, grad
 
     def _tail_prior(self, tail: np.ndarray) -> tuple[float, np.ndarray]:
         """-log prior (up to a constant) and its gradient for the log-hyperparameters after the length
@@ -320,15 +302,6 @@ def _fitted_kernel(model: Any, noise_bounds: Any = "fixed") -> Any:
         level = max(float(model.noise_ or 0.0), obs_noise.NOISE_FLOOR)
         kernel.set_params(**{name: ObservationNoise(level, noise_bounds)})
     return kernel
-
-
-@functools.lru_cache(maxsize=64)
-def _chi2_bounds(dof: int) -> tuple[float, float]:
-    """The χ² quantiles (upper, lower) of `_noise_evidence`'s NOISE_CONFIDENCE interval at `dof`."""
-    from scipy.stats import chi2
-
-    tail = (1.0 - NOISE_CONFIDENCE) / 2
-    return float(chi2.ppf(1 - tail, dof)), float(chi2.ppf(tail, dof))
 
 
 def _noise_term(kernel: Any) -> str | None:
@@ -518,14 +491,6 @@ class BayesianSampler(Sampler):
         self._additive_template: Any = None
         self._variants: dict[tuple[bool, bool], Any] = {}
         self._searched_at = 0  # values told when the GP's hyperparameters were last searched
-        # Under noise, draws of the hyperparameters (`_integrated`): their log-hyperparameters, the log density
-        # of the Laplace approximation each was drawn from, the fitted hyperparameters they were drawn
-        # around, and the GPs with them conditioned on the model fitted last (`_draws_for`).
-        self._draw_thetas: np.ndarray | None = None
-        self._draw_log_q = np.empty(0)
-        self._draw_centre: np.ndarray | None = None
-        self._draws: tuple[list[Any], np.ndarray] | None = None
-        self._draws_for: Any = None
         # `noise: auto`'s evidence from repeated evaluations (`_replicate`): the losses of each
         # completed point, whether the deliberate repeat was proposed, and the noise mode chosen.
         self._warp_noise: float | None = None  # see `_tell`
@@ -674,14 +639,14 @@ class BayesianSampler(Sampler):
         dof = self._repeat_dof()
         if dof == 0:
             return None
-        # Over the repeated points alone (a single value adds exactly 0), and the χ² quantiles once per
-        # degree of freedom: asked at every fit, this was 0.4 s of CPU a 60-trial run (cProfile, Hartmann-3).
-        squares = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in self._repeats.values() if len(v) > 1)
+        from scipy.stats import chi2
+
+        squares = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in self._repeats.values())
         scale = max(max(self._losses) - min(self._losses), max(abs(v) for v in self._losses), 1e-300)
         if squares <= (REPEAT_TOLERANCE * scale) ** 2:
             return 0.0, 0.0
-        low, high = _chi2_bounds(dof)
-        return math.sqrt(squares / low), math.sqrt(squares / high)
+        tail = (1.0 - NOISE_CONFIDENCE) / 2
+        return math.sqrt(squares / chi2.ppf(1 - tail, dof)), math.sqrt(squares / chi2.ppf(tail, dof))
 
     def _choose_noise_model(self) -> None:
         """`noise: auto` with a repeat that came back the same: the noise-free GP of `noise: none`
@@ -696,7 +661,6 @@ class BayesianSampler(Sampler):
             self._model, self._model_told, self._searched_at = None, 0, 0
             self._variants, self._warped, self._additive, self._additive_template = {}, True, False, None
             self._warp_noise = None
-            self._draw_thetas, self._draws, self._draws_for = None, None, None
             self._opt.yi[:] = self._model_values()
 
     def _reseed(self, number: int) -> None:
@@ -751,14 +715,10 @@ class BayesianSampler(Sampler):
         space = self._opt.space
         model = self._fitted()
         X, y = self._fit_X, self._fit_y
-        drawn = self._integrated()
         if pending:
             P = space.transform(pending)
             X_all = np.vstack([X, P])
             model = self._conditioned(model, X_all, np.concatenate([y, model.predict(P)]), len(X))
-            if drawn is not None:  # each draw believes its own prediction
-                models = [self._conditioned(m, X_all, np.concatenate([y, m.predict(P)]), len(X)) for m in drawn[0]]
-                drawn = models, drawn[1]
         else:
             X_all = X
         feasibility = None
@@ -774,12 +734,6 @@ class BayesianSampler(Sampler):
         best: float | None
         if not len(y):
             best, incumbent = None, None
-        elif drawn is not None:
-            # Each draw improves on its own expected best; the incumbent is the point of best mixture mean.
-            bests = self._expected_bests(drawn[0], X_all)
-            model = Integrated(drawn[0], drawn[1], bests, screen=model)
-            best = float(drawn[1] @ np.asarray(bests)) / float(np.sum(drawn[1]))
-            incumbent = X_all[int(np.argmin(model(X_all)[0]))]
         elif self._noisy and _is_gp(model):
             best, incumbent = self._expected_best(model, X_all)
         else:
@@ -871,36 +825,6 @@ class BayesianSampler(Sampler):
             return float(mean.min()), incumbent
         draws = mean[:, None] + root @ self.rng.standard_normal((len(X), BEST_DRAWS))
         return float(np.mean(draws.min(axis=0))), incumbent
-
-    def _expected_bests(self, models: list[Any], X: np.ndarray) -> list[float]:
-        """`_expected_best`'s value for each of the hyperparameter draws' GPs (`_integrated`), from one batch
-        of normal variates shared by all of them: common random numbers, so the bests differ by the
-        hyperparameters alone, not by each draw's Monte Carlo error.
-
-        At the points the draws were conditioned on (no pending fantasy, no infeasible row dropped) the
-        posterior there comes from each draw's own factor (`_conditioned_on_theta`): with S the kernel
-        matrix with noise N (diagonal), K = S - N, so mean = y - N S⁻¹y and cov = K - K S⁻¹ K = N - N S⁻¹ N,
-        with no kernel evaluated; predict() evaluated two, 0.7 s of a Hartmann-3 run's 5.7 s CPU under cProfile.
-        """
-        z = self.rng.standard_normal((len(X), BEST_DRAWS))
-        bests = []
-        for m in models:
-            noise = getattr(m, "noise_diag_", None)
-            if noise is not None and m.X_train_.shape == X.shape and np.array_equal(m.X_train_, X):
-                std, centre = float(np.ravel(m.y_train_std_)[0]), float(np.ravel(m.y_train_mean_)[0])
-                alpha = np.ravel(m.alpha_)
-                mean = (np.ravel(m.y_train_) - noise * alpha) * std + centre
-                cov = (np.diag(noise) - noise[:, None] * m.K_inv_ * noise[None, :]) * std**2
-            else:
-                mean, cov = m.predict(X, return_cov=True)
-                mean = np.asarray(mean, dtype=float)
-            try:
-                root = np.linalg.cholesky(cov + 1e-10 * np.eye(len(X)) * max(float(np.trace(cov)) / len(X), 1e-12))
-            except np.linalg.LinAlgError:
-                bests.append(float(mean.min()))
-                continue
-            bests.append(float(np.mean((mean[:, None] + root @ z).min(axis=0))))
-        return bests
 
     def _random_unseen(self) -> dict[str, Any] | None:
         """A uniformly random feasible parameter set not proposed or told before.
@@ -1070,100 +994,6 @@ class BayesianSampler(Sampler):
             self._hedge.update(model.predict)
         self._mean_hedge.update(model.predict)  # (nothing to credit until it has chosen: `_exact_proposal`)
         return model
-
-    def _integrated(self) -> tuple[list[Any], np.ndarray] | None:
-        """Under noise, GPs with HYPER_DRAWS draws of the fitted GP's hyperparameters from their posterior,
-        each conditioned on the values it was fitted to, and their weights; None without noise or a GP.
-
-        The fitted hyperparameters are a maximum a posteriori estimate from a few dozen noisy values, and
-        a poor one: on Styblinski-Tang the fitted noise sd runs from 56 to 67 against a true 49, and the
-        full ARD kernel's maximum can call the signal noise (`_kernel_score`). Averaging over draws is the
-        fully Bayesian treatment of Snoek, Larochelle and Adams (2012), approximated cheaply: the draws
-        come from a Laplace approximation, a Gaussian around the fitted log-hyperparameters with the
-        Hessian of -log posterior (finite differences of its gradient, which the fit computes), and are
-        re-weighted by the true posterior over it (self-normalised importance sampling), so a draw the
-        Gaussian puts where the likelihood falls away counts for little. Coordinates at a bound of their
-        range stay at the fitted value. They are drawn again when a search moves the fitted values, and
-        in between conditioned on the new values with their weights recomputed (one factorisation each).
-        """
-        model = self._model
-        if HYPER_DRAWS <= 0 or not self._noisy or model is None or not _is_gp(model) or not hasattr(model, "L_"):
-            return None
-        if self._draws_for is model:
-            return self._draws
-        search = (self._additive_template if self._additive else self._opt.base_estimator_).optimizer
-        kernel = self._noise_weighted(_fitted_kernel(model, (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)),
-                                      self._fit_y)  # fmt: skip
-        if not isinstance(search, _HyperparameterSearch) or kernel.n_dims == 0:
-            self._draws, self._draws_for = None, model
-            return None
-        centre = kernel.theta
-        if self._draw_thetas is None or self._draw_centre is None or not np.array_equal(centre, self._draw_centre):
-            self._draw_thetas, self._draw_log_q = self._laplace_draws(model, kernel, search)
-            self._draw_centre = centre
-        low, high = kernel.bounds[:, 0], kernel.bounds[:, 1]
-        models, log_p = [], []
-        layout = _KernelLayout(kernel)
-        for theta in self._draw_thetas:
-            theta = np.clip(theta, low, high)
-            drawn = _conditioned_on_theta(model, layout, theta)
-            prior, _ = search.with_prior(theta, 0.0, np.zeros(len(theta)))
-            models.append(drawn)
-            log_p.append(float(drawn.log_marginal_likelihood_value_) - prior)
-        log_w = np.asarray(log_p) - self._draw_log_q
-        log_w[~np.isfinite(log_w)] = -np.inf
-        if not np.any(np.isfinite(log_w)):
-            self._draws, self._draws_for = None, model
-            return None
-        weights = np.exp(log_w - np.max(log_w))
-        self._draws, self._draws_for = (models, weights / weights.sum()), model
-        return self._draws
-
-    def _laplace_draws(self, model: Any, kernel: Any, search: _HyperparameterSearch) -> tuple[np.ndarray, np.ndarray]:
-        """HYPER_DRAWS log-hyperparameter vectors from the Laplace approximation at `kernel`'s (the fitted
-        ones, in `kernel`'s layout), in antithetic pairs, and each one's log density under it (up to a
-        constant shared by all)."""
-        from scipy.linalg import cho_solve, cholesky
-
-        layout = _KernelLayout(kernel)  # with its noise term, which skopt's fit zeroes for prediction
-        y = np.ravel(model.y_train_)
-
-        def gradient(theta: np.ndarray) -> np.ndarray:
-            # d log p(y | theta) / d theta_i = tr((a aᵀ - K⁻¹) dK/dtheta_i) / 2 with a = K⁻¹y, as scikit-learn's
-            # log_marginal_likelihood has it, on a kernel copied by `layout` rather than `clone_with_theta`.
-            K, dK = layout.at(theta)(model.X_train_, eval_gradient=True)
-            K[np.diag_indices_from(K)] += model.alpha
-            try:
-                L = cholesky(K, lower=True, check_finite=False)
-            except np.linalg.LinAlgError:  # scikit-learn's answer then: no gradient from the likelihood
-                return search.with_prior(theta, 0.0, np.zeros(len(theta)))[1]
-            a = cho_solve((L, True), y, check_finite=False)
-            inner = np.outer(a, a) - cho_solve((L, True), np.eye(len(y)), check_finite=False)
-            return search.with_prior(theta, 0.0, -0.5 * np.einsum("ij,jik->k", inner, dK))[1]
-
-        centre = kernel.theta
-        low, high = kernel.bounds[:, 0], kernel.bounds[:, 1]
-        free = np.flatnonzero((centre - low > 10 * LAPLACE_STEP) & (high - centre > 10 * LAPLACE_STEP))
-        pairs = (HYPER_DRAWS + 1) // 2
-        # A stream of their own, set by the seed and the history alone: `recommend` may make the draws
-        # before `propose` does, and the per-trial stream (`_reseed`) must not depend on which did.
-        rng = np.random.default_rng([self._entropy & (2**64 - 1), len(self._fit_y), 0x16])
-        z = rng.standard_normal((pairs, len(free)))
-        z = np.vstack([z, -z])[:HYPER_DRAWS]
-        thetas = np.repeat(centre[None, :], len(z), axis=0)
-        if len(free):
-            # Forward differences: one gradient per free coordinate, not two. Their error is of the order of
-            # the step times the third derivative, 1e-3 of a curvature floored at 0.8 above.
-            hessian = np.empty((len(free), len(free)))
-            at_centre = gradient(centre)[free]
-            for column, i in enumerate(free):
-                step = np.zeros(len(centre))
-                step[i] = LAPLACE_STEP
-                hessian[:, column] = (gradient(centre + step)[free] - at_centre) / LAPLACE_STEP
-            curvature, axes = np.linalg.eigh(0.5 * (hessian + hessian.T))
-            curvature = np.maximum(np.nan_to_num(curvature, nan=LAPLACE_MIN_CURVATURE), LAPLACE_MIN_CURVATURE)
-            thetas[:, free] += (z / np.sqrt(curvature)) @ axes.T
-        return thetas, -0.5 * np.sum(z * z, axis=1)
 
     def _fit_variant(self, told: int, previous: Any, search: bool) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """The surrogate fitted to the values as `_warp` now tells them, starting from `previous` (a fit of
@@ -1397,9 +1227,7 @@ class BayesianSampler(Sampler):
             return None
         with _quiet():
             model = self._fitted()
-            drawn = self._integrated() if INTEGRATED_RECOMMENDATION else None
-            posterior = Posterior(model) if drawn is None else Integrated(*drawn)
-            means, sds = posterior(self._transformed()[rows])
+            means, sds = Posterior(model)(self._transformed()[rows])
         numbers = [self._numbers[i] for i in rows]
         if self._noisy and _is_gp(model):
             score = means + RECOMMEND_Z * sds
@@ -1418,16 +1246,6 @@ class BayesianSampler(Sampler):
             return None
         return "additive" if self._additive else "ard"
 
-    def noise_draws(self) -> list[tuple[float, float]] | None:
-        """Under noise, each draw of the GP's hyperparameters that the acquisition and the recommendation
-        average over (`_integrated`), as (its noise sd in the objective's units, its weight); None without."""
-        drawn = self._integrated()
-        if drawn is None:
-            return None
-        std = float(np.ravel(self._model.y_train_std_)[0])
-        sds = [obs_noise.sd_in_objective_units(float(m.noise_ or 0.0), self._model_spread, std) for m in drawn[0]]
-        return list(zip(sds, (float(w) for w in drawn[1])))
-
     def noise_sd(self) -> float | None:
         """The GP's observation noise as a standard deviation in the objective's units: 0 once
         `noise: auto` saw a repeat come back the same, None without a noise model (`noise: none`,
@@ -1439,72 +1257,6 @@ class BayesianSampler(Sampler):
             return None
         # In the units of the warp it was fitted under: values told since may have moved the warp.
         return obs_noise.sd_in_objective_units(float(model.noise_), self._model_spread, float(model.y_train_std_))
-
-
-class _KernelLayout:
-    """Where a kernel's free log-hyperparameters go, found once, so that its copies at other values
-    (`at`) skip scikit-learn's introspection: `clone_with_theta` walks every parameter of the kernel
-    tree twice a call, and was half of the time of conditioning a hyperparameter draw (`_integrated`:
-    0.8 of 1.2 s in a Hartmann-3 run under cProfile). The copy holds the values `clone_with_theta`
-    would set (exp of each coordinate, a scalar for a one-element hyperparameter)."""
-
-    def __init__(self, kernel: Any):
-        self.kernel = kernel
-        self.free = [(h.name.split("__"), h.n_elements) for h in kernel.hyperparameters if not h.fixed]
-        self.noise = _noise_term(kernel)
-
-    def at(self, theta: np.ndarray) -> Any:
-        from copy import deepcopy
-
-        kernel = deepcopy(self.kernel)
-        i = 0
-        for path, n in self.free:
-            value = np.exp(theta[i : i + n]) if n > 1 else np.exp(theta[i])
-            setattr(_part(kernel, path[:-1]), path[-1], value)
-            i += n
-        return kernel
-
-
-def _part(kernel: Any, path: list[str]) -> Any:
-    """The sub-kernel of a kernel tree at a parameter path ("k1__k2" split at "__")."""
-    for name in path:
-        kernel = getattr(kernel, name)
-    return kernel
-
-
-def _conditioned_on_theta(model: Any, layout: _KernelLayout, theta: np.ndarray) -> Any:
-    """A copy of a fitted GP with its kernel (`layout`'s, noise term included) at the log-hyperparameters
-    `theta`, conditioned on the same values, as skopt's fit would leave it (the noise term zeroed for
-    prediction, its level in `noise_`), with the plain log marginal likelihood: without the search and the
-    validation of a fit, which cost 13 ms of the 0.2 ms of arithmetic at 60 rows."""
-    from copy import copy
-
-    from scipy.linalg import cho_solve, cholesky
-
-    drawn = copy(model)
-    kernel = layout.at(theta)
-    K = kernel(model.X_train_)
-    K[np.diag_indices_from(K)] += model.alpha
-    y = np.ravel(model.y_train_)
-    try:
-        L = cholesky(K, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        drawn.log_marginal_likelihood_value_ = -math.inf
-        return drawn
-    alpha = cho_solve((L, True), y, check_finite=False)
-    drawn.L_, drawn.alpha_ = L, alpha
-    drawn.K_inv_ = cho_solve((L, True), np.eye(len(y)), check_finite=False)
-    drawn.log_marginal_likelihood_value_ = float(-0.5 * y @ alpha - np.sum(np.log(np.diag(L))) - len(y) * _LOG_SQRT_2PI)
-    name = layout.noise
-    drawn.noise_diag_ = None  # the noise's variance at each point, `alpha` included (`_expected_bests`)
-    if name is not None:
-        path = name.split("__")
-        term = _part(kernel, path)
-        drawn.noise_ = float(term.noise_level)
-        drawn.noise_diag_ = np.asarray(term.diag(model.X_train_), dtype=float) + model.alpha
-        setattr(_part(kernel, path[:-1]), path[-1], WhiteKernel(noise_level=0.0))
-    drawn.kernel_ = kernel
-    return drawn
 
 
 def _mean_at_worst(model: Any) -> Any:
