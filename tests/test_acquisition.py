@@ -153,8 +153,11 @@ def mixed_loss(p: list) -> float:
 
 
 def proposal_shortfall(space: Space, seed: int) -> float:
-    """How far (log EI) the search's proposal falls below the maximum over the reals at the incumbent's
-    discrete values, on a fit to random points and a cluster near the optimum, as a search gathers them."""
+    """How far (log EI) the search's proposal falls below the local maximum over the reals at its own
+    discrete values (Nelder-Mead from the proposal), on a fit to random points and a cluster near the
+    optimum, as a search gathers them. The local maximum, not the highest: EI over the reals has several,
+    and which one a search from elsewhere reaches depends on the machine's rounding (from the incumbent,
+    seed 0 found one 0.0058 above the proposal on one machine, and none above 0.004 on another)."""
     rng = np.random.default_rng(seed)
     points = space.rvs(n_samples=20, random_state=seed)
     points += [[10 ** (-2.5 + rng.normal(0, 0.02)), 0.2 + rng.normal(0, 0.01), 5, 2] for _ in range(8)]
@@ -167,22 +170,22 @@ def proposal_shortfall(space: Space, seed: int) -> float:
         return float(acquisition("EI", *posterior(np.atleast_2d(x)), best)[0])
 
     def at_reals(z: np.ndarray) -> float:
-        x = incumbent.copy()
+        x = found.copy()
         x[:2] = np.clip(z, 0.0, 1.0)
         return -ei(x)
 
-    fine = -minimize(at_reals, incumbent[:2], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12}).fun
+    fine = -minimize(at_reals, found[:2], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12}).fun
     return fine - ei(found)
 
 
 def test_real_dimensions_are_refined_for_the_integer_the_sweep_settles_on() -> None:
     # The local search relaxes the integer with the reals, the sweep rounds it, and the reals were
-    # left where they were best for a fractional integer: 0.005-0.007 log units of EI below the
-    # maximum in 3 of these 5 fits (0.0001-0.0014 with the reals refined after the sweep).
+    # left where they were best for a fractional integer: 0.0026-0.0097 log units of EI below the
+    # local maximum in these 5 fits with refine=False, 0.0003-0.0013 with the reals refined after the sweep.
     space = Space(normalize_dimensions([
         Real(1e-5, 1.0, prior="log-uniform"), Real(0.0, 0.6), Integer(1, 10), Categorical([0, 1, 2, 3]),
     ]))  # fmt: skip
-    assert max(proposal_shortfall(space, seed) for seed in range(5)) < 0.004
+    assert max(proposal_shortfall(space, seed) for seed in range(5)) < 0.003
 
 
 # A mixture of GPs, some of them warped (bayesian.MODEL_AVERAGING) -------------------------------------
