@@ -1477,7 +1477,9 @@ def stacking_weights(log_densities: np.ndarray) -> np.ndarray:
     for _ in range(STACKING_STEPS):
         shares = weights[:, None] * p
         shares /= shares.sum(axis=0)
-        weights = shares.mean(axis=1)
+        weights, before = shares.mean(axis=1), weights
+        if np.max(np.abs(weights - before)) < STACKING_TOLERANCE:
+            break
     return weights
 
 
@@ -1501,8 +1503,11 @@ ADDITIVE_KERNEL = True
 # 7.4 s, 3.9 s, 3.8 s (BENCHMARKS.md, "Eighth round (issue 16, averaging the variants)").
 MODEL_AVERAGING = True
 MIXTURE_FLOOR = 0.05
-# EM steps of `stacking_weights`.
+# EM steps of `stacking_weights`, at most; it stops earlier once no weight moves by STACKING_TOLERANCE in a step
+# (a change far below MIXTURE_FLOOR, which decides what is kept). All 200 steps at every fit were 1.0 s of a
+# Hartmann-3 run's 35 s of profiled CPU (seed 0).
 STACKING_STEPS = 200
+STACKING_TOLERANCE = 1e-6
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
