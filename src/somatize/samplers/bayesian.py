@@ -655,8 +655,8 @@ class BayesianSampler(Sampler):
         scale = max(max(self._losses) - min(self._losses), max(abs(v) for v in self._losses), 1e-300)
         if squares <= (REPEAT_TOLERANCE * scale) ** 2:
             return 0.0, 0.0
-        low, high = _chi2_bounds(dof)
-        return math.sqrt(squares / low), math.sqrt(squares / high)
+        upper, lower = _chi2_bounds(dof)  # (the low and the high bound of the noise sd, in that order)
+        return math.sqrt(squares / upper), math.sqrt(squares / lower)
 
     def _choose_noise_model(self) -> None:
         """`noise: auto` with a repeat that came back the same: the noise-free GP of `noise: none`
