@@ -262,3 +262,17 @@ def test_the_search_of_a_mixture_reaches_the_mixture_s_maximum(bars: tuple[float
     grid = np.linspace(0.0, 1.0, 20_001)[:, None]
     values = mixture.acquisitions(("EI",), bar, grid)[0]
     assert mixture.acquisitions(("EI",), bar, found[None])[0][0] >= float(np.max(values)) - 1e-6
+
+
+def test_a_mixture_scores_the_candidates_its_heaviest_part_ranks_first() -> None:
+    from somatize.samplers.acquisition import SCREENED
+
+    mixture, _ = mixture_of_two()
+    bars = np.array([-0.7, -0.6])
+    X = np.linspace(0.0, 1.0, 301)[:, None]
+    got = mixture.screened(("EI", "LCB"), bars, X)
+    for kind, values in zip(("EI", "LCB"), got):
+        heaviest = mixture.part(int(np.argmax(mixture.weights))).acquisitions((kind,), bars, X)[0]
+        rows = np.sort(np.argsort(heaviest)[-SCREENED:])
+        assert np.array_equal(np.flatnonzero(np.isfinite(values)), rows)
+        assert np.allclose(values[rows], mixture.acquisitions((kind,), bars, X[rows])[0])

@@ -462,3 +462,33 @@ def test_split_weights_make_the_proposal_and_the_recommendation_the_mixture_s(mo
     assert got is not None and alone is not None
     assert got.mean != pytest.approx(alone.mean, rel=1e-3)
     assert averaged.propose(41) != single.propose(41)
+
+
+@pytest.mark.parametrize("fn", [ridge, double_wells])
+def test_a_search_moves_the_hyperparameters_of_the_variants_the_last_average_kept(
+    fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The others are conditioned with theirs and weighted again (bayesian.BayesianSampler._choose_warp).
+    from somatize.samplers import bayesian
+
+    searches: list[str] = []
+    search = bayesian._HyperparameterSearch.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        searches.append(type(self).__name__)
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(bayesian._HyperparameterSearch, "__call__", counted)
+    rng = np.random.default_rng(0)
+    points = [{f"x{i}": float(rng.random()) for i in range(3)} for _ in range(51)]
+    values = [fn(p) + 0.1 * rng.normal() for p in points]
+    sampler = told(CUBE, points[:40], values[:40])
+    sampler.recommend()
+    kept = sum(w >= bayesian.MIXTURE_FLOOR for w in sampler.mixture_weights[-1].values())
+    assert kept < 4
+    searches.clear()
+    for number in range(40, 51):  # past RESEARCH_AFTER of the history: the next fit searches
+        sampler.tell(Trial(number, points[number], TrialState.COMPLETED, values={"loss": values[number]}))
+    sampler.recommend()
+    assert len(searches) == kept
+    assert len(sampler.mixture_weights[-1]) == 4  # every variant weighted again
