@@ -4,7 +4,8 @@ scikit-learn's `Kernel.get_params` reads the class's `__init__` signature
 (inspect) and its `hyperparameters` lists `dir(self)` at every call, and a GP
 fit calls both through the `theta` setter at each likelihood evaluation:
 12,000 `get_params` calls and 6,000 `dir` calls in a 60-trial noisy
-Hartmann-3 run, about a tenth of its CPU time. Both depend on the class alone,
+Hartmann-3 run; setting `theta` on its kernel took 337 µs, 102 µs with this
+mixin (micro-benchmark, loaded machine). Both depend on the class alone,
 so `Introspected` computes them once per class; what they return is the same
 (the same names in the same order, the attributes read afresh at each call).
 """
