@@ -14,7 +14,9 @@ from skopt.learning.gaussian_process.kernels import RBF, ConstantKernel, Matern
 from skopt.space import Categorical, Integer, Real, Space
 from skopt.utils import normalize_dimensions
 
-from somatize.samplers.acquisition import AcquisitionSearch, Posterior, acquisition, acquisition_and_gradient
+from somatize.samplers.acquisition import (
+    AcquisitionSearch, Posterior, acquisition, acquisition_and_gradient, random_points, transform,
+)  # fmt: skip
 
 # The GPs here are fitted with scikit-learn's wide default bounds, which small data reach.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -186,3 +188,52 @@ def test_real_dimensions_are_refined_for_the_integer_the_sweep_settles_on() -> N
         Real(1e-5, 1.0, prior="log-uniform"), Real(0.0, 0.6), Integer(1, 10), Categorical([0, 1, 2, 3]),
     ]))  # fmt: skip
     assert max(proposal_shortfall(space, seed) for seed in range(5)) < 0.003
+
+
+MIXED = Space(normalize_dimensions([
+    Real(1e-5, 1.0, prior="log-uniform"), Real(0.0, 0.6), Integer(1, 10), Integer(1, 64, prior="log-uniform"),
+    Categorical([0, 1, 2, 3]), Categorical([0, 1]),
+]))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**31 - 2])
+def test_candidates_are_skopts_own_draws_bit_for_bit(seed: int) -> None:
+    # random_points and transform skip skopt's transposing and per-element loop; what they give must not move.
+    expected = MIXED.transform(MIXED.rvs(n_samples=300, random_state=seed))
+    got = random_points(MIXED, 300, seed)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    points = MIXED.rvs(n_samples=50, random_state=seed + 1)
+    assert np.array_equal(transform(MIXED, points), MIXED.transform(points))
+
+
+def test_posterior_is_the_same_for_either_memory_order_of_the_cholesky_factor() -> None:
+    # The triangular solves call LAPACK directly, transposing a C-ordered factor as scipy does.
+    rng = np.random.default_rng(3)
+    X = rng.random((25, 2))
+    model = fitted_gp(X, branin_unit(X))
+    points = rng.random((6, 2))
+    model.L_ = np.asfortranarray(model.L_)
+    fortran = Posterior(model).gradients(points)
+    model.L_ = np.ascontiguousarray(model.L_)
+    c_order = Posterior(model).gradients(points)
+    for a, b in zip(fortran, c_order):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    mean, std = model.predict(points, return_std=True)
+    np.testing.assert_allclose(c_order[0], mean, rtol=1e-9)
+    np.testing.assert_allclose(c_order[1], std, rtol=1e-6)
+
+
+def test_posterior_of_a_noisy_gp_drops_only_the_zeroed_noise_term() -> None:
+    # skopt zeroes the fitted noise for predictions; Posterior skips that term, and must still predict as skopt.
+    rng = np.random.default_rng(4)
+    X = rng.random((30, 2))
+    y = branin_unit(X) + rng.normal(0, 5.0, 30)
+    model = GaussianProcessRegressor(
+        kernel=ConstantKernel(1.0) * RBF(length_scale=[0.4, 0.3]), normalize_y=True, noise="gaussian"
+    ).fit(X, y)
+    assert model.noise_ > 0 and model.kernel_.k2.noise_level == 0.0
+    points = rng.random((8, 2))
+    mean, std = Posterior(model)(points)
+    expected_mean, expected_std = model.predict(points, return_std=True)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-9)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-6)

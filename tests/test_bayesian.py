@@ -359,3 +359,29 @@ def test_a_search_does_not_creep_along_a_bound_it_has_already_learnt() -> None:
     creeping = [y for i, y in enumerate(on_bound) if any(abs(y - other) < 1e-3 * 15 for other in on_bound[:i])]
     assert creeping == []
     assert repeats(study) == 1  # `noise: auto`'s one deliberate repeat, and no other
+
+
+def test_kernels_report_their_parameters_as_scikit_learn_would() -> None:
+    # The GP's kernels look their parameter and hyperparameter names up once per class
+    # (samplers/introspection.py); every kernel of the fitted GPs must still answer as
+    # scikit-learn's introspection does, or fits and clones would go wrong quietly.
+    from sklearn.gaussian_process.kernels import Kernel, KernelOperator
+
+    space = SearchSpace((FloatDimension("x", 0.0, 1.0), FloatDimension("y", 0.0, 1.0)))
+    sampler: Any = make_sampler({"type": "bayesian", "n_trials": 16, "n_initial": 6}, space, Objective("loss"), 5)
+    for number in range(16):
+        params = sampler.propose(number)
+        loss = params["x"] ** 2 + 0.1 * math.sin(number)
+        sampler.tell(Trial(number, params, TrialState.COMPLETED, values={"loss": loss}))
+    kernels = [sampler._opt.base_estimator_.kernel] + [model.kernel_ for model in sampler._variants.values()]
+    assert any("AdditiveMatern" in repr(k) for k in kernels) and any("ObservationNoise" in repr(k) for k in kernels)
+    leaves = []
+    while kernels:
+        kernel = kernels.pop()
+        if isinstance(kernel, KernelOperator):
+            kernels += [kernel.k1, kernel.k2]
+        else:
+            leaves.append(kernel)
+    for kernel in leaves:
+        assert kernel.get_params() == Kernel.get_params(kernel)
+        assert kernel.hyperparameters == Kernel.hyperparameters.fget(kernel)  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dtrtrs
 from scipy.optimize import minimize
 from scipy.special import erfcx, log_ndtr
 
@@ -65,14 +65,49 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 def _log_h(z: np.ndarray) -> np.ndarray:
     """log(φ(z) + z·Φ(z)), the log of expected improvement per unit of σ, stable for any z."""
     z = np.clip(z, -1e6, None)
-    out = np.empty_like(z)
     near = z > -1.0
+    if near.all():  # (as below without the masks: a local search's single point, near its incumbent)
+        return np.log(np.exp(-0.5 * z * z - _LOG_SQRT_2PI) + z * np.exp(log_ndtr(z)))
+    out = np.empty_like(z)
     zn = z[near]
     out[near] = np.log(np.exp(-0.5 * zn * zn - _LOG_SQRT_2PI) + zn * np.exp(log_ndtr(zn)))
     # Far below: Φ(z) = φ(z)·√(π/2)·erfcx(-z/√2), so φ + zΦ = φ·(1 + z·√(π/2)·erfcx(-z/√2)).
     zf = z[~near]
     out[~near] = -0.5 * zf * zf - _LOG_SQRT_2PI + np.log1p(zf * math.sqrt(math.pi / 2) * erfcx(-zf / math.sqrt(2)))
     return out
+
+
+def transform(space: Any, X: Any) -> np.ndarray:
+    """skopt's `space.transform(X)` (X: rows of points of the space), without its loop over every
+    element of X, which asked `space.n_dims` once per element: 2,048 rows of 3 reals took 1.75 ms,
+    0.57 ms this way. The same column lists go through the same dimension transforms."""
+    columns = [dim.transform([row[j] for row in X]) for j, dim in enumerate(space.dimensions)]
+    return np.hstack([np.asarray(c).reshape((len(X), -1)) for c in columns])
+
+
+def random_points(space: Any, n: int, seed: int) -> np.ndarray:
+    """`transform(space, space.rvs(n_samples=n, random_state=seed))` for a space without a constraint:
+    the same draws from the same generator, dimension by dimension, each column transformed as it was
+    drawn instead of transposed into rows and gathered back: 2,048 points of a 4-dimension mixed space
+    took 11.4 ms, 6.8 ms this way."""
+    assert space.constraint is None, "skopt filters the draws of a constrained space"
+    rng = np.random.RandomState(seed)  # skopt's check_random_state for an int seed
+    columns = [dim.transform(dim.rvs(n_samples=n, random_state=rng)) for dim in space.dimensions]
+    return np.hstack([np.asarray(c).reshape((n, -1)) for c in columns])
+
+
+def _solve_triangular(L: np.ndarray, B: np.ndarray, lower: bool) -> np.ndarray:
+    """scipy.linalg.solve_triangular(L, B, lower=lower, check_finite=False) for float64 arrays, as the
+    same LAPACK call without the wrappers (batching, array-API and input checks) that cost more than
+    the solve at a few dozen rows: 7,000 calls a 60-trial run. Like scipy, a C-ordered L is handed
+    to trtrs transposed (it reads Fortran order), the transposed system solved."""
+    if L.flags.f_contiguous:
+        x, info = dtrtrs(L, B, lower=lower)
+    else:
+        x, info = dtrtrs(L.T, B, lower=not lower, trans=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"triangular solve failed (LAPACK trtrs info {info})")
+    return x
 
 
 def acquisition(kind: str, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
@@ -123,6 +158,17 @@ def _matern52(kernel: Any) -> tuple[float, np.ndarray] | None:
     return None
 
 
+def _without_zero_noise(kernel: Any) -> Any:
+    """A fitted kernel without the white-noise term skopt's GP sets to 0 for predictions (a Sum's k2):
+    the term adds exact zeros to k(x, X), its diagonal and its gradient, at the cost of a call to each
+    (a third of the additive kernel's gradient calls in the local search)."""
+    from sklearn.gaussian_process.kernels import Sum, WhiteKernel
+
+    if isinstance(kernel, Sum) and isinstance(kernel.k2, WhiteKernel) and kernel.k2.noise_level == 0.0:
+        return kernel.k1
+    return kernel
+
+
 class Posterior:
     """Mean and standard deviation of a fitted surrogate, for many points per call.
 
@@ -146,6 +192,11 @@ class Posterior:
         self.model = model
         self.has_gradients = all(hasattr(model, a) for a in ("kernel_", "X_train_", "alpha_", "L_", "y_train_std_"))
         self._matern = _matern52(model.kernel_) if self.has_gradients else None
+        self._shape = _without_zero_noise(model.kernel_) if self.has_gradients else None
+        # The observed points over the length scales, and their squared norms: the same at every call.
+        if self._matern is not None:
+            self._scaled = model.X_train_ / self._matern[1]
+            self._norms = np.sum(self._scaled * self._scaled, 1)
 
     def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.has_gradients:
@@ -161,8 +212,8 @@ class Posterior:
         # Through the Cholesky factor, not K⁻¹: near observed points the
         # variance is a small difference of large terms, and K⁻¹ of a nearly
         # noise-free GP is too ill-conditioned to resolve it.
-        v = solve_triangular(m.L_, K.T, lower=True, check_finite=False)
-        prior = m.kernel_.diag(X) if self._matern is None else self._matern[0]  # Matern: k(x, x) = amplitude
+        v = _solve_triangular(m.L_, K.T, lower=True)
+        prior = self._shape.diag(X) if self._matern is None else self._matern[0]  # Matern: k(x, x) = amplitude
         var = np.maximum(prior - np.einsum("ij,ij->j", v, v), 0.0)
         return mean, np.sqrt(var) * m.y_train_std_, v
 
@@ -173,7 +224,7 @@ class Posterior:
         dK = self._kernel_gradient(X)  # rows × observations × columns
         dmean = np.einsum("bnd,n->bd", dK, np.ravel(m.alpha_)) * m.y_train_std_
         # var = k(x,x) - kᵀK⁻¹k, so dvar = -2 (K⁻¹k)ᵀ dk (k(x,x) is constant for a stationary kernel).
-        w = solve_triangular(m.L_.T, v, lower=False, check_finite=False)
+        w = _solve_triangular(m.L_.T, v, lower=False)
         dvar = -2.0 * np.einsum("nb,bnd->bd", w, dK) * m.y_train_std_**2
         dstd = dvar / (2.0 * np.maximum(std, 1e-12))[:, None]
         return mean, std, dmean, dstd
@@ -183,14 +234,14 @@ class Posterior:
         scikit-learn's kernel objects cost more to call than the arithmetic
         when a local search asks about one point at a time."""
         if self._matern is None:
-            return self.model.kernel_(X, self.model.X_train_)
+            return self._shape(X, self.model.X_train_)
         amplitude, scales = self._matern
-        a, b = X / scales, self.model.X_train_ / scales
+        a, b = X / scales, self._scaled
         if len(X) > EXACT_ROWS:
             # |a - b|² as |a|² + |b|² - 2a·b: one matrix product instead of a
             # rows × observations × columns array, at the cost of precision for
             # points nearly on top of each other (which only local searches ask about).
-            squared = np.maximum(np.sum(a * a, 1)[:, None] + np.sum(b * b, 1)[None, :] - 2.0 * a @ b.T, 0.0)
+            squared = np.maximum(np.sum(a * a, 1)[:, None] + self._norms[None, :] - 2.0 * a @ b.T, 0.0)
         else:
             squared = np.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
         r = np.sqrt(5.0 * squared)
@@ -199,7 +250,7 @@ class Posterior:
     def _kernel_gradient(self, X: np.ndarray) -> np.ndarray:
         train = self.model.X_train_
         if self._matern is None:  # any other kernel: skopt's, one row at a time
-            return np.stack([self.model.kernel_.gradient_x(x, train) for x in X])
+            return np.stack([self._shape.gradient_x(x, train) for x in X])
         amplitude, scales = self._matern
         scaled = (X[:, None, :] - train[None, :, :]) / scales
         r = np.sqrt(np.sum(scaled**2, axis=-1))
@@ -245,12 +296,12 @@ class AcquisitionSearch:
         self._feasibility = feasibility
         posterior = Posterior(model)
         seed = int(self.rng.integers(2**31 - 1))
-        candidates = self.space.transform(self.space.rvs(n_samples=ACQ_POINTS, random_state=seed))
+        candidates = random_points(self.space, ACQ_POINTS, seed)
         if feasibility is not None and incumbent is not None:
             from .feasibility import near_incumbent
 
             near = near_incumbent(incumbent, self.rng)  # snapped onto the space, as the sweep does
-            candidates = np.vstack([candidates, self.space.transform(self.space.inverse_transform(near))])
+            candidates = np.vstack([candidates, transform(self.space, self.space.inverse_transform(near))])
         if incumbent is not None:
             candidates = np.vstack([candidates, incumbent])
         mean, std = posterior(candidates)  # once for every kind: 2,048 rows against every observation
@@ -349,7 +400,7 @@ class AcquisitionSearch:
         """Snap every point onto the space, then settle each integer and categorical dimension in turn
         at its best `value` (the acquisition of rows in the unit cube), the others held; twice over.
         Shared by the single- and the multi-objective searches."""
-        xs = np.asarray(self.space.transform(self.space.inverse_transform(xs)), dtype=float)
+        xs = np.asarray(transform(self.space, self.space.inverse_transform(xs)), dtype=float)
         for _ in range(2 if self._discrete else 0):
             before = xs.copy()
             for d in self._discrete:

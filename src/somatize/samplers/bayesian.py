@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from skopt import Optimizer
-from skopt.learning import GradientBoostingQuantileRegressor
+from skopt.learning import GaussianProcessRegressor, GradientBoostingQuantileRegressor
 from skopt.learning.gaussian_process.kernels import Kernel as SkoptKernel
-from skopt.learning.gaussian_process.kernels import WhiteKernel
+from skopt.learning.gaussian_process.kernels import ConstantKernel, HammingKernel, Matern, WhiteKernel
 from skopt.space import Categorical, Integer, Real
 
 from ..constraints import Constraint
@@ -47,6 +47,7 @@ from . import noise as obs_noise
 from .acquisition import KINDS, AcquisitionSearch, Hedge, Posterior
 from .base import Sampler
 from .feasibility import FeasibilityModel
+from .introspection import Introspected
 from .subset import fit_rows
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
@@ -165,7 +166,7 @@ class _QuantileGBRT(GradientBoostingQuantileRegressor):
         return mid, (high - low) / 2.0
 
 
-class ObservationNoise(WhiteKernel):
+class ObservationNoise(Introspected, WhiteKernel):
     """A white-noise kernel whose level is scaled per training observation by `weights`.
 
     Only the training covariance (`k(X)` with the training rows) carries the
@@ -197,6 +198,32 @@ class ObservationNoise(WhiteKernel):
         return self.noise_level * self._scale(len(X))
 
 
+class _ConstantKernel(Introspected, ConstantKernel):
+    """skopt's kernel, with its parameters looked up once per class (introspection.py)."""
+
+
+class _Matern(Introspected, Matern):
+    """skopt's kernel, with its parameters looked up once per class (introspection.py)."""
+
+
+class _HammingKernel(Introspected, HammingKernel):
+    """skopt's kernel, with its parameters looked up once per class (introspection.py)."""
+
+
+class _GaussianProcess(GaussianProcessRegressor):
+    """skopt's GP, with its parameter names read once per class: scikit-learn reads its `__init__`'s
+    signature (inspect) at every `get_params`, that is at every clone, 500 a 60-trial noisy run."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return list(_gp_parameter_names(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _gp_parameter_names(cls: type) -> tuple[str, ...]:
+    return tuple(super(_GaussianProcess, cls)._get_param_names())  # type: ignore[arg-type, misc]
+
+
 def _gaussian_process(axes: list[_Axis], seed: int | None, noise_mode: str = obs_noise.NONE) -> Any:
     """skopt's GP surrogate as skopt builds it for "GP" (ARD Matern 5/2 times a constant,
     Hamming for all-categorical spaces), built here so its fitting can be scheduled.
@@ -204,22 +231,20 @@ def _gaussian_process(axes: list[_Axis], seed: int | None, noise_mode: str = obs
     With `noise_mode` auto or fixed, the kernel gets an `ObservationNoise` term
     (fitted, or set before each fit); skopt's GP drops it again for
     predictions, which are of the noise-free objective."""
-    from skopt.learning import GaussianProcessRegressor
-    from skopt.learning.gaussian_process.kernels import ConstantKernel, HammingKernel, Matern
     from skopt.space import Space
     from skopt.utils import normalize_dimensions
 
     space = Space(normalize_dimensions([a.skopt_dim for a in axes]))
     n = space.transformed_n_dims
     if space.is_categorical:
-        shape = HammingKernel(length_scale=np.ones(n))
+        shape = _HammingKernel(length_scale=np.ones(n))
     else:
-        shape = Matern(length_scale=np.ones(n), length_scale_bounds=[(0.01, 100.0)] * n, nu=2.5)
-    kernel = ConstantKernel(1.0, (0.01, 1000.0)) * shape
+        shape = _Matern(length_scale=np.ones(n), length_scale_bounds=[(0.01, 100.0)] * n, nu=2.5)
+    kernel = _ConstantKernel(1.0, (0.01, 1000.0)) * shape
     if noise_mode != obs_noise.NONE:
         bounds = "fixed" if noise_mode == obs_noise.FIXED else (obs_noise.NOISE_FLOOR, obs_noise.NOISE_CEILING)
         kernel = kernel + ObservationNoise(obs_noise.NOISE_START, bounds)
-    return GaussianProcessRegressor(
+    return _GaussianProcess(
         kernel=kernel,
         normalize_y=True,
         # "gaussian" makes skopt keep our noise term for fitting and zero it for predictions.
@@ -1352,7 +1377,7 @@ ADDITIVE_KERNEL = True
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class AdditiveMatern(SkoptKernel):
+class AdditiveMatern(Introspected, SkoptKernel):
     """A sum of one-dimensional Matern 5/2 kernels, one per transformed column, each with its own
     amplitude and length scale: k(x, x') = Σ_i a_i m(|x_i - x'_i| / l_i).
 

@@ -40,13 +40,15 @@ from typing import Any
 import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
+from .introspection import Introspected
+
 # Two transformed lattice values are the same value within this distance (the
 # transform of one integer is the same float every time; a relaxed column of
 # the acquisition's local search is a fraction, and then shares nothing).
 SAME_VALUE = 1e-9
 
 
-class LatticeOffsets(Kernel):
+class LatticeOffsets(Introspected, Kernel):
     """a · 1[x_L = x'_L]: one offset per combination of the lattice columns `lattice` (indices in
     skopt's transformed space), shared by the points at it."""
 
