@@ -81,8 +81,7 @@ def transform(space: Any, X: Any) -> np.ndarray:
     """skopt's `space.transform(X)` (X: rows of points of the space), without its loop over every
     element of X, which asked `space.n_dims` once per element: 2,048 rows of 3 reals took 1.75 ms,
     0.57 ms this way. The same column lists go through the same dimension transforms."""
-    columns = [dim.transform([row[j] for row in X]) for j, dim in enumerate(space.dimensions)]
-    return np.hstack([np.asarray(c).reshape((len(X), -1)) for c in columns])
+    return _side_by_side([dim.transform([row[j] for row in X]) for j, dim in enumerate(space.dimensions)], len(X))
 
 
 def random_points(space: Any, n: int, seed: int) -> np.ndarray:
@@ -92,8 +91,12 @@ def random_points(space: Any, n: int, seed: int) -> np.ndarray:
     took 11.4 ms, 6.8 ms this way."""
     assert space.constraint is None, "skopt filters the draws of a constrained space"
     rng = np.random.RandomState(seed)  # skopt's check_random_state for an int seed
-    columns = [dim.transform(dim.rvs(n_samples=n, random_state=rng)) for dim in space.dimensions]
-    return np.hstack([np.asarray(c).reshape((n, -1)) for c in columns])
+    return _side_by_side([dim.transform(dim.rvs(n_samples=n, random_state=rng)) for dim in space.dimensions], n)
+
+
+def _side_by_side(columns: list[Any], rows: int) -> np.ndarray:
+    """Each dimension's transformed values (a dimension may take several columns) as one rows × columns array."""
+    return np.hstack([np.asarray(c).reshape((rows, -1)) for c in columns])
 
 
 def _solve_triangular(L: np.ndarray, B: np.ndarray, lower: bool) -> np.ndarray:
