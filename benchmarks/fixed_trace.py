@@ -126,6 +126,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import noisy
 
+    noisy.fixed_arithmetic()  # as noisy.py's runs are
     problem = noisy.PROBLEMS[args.problem]
     point = json.loads(args.point) if args.point else FOREST_BEST
     for seed in range(args.first_seed, args.first_seed + args.seeds):

@@ -92,6 +92,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import noisy
 
+    noisy.fixed_arithmetic()  # as noisy.py's runs are
     problem = noisy.PROBLEMS[args.problem]
     totals: dict[str, int] = {"model": 0, "on_bound": 0, "worse_than_random": 0}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
