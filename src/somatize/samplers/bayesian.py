@@ -1129,31 +1129,31 @@ class BayesianSampler(Sampler):
         return self._fits[chosen]
 
     def _average(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-        """The warps of the kernel `_choose_warp` chose, weighted by stacking their leave-one-out
-        predictive densities in the objective's units (Yao, Vehtari, Simpson and Gelman 2018): the
-        weights w maximise Σ_i log Σ_k w_k p_k(y_i | y_-i) over the simplex (`stacking_weights`).
-        A warp below MIXTURE_FLOOR is dropped; where both are left, `_mixture` is their Mixture, which
-        `_suggest` and `recommend` then ask instead of one GP. The warp of higher weight becomes the
-        sampler's model (`noise_sd`, `surrogate_kernel`); its fit is returned.
+        """The variants of `_fits` weighted by stacking their leave-one-out predictive densities, in the
+        objective's units (Yao, Vehtari, Simpson and Gelman 2018): the weights w maximise
+        Σ_i log Σ_k w_k p_k(y_i | y_-i) over the simplex (`stacking_weights`). Variants below
+        MIXTURE_FLOOR are dropped; where two or more are left, `_mixture` is their Mixture, which
+        `_suggest` and `recommend` then ask instead of one GP. Of the kernel whose variants weigh the
+        more, the variant of highest weight becomes the sampler's model (its warp and kernel,
+        `noise_sd`, `surrogate_kernel`); its fit is returned.
 
-        Within a kernel, `_choose_warp` keeps one warp where the data may support both: with 20-60
-        noisy points their evidence is close, and a hard choice moves the whole surrogate (so the
-        search and the recommendation) whenever it changes. Stacking rather than weights by evidence
-        (Bayesian model averaging): the variants are all misspecified, where BMA's weights go to
-        whichever is least wrong by the likelihood, however slightly, while stacking weights the
-        combination that predicts held-out values best. The kernel stays `_kernel_score`'s choice,
-        which asks the evidence to agree with cross-validation: stacking all four variants by their
-        leave-one-out densities alone gave the additive kernel weight where the evidence did not,
-        and lost the noisy forest of benchmarks/noisy.py (BENCHMARKS.md, tenth round of issue 16).
+        `_choose_warp` keeps one variant where the data may support several: with 20-60 noisy points
+        the scores are close, and a hard choice moves the whole surrogate (so the search and the
+        recommendation) whenever it changes. Stacking rather than weights by evidence (Bayesian
+        model averaging): the variants are all misspecified, where BMA's weights go to whichever is
+        least wrong by the likelihood, however slightly, while stacking weights the combination that
+        predicts held-out values best.
         """
         chosen = self._warped, self._additive
         rows = self._fits[chosen][3]
-        keys = [key for key, fit in self._fits.items() if key[1] == chosen[1] and np.array_equal(fit[3], rows)]
+        keys = [key for key, fit in self._fits.items() if np.array_equal(fit[3], rows)]  # one fit set
         densities = np.vstack([self._loo_terms(key, self._fits[key]) for key in keys])
         weights = stacking_weights(densities)
         self.mixture_weights.append({key: float(w) for key, w in zip(keys, weights)})
         kept = [k for k in range(len(keys)) if weights[k] >= MIXTURE_FLOOR]
-        top = keys[max(kept, key=lambda k: weights[k])]
+        # The kernel of the larger total weight, and in it the warp of the larger weight.
+        additive = sum(weights[k] for k in kept if keys[k][1]) > sum(weights[k] for k in kept if not keys[k][1])
+        top = keys[max((k for k in kept if keys[k][1] == additive), key=lambda k: weights[k])]
         if len(kept) > 1:
             self._mixture_keys = [keys[k] for k in kept]
             self._mixture = self._mixture_of([float(weights[k]) for k in kept], [self._fits[keys[k]][0] for k in kept])
