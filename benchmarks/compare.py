@@ -47,6 +47,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from arithmetic import fixed_environment
 from functions import PROBLEMS, Problem
 
 HERE = Path(__file__).resolve().parent
@@ -250,9 +251,9 @@ def load_somatize() -> None:
 
 
 def limit_threads() -> None:
-    """One thread per process: two workers on two cores, and wall times that do not depend on --workers."""
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = "1"
+    """One thread per process (two workers on two cores, and wall times that do not depend on --workers), and
+    the same arithmetic on any x86-64 machine (arithmetic.py); set before this process or a worker loads numpy."""
+    os.environ.update(fixed_environment())
 
 
 # Part (a): sample efficiency ----------------------------------------------------------

@@ -24,7 +24,7 @@ bootstrap interval of the difference of the medians: on Styblinski-Tang the
 medians of ten seeds swap order between seed sets, so judge it on 30).
 
 Runs are sequential on one thread (the machine is shared), with AVX2 arithmetic on any x86-64 machine
-(`fixed_arithmetic`), so that the figures do not depend on the CPU: `--seeds 3` for development.
+(arithmetic.py), so that the figures do not depend on the CPU: `--seeds 3` for development.
 Tables go to stdout as Markdown, progress to stderr.
 """
 
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from arithmetic import fixed_arithmetic
 
 SAMPLERS = ("somatize-bayesian", "somatize-bayesian-noise-none", "somatize-random", "optuna-tpe", "optuna-gp")
 REFERENCE_SPLITS = (101, 102, 103, 104, 105)
@@ -312,42 +313,6 @@ def run_job(
             "searched": searched, "observed": answer["observed"], "params": answer["params"],
             "best_observed": answer.get("best_observed"), "kernel": answer.get("kernel"), "rescored": rescored,
             "rescore_splits": rescore_splits if rescored is not None else None, "repeats": repeats}  # fmt: skip
-
-
-# Read by the numerical libraries when they load, so set before they do (`fixed_arithmetic`): one thread
-# each, and on x86-64 with AVX2 the same instructions on every machine. OpenBLAS and numpy pick their kernels
-# by the CPU, and kernels that add in another order give other floats and so, over a run, other trajectories:
-# Styblinski-6's median (seeds 0-29, main) was 89.4 on an AMD EPYC and 96.5 on an Intel Xeon, whose OpenBLAS
-# took its SkylakeX kernels and numpy its AVX-512 loops; with the AVX2 ones the Xeon gave 89.4 too
-# (BENCHMARKS.md, tenth round of issue 16).
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-AVX2_ARITHMETIC = {
-    "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS's AVX2 kernels (an AMD EPYC's own choice)
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's AVX2 loops, not its AVX-512 ones
-    "ATEN_CPU_CAPABILITY": "avx2",  # torch, for Optuna's GP
-    "MKL_CBWR": "AVX2",  # the MKL inside torch
-}
-
-
-def fixed_arithmetic() -> None:
-    """Re-run this process (the same command) with ONE_THREAD and, where the CPU has AVX2, AVX2_ARITHMETIC
-    in its environment, unless they are there already: numpy is loaded by now, and reads them only when
-    it loads. Variables the caller set are kept."""
-    wanted = dict(ONE_THREAD)
-    if _has_avx2():
-        wanted.update(AVX2_ARITHMETIC)
-    unset = {name: value for name, value in wanted.items() if name not in os.environ}
-    if unset:
-        os.environ.update(unset)
-        sys.stdout.flush()
-        os.execv(sys.executable, sys.orig_argv)
-
-
-def _has_avx2() -> bool:
-    try:
-        return " avx2 " in Path("/proc/cpuinfo").read_text().replace("\n", " ") + " "
-    except OSError:  # not Linux: the machine's own kernels
-        return False
 
 
 def missing(sampler: str) -> str | None:
