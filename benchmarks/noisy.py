@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
 from arithmetic import fixed_arithmetic
 
 SAMPLERS = ("somatize-bayesian", "somatize-bayesian-noise-none", "somatize-random", "optuna-tpe", "optuna-gp")
