@@ -292,6 +292,19 @@ def test_a_mixture_s_acquisition_gradients_agree_with_finite_differences(kind: s
     assert np.allclose((moved - value) / h, grad[:, 0], rtol=1e-3, atol=1e-4)
 
 
+def test_a_mixture_s_quantile_solves_its_distribution_function() -> None:
+    mixture, X = mixture_of_two()
+    z = 1.2815515655446004
+    q = mixture.quantile(X, z)
+    for row, got in zip(X, q):
+        cdf = 0.0
+        for weight, posterior, warp in zip(mixture.weights, mixture.posteriors, mixture.warps):
+            mean, std = posterior(row[None])
+            at = got if warp is None else math.log1p((got - warp[0]) / warp[1])
+            cdf += weight * norm.cdf((at - mean[0]) / std[0])
+        assert cdf == pytest.approx(0.9, abs=1e-6)
+
+
 @pytest.mark.parametrize("bars", [(-0.7, -0.6), (-0.9, -0.4), (-0.3, -0.8)])
 def test_the_search_of_a_mixture_reaches_the_mixture_s_maximum(bars: tuple[float, float]) -> None:
     # Each start climbs on one part alone (the cheaper search); the end points must still reach the maximum

@@ -449,7 +449,7 @@ def test_the_weights_follow_how_well_each_kernel_predicts_held_out_values(seed: 
     assert kernel_weights(noisy_history(ridge, seed))[False] > 0.8
 
 
-def test_split_weights_make_the_proposal_the_mixture_s(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_weights_make_the_proposal_and_the_recommendation_the_mixture_s(monkeypatch: pytest.MonkeyPatch) -> None:
     from somatize.samplers import bayesian
 
     averaged = noisy_history(double_wells, 1)
@@ -458,4 +458,7 @@ def test_split_weights_make_the_proposal_the_mixture_s(monkeypatch: pytest.Monke
     monkeypatch.setattr(bayesian, "MODEL_AVERAGING", False)
     single = noisy_history(double_wells, 1)
     assert single.mixture_weights == []
+    got, alone = averaged.recommend(), single.recommend()
+    assert got is not None and alone is not None
+    assert got.mean != pytest.approx(alone.mean, rel=1e-3)
     assert averaged.propose(41) != single.propose(41)

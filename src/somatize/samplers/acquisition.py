@@ -492,6 +492,32 @@ class Mixture:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.moments(X)[0]
 
+    def quantile(self, X: np.ndarray, z: float) -> np.ndarray:
+        """The mixture's Φ(z)-quantile at each row of X, in the loss's units: its CDF Σ_k w_k F_k
+        solved by bisection between the parts' own quantiles (each exact: a warp keeps quantiles)."""
+        from scipy.special import ndtr
+
+        qs = []
+        for posterior, warp in zip(self.posteriors, self.warps):
+            mean, sd = posterior(X)
+            q = mean + z * sd
+            qs.append(q if warp is None else warp[0] + warp[1] * np.expm1(q))
+        low, high = np.min(qs, axis=0), np.max(qs, axis=0)
+        target = float(ndtr(z))
+        predictions = [p(X) for p in self.posteriors]
+        for _ in range(60):
+            mid = 0.5 * (low + high)
+            cdf = np.zeros(len(X))
+            for w, (mean, sd), warp in zip(self.weights, predictions, self.warps):
+                at = mid
+                if warp is not None:  # the warp of `mid`; -inf below its floor
+                    with np.errstate(divide="ignore"):
+                        at = np.log1p(np.maximum(mid - warp[0], -warp[1]) / warp[1])
+                cdf += w * ndtr((at - mean) / np.maximum(sd, 1e-300))
+            below = cdf < target
+            low, high = np.where(below, mid, low), np.where(below, high, mid)
+        return 0.5 * (low + high)
+
     def expected_best(self, X: np.ndarray, normal: np.ndarray) -> np.ndarray:
         """Each part's E[min over the rows of X of the noise-free loss], in the loss's units: from joint
         draws of its posterior (columns of `normal`, standard normal, shared by the parts) mapped

@@ -1133,7 +1133,7 @@ class BayesianSampler(Sampler):
         objective's units (Yao, Vehtari, Simpson and Gelman 2018): the weights w maximise
         Σ_i log Σ_k w_k p_k(y_i | y_-i) over the simplex (`stacking_weights`). Variants below
         MIXTURE_FLOOR are dropped; where two or more are left, `_mixture` is their Mixture, which
-        `_suggest` then asks instead of one GP. Of the kernel whose variants weigh the
+        `_suggest` and `recommend` then ask instead of one GP. Of the kernel whose variants weigh the
         more, the variant of highest weight becomes the sampler's model (its warp and kernel,
         `noise_sd`, `surrogate_kernel`); its fit is returned.
 
@@ -1376,21 +1376,23 @@ class BayesianSampler(Sampler):
         to the earliest trial), an estimate that a single lucky draw does not
         fool. Noise-free (`noise: none`, or a tree surrogate): the best
         observation, which is then the best estimate.
-
-        With MODEL_AVERAGING the posterior is the variant of highest weight (the model `_average`
-        returns), not the Mixture that the search asks. Over seeds 0-29 of benchmarks/noisy.py the
-        mixture's own 90% quantile recommended worse on camel-2 (0.894 against 0.779), the noisy SVM
-        (0.00497 against 0.00469) and the noisy forest (0.1303 against 0.1257), alike on Styblinski-6
-        and Hartmann-3, and better only on the noisy k-NN (0.55724 against 0.55755) (BENCHMARKS.md,
-        tenth round of issue 16).
         """
         rows = [i for i, number in enumerate(self._numbers) if number is not None]
         if self._opt is None or not rows:
             return None
         with _quiet():
             model = self._fitted()
-            means, sds = Posterior(model)(self._transformed()[rows])
+            X = self._transformed()[rows]
+            means, sds = Posterior(model)(X)
         numbers = [self._numbers[i] for i in rows]
+        if self._noisy and self._mixture is not None:
+            # The mixture's own 90% quantile, in the objective's units (`_average`).
+            score = self._mixture.quantile(X, RECOMMEND_Z)
+            chosen = min(range(len(rows)), key=lambda k: (score[k], numbers[k]))
+            mixed_mean, mixed_sd = self._mixture.moments(X[chosen][None])
+            return Recommendation(
+                int(numbers[chosen]), self._sign * float(mixed_mean[0]), float(mixed_sd[0]), self.noise_sd()
+            )  # type: ignore[arg-type]
         if self._noisy and _is_gp(model):
             score = means + RECOMMEND_Z * sds
         else:
