@@ -24,7 +24,8 @@ Problems:
 - hartmann6-l1: Hartmann6 subject to x0 + ... + x5 <= 1.5, which cuts off
   the unconstrained optimum (sum 2.07).
 
-One process at a time, one thread each; progress on stderr, Markdown on stdout.
+One process at a time, one thread each, with the same arithmetic on any x86-64 machine (arithmetic.py);
+progress on stderr, Markdown on stdout.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arithmetic import fixed_arithmetic
 from functions import branin, hartmann6
 
 
@@ -268,8 +270,7 @@ def main() -> None:
         help="Raw results of an earlier run to add; runs already in them are not repeated (a stopped run continues).",
     )
     args = parser.parse_args()
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = "1"
+    fixed_arithmetic()
     import somatize.samplers.bayesian  # noqa: F401 - the version described below, even if src/ changes meanwhile
 
     results: list[dict[str, Any]] = []

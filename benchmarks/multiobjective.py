@@ -22,6 +22,8 @@ what is cached).
 Part `latency`: the time of one suggestion with 2 objectives (ZDT1) after a
 history of N random trials, median and worst of `--repeats`.
 
+Both parts run on one thread, with the same arithmetic on any x86-64 machine (arithmetic.py).
+
 Problems (objectives minimised; reference points are BoTorch's for the
 ZDT and DTLZ families, fixed before any run):
 - zdt1, zdt2, zdt3: 8 variables in [0, 1]; convex, concave and disconnected fronts; reference (11, 11).
@@ -48,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from arithmetic import fixed_arithmetic
 
 HERE = Path(__file__).resolve().parent
 SAMPLERS = ("somatize-bayesian", "somatize-random", "optuna-nsga2", "optuna-tpe", "optuna-gp")
@@ -345,8 +349,6 @@ def latency_part(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
     sys.path.insert(0, str(HERE.parent / "src"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("hypervolume", "latency"), default="hypervolume")
@@ -361,6 +363,7 @@ def main() -> None:
     parser.add_argument("--histories", default="20,50,100,200")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
+    fixed_arithmetic()
     print(f"<!-- {platform.platform()}, Python {platform.python_version()}, load {os.getloadavg()} -->",
           file=sys.stderr)
     (hypervolume_part if args.part == "hypervolume" else latency_part)(args)
