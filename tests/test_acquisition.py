@@ -10,12 +10,12 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
 from skopt.learning import GaussianProcessRegressor
-from skopt.learning.gaussian_process.kernels import RBF, ConstantKernel, Matern
+from skopt.learning.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 from skopt.space import Categorical, Integer, Real, Space
 from skopt.utils import normalize_dimensions
 
 from somatize.samplers.acquisition import (
-    AcquisitionSearch, Posterior, acquisition, acquisition_and_gradient, random_points, transform,
+    AcquisitionSearch, Mixture, Posterior, acquisition, acquisition_and_gradient, random_points, transform,
 )  # fmt: skip
 
 # The GPs here are fitted with scikit-learn's wide default bounds, which small data reach.
@@ -240,3 +240,66 @@ def test_posterior_of_a_noisy_gp_drops_only_the_zeroed_noise_term() -> None:
     expected_mean, expected_std = model.predict(points, return_std=True)
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-9)
     np.testing.assert_allclose(std, expected_std, rtol=1e-6)
+
+
+# A mixture of GPs, some of them warped (bayesian.MODEL_AVERAGING) -------------------------------------
+
+
+def mixture_of_two() -> tuple[Mixture, np.ndarray]:
+    """A plain GP of y and a GP of the warped w = log1p((y - low) / spread), both fitted to a noisy
+    curve, weighted 0.6 / 0.4; and rows to ask about."""
+    rng = np.random.default_rng(5)
+    X = rng.random((12, 1))
+    y = np.sin(6 * X[:, 0]) + 0.1 * rng.normal(size=12)
+    low, spread = float(y.min()), 0.8
+
+    def noisy_gp(values: np.ndarray) -> GaussianProcessRegressor:
+        kernel = ConstantKernel(1.0) * Matern(length_scale=0.3, nu=2.5) + WhiteKernel(0.01)
+        return GaussianProcessRegressor(kernel=kernel, normalize_y=True, noise="gaussian").fit(X, values)
+
+    plain, warped = noisy_gp(y), noisy_gp(np.log1p((y - low) / spread))
+    return Mixture([(0.6, plain, None), (0.4, warped, (low, spread))]), np.linspace(0.0, 1.0, 7)[:, None]
+
+
+def test_a_mixture_s_expected_improvement_is_that_of_its_law_in_the_loss_s_units() -> None:
+    mixture, X = mixture_of_two()
+    bars = np.array([-0.2, 0.0])  # one a part
+    rng = np.random.default_rng(6)
+    draws = rng.standard_normal(400_000)
+    checked = 0
+    for row, got in zip(X, mixture.acquisitions(("EI",), bars, X)[0]):
+        improvement = 0.0
+        for weight, posterior, warp, bar in zip(mixture.weights, mixture.posteriors, mixture.warps, bars):
+            mean, std = posterior(row[None])
+            values = mean[0] + std[0] * draws
+            if warp is not None:
+                values = warp[0] + warp[1] * np.expm1(values)
+            improvement += weight * float(np.mean(np.maximum(bar - values, 0.0)))
+        if improvement > 1e-3:  # (below, the draws do not resolve it)
+            assert got == pytest.approx(math.log(improvement), abs=0.02)
+            checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("kind", ["EI", "PI", "LCB"])
+def test_a_mixture_s_acquisition_gradients_agree_with_finite_differences(kind: str) -> None:
+    mixture, X = mixture_of_two()
+    bars = np.array([-0.7, -0.6])
+    value, grad = mixture.acquisition_and_gradient(kind, bars, X)
+    assert np.allclose(value, mixture.acquisitions((kind,), bars, X)[0])
+    h = 1e-6
+    moved = mixture.acquisitions((kind,), bars, X + h)[0]
+    assert np.allclose((moved - value) / h, grad[:, 0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("bars", [(-0.7, -0.6), (-0.9, -0.4), (-0.3, -0.8)])
+def test_the_search_of_a_mixture_reaches_the_mixture_s_maximum(bars: tuple[float, float]) -> None:
+    # Each start climbs on one part alone (the cheaper search); the end points must still reach the maximum
+    # of the mixture's EI, which neither part's maximum is where the parts share it.
+    mixture, _ = mixture_of_two()
+    bar = np.array(bars)
+    space = Space(normalize_dimensions([Real(0.0, 1.0)]))
+    found = AcquisitionSearch(space, np.random.default_rng(0)).best(mixture, ("EI",), bar, None, refine=False)[0]
+    grid = np.linspace(0.0, 1.0, 20_001)[:, None]
+    values = mixture.acquisitions(("EI",), bar, grid)[0]
+    assert mixture.acquisitions(("EI",), bar, found[None])[0][0] >= float(np.max(values)) - 1e-6

@@ -432,3 +432,30 @@ def test_a_noise_free_study_keeps_the_full_kernel() -> None:
     sampler = told(CUBE, points, [double_wells(p) for p in points], noise="none")
     sampler.recommend()
     assert sampler.surrogate_kernel == "ard"
+
+
+# Averaging the variants (issue 16, eighth round) ------------------------------------------------------
+
+
+def kernel_weights(sampler: Any) -> dict[bool, float]:
+    """The last average's total weight of the additive (True) and the full (False) kernel's variants."""
+    last = sampler.mixture_weights[-1]
+    return {kernel: sum(w for (_, additive), w in last.items() if additive == kernel) for kernel in (True, False)}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_weights_follow_how_well_each_kernel_predicts_held_out_values(seed: int) -> None:
+    assert kernel_weights(noisy_history(double_wells, seed))[True] > 0.5
+    assert kernel_weights(noisy_history(ridge, seed))[False] > 0.8
+
+
+def test_split_weights_make_the_proposal_the_mixture_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    from somatize.samplers import bayesian
+
+    averaged = noisy_history(double_wells, 1)
+    weights = list(averaged.mixture_weights[-1].values())
+    assert sum(w >= bayesian.MIXTURE_FLOOR for w in weights) >= 2 and max(weights) < 0.6  # split between variants
+    monkeypatch.setattr(bayesian, "MODEL_AVERAGING", False)
+    single = noisy_history(double_wells, 1)
+    assert single.mixture_weights == []
+    assert averaged.propose(41) != single.propose(41)
