@@ -25,7 +25,8 @@ Parts (all by default):
 `--before SRC` repeats api and the resume of the same 1,000-trial study with
 another source tree (e.g. `git archive <commit> src | tar -x -C /tmp/old`,
 then `--before /tmp/old/src`), in a subprocess, for a before/after in one run.
-Every process runs with one BLAS thread (the sampler limits itself too).
+Every process runs with one BLAS thread (the sampler limits itself too), on the machine's own kernels: this
+script times suggestions, it does not compare trajectories (arithmetic.py fixes those for the others).
 Run it under `nice` on a shared machine and note `uptime`: CPU time is shown
 beside wall time because on a loaded machine the wall time is mostly waiting.
 """
