@@ -1374,8 +1374,8 @@ class BayesianSampler(Sampler):
 
         With noise modelled: the evaluated point of lowest posterior quantile,
         mean + RECOMMEND_Z sd (ties to the earliest trial), an estimate that a
-        single lucky draw does not fool. Noise-free (`noise: none`, or a tree surrogate): the best
-        observation, which is then the best estimate.
+        single lucky draw does not fool. Noise-free (`noise: none`, or a tree
+        surrogate): the best observation, which is then the best estimate.
 
         With MODEL_AVERAGING the posterior is the variant of highest weight (the model `_average`
         returns), not the Mixture that the search asks. Over seeds 0-29 of benchmarks/noisy.py the
