@@ -196,6 +196,20 @@ def test_a_finite_space_is_never_repeated() -> None:
     assert repeated(grid, trials) == []
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_in_a_finite_space_under_noise_the_model_proposes_unseen_points_near_the_optimum(seed: int) -> None:
+    """Under noise the acquisition is often highest at an evaluated point, which a finite space does
+    not run again: the proposal is then the best unseen point the search found, not a random one."""
+    from somatize import IntDimension
+
+    line = SearchSpace((IntDimension("x", 0, 199),))
+    rng = np.random.default_rng(seed)
+    _, trials = drive(line, lambda p: ((p["x"] - 60) / 40) ** 2 + 0.3 * rng.normal(), 30)
+    assert repeated(line, trials) == []
+    far = [t.params["x"] for t in trials[5:] if abs(t.params["x"] - 60) > 60]  # a loss above 2.25, 7 sds
+    assert len(far) <= 1, far
+
+
 # The recommendation ----------------------------------------------------------------
 
 

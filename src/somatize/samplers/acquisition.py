@@ -552,10 +552,15 @@ class AcquisitionSearch:
     def best(
         self, model: Any, kinds: tuple[str, ...], best: Any, incumbent: np.ndarray | None,
         feasibility: FeasibilityModel | None = None, refine: bool = True,
+        allowed: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """For each acquisition kind, the transformed point of highest value found; `refine` runs
         `_polish` after the discrete sweep. `model` is a fitted surrogate or a Mixture, `best` the
         value to improve on (for a Mixture one a part).
+
+        `allowed` (rows -> a boolean per row) excludes points the caller may not propose: where the
+        highest point found is one, the answer is the highest allowed point among those found and the
+        random candidates (`_allowed_best`).
 
         With a `feasibility` model every acquisition is weighted by the
         probability of feasibility (feasibility.with_feasibility); `best` None
@@ -586,7 +591,11 @@ class AcquisitionSearch:
             xs = self._sweep(lambda X, kind=kind: self._value(posterior, kind, best, X), xs)
             if refine:
                 xs = np.vstack([self._polish(posterior, kind, best, xs), starts])
-            found.append(xs[int(np.argmax(self._value(posterior, kind, best, xs)))])
+            found_values = self._value(posterior, kind, best, xs)
+            top = xs[int(np.argmax(found_values))]
+            if allowed is not None and not allowed(top[None])[0]:
+                top = _allowed_best(np.vstack([xs, candidates]), np.concatenate([found_values, values]), allowed, top)
+            found.append(top)
         return found
 
     def _polish(self, posterior: Posterior | Mixture, kind: str, best: Any, xs: np.ndarray) -> np.ndarray:
@@ -738,6 +747,16 @@ class AcquisitionSearch:
         if type(dim).__name__ == "Categorical":
             return list(dim.categories)
         return list(range(int(dim.low), int(dim.high) + 1))
+
+
+def _allowed_best(
+    rows: np.ndarray, values: np.ndarray, allowed: Callable[[np.ndarray], np.ndarray], fallback: np.ndarray
+) -> np.ndarray:
+    """The row of highest value that `allowed` admits; `fallback` when it admits none."""
+    admitted = allowed(rows)
+    if not admitted.any():
+        return fallback
+    return rows[int(np.argmax(np.where(admitted, values, -np.inf)))]
 
 
 def climb(
