@@ -399,8 +399,8 @@ def tables(results: list[dict[str, Any]]) -> str:
                         and r.get("rescored") is not None]  # fmt: skip
                 cells.append(median_iqr(runs) if runs else "-")
             out.append(f"| {problem} | " + " | ".join(cells) + " |")
-    if "somatize-bayesian" in samplers:
-        peers = [s for s in samplers if s != "somatize-bayesian"]
+    peers = [s for s in samplers if s != "somatize-bayesian"]
+    if "somatize-bayesian" in samplers and peers:
         truths = [("regret", "regret", problems)]
         if rescored:
             truths.append(("rescored", f"the {splits}-split mean", rescored))
